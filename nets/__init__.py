@@ -1,0 +1,56 @@
+"""Forward passes of ImageNet CNNs and the rule-independent half of their backward passes.
+
+>>> net = build("vgg16")          # parameters are zero until loaded (weights.load)
+>>> trace = net.forward(x)         # x: (N, 3, 224, 224) float32
+>>> signal = net.backward(trace, one_hot)   # the input gradient, Eq. 1
+"""
+from functools import partial
+
+from .layers import (Concat, Conv2d, Fire, Flatten, GlobalAvgPool2d, Layer, Linear, MaxPool2d,
+                     PoolCache, ReLU)
+from .network import Network, Trace, softmax
+from .squeezenet import squeezenet1_0
+from .vgg import CONFIGURATIONS, vgg
+
+#: Architecture name -> builder with no required arguments.
+ARCHITECTURES = {name: partial(vgg, name) for name in CONFIGURATIONS}
+ARCHITECTURES["squeezenet1_0"] = squeezenet1_0
+
+
+def build(name, **options):
+    """Build an architecture by name (parameters zero until loaded).
+
+    Parameters
+    ----------
+    name : str
+        One of :data:`ARCHITECTURES`: vgg11, vgg13, vgg16, vgg19, squeezenet1_0.
+    **options
+        Passed to the builder (e.g. ``num_classes``).
+    """
+    if name not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {name!r}; known: {sorted(ARCHITECTURES)}")
+    return ARCHITECTURES[name](**options)
+
+
+def random_parameters(net, seed=0):
+    """Fill ``net`` with He-normal weights and small biases, for tests and benchmarks.
+
+    ``w ~ N(0, 2 / fan_in)`` keeps activations at a stable scale through deep ReLU stacks, so
+    random VGG16 logits are O(1) rather than vanishing or exploding.
+    """
+    import numpy as np
+    rng = np.random.default_rng(seed)
+    params = {}
+    for name, arrays in net.parameters().items():
+        w = arrays["weight"]
+        fan_in = int(np.prod(w.shape[1:]))
+        params[name] = {
+            "weight": rng.normal(0, np.sqrt(2.0 / fan_in), w.shape).astype(w.dtype),
+            "bias": rng.normal(0, 0.01, arrays["bias"].shape).astype(w.dtype),
+        }
+    return net.load_parameters(params)
+
+
+__all__ = ["ARCHITECTURES", "CONFIGURATIONS", "Concat", "Conv2d", "Fire", "Flatten",
+           "GlobalAvgPool2d", "Layer", "Linear", "MaxPool2d", "Network", "PoolCache", "ReLU",
+           "Trace", "build", "random_parameters", "softmax", "squeezenet1_0", "vgg"]

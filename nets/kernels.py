@@ -1,0 +1,284 @@
+"""Hot loops: convolution and max pooling, fast (Numba + BLAS) beside naive (NumPy) versions.
+
+Every fast kernel here has a naive twin written to be obviously correct; the tests hold the
+fast one to the naive one. Layers call only the fast ones.
+
+Shapes follow the library's convention: batches are ``(N, C, H, W)`` float32, convolution
+weights are ``(O, C, KH, KW)`` (OIHW), square kernels, the same stride and zero padding on
+both axes.
+
+Convolution is a matrix product. With the input unrolled into columns,
+``cols[(c, i, j), (oh, ow)] = x_pad[c, s*oh + i, s*ow + j]``, the forward pass is
+``y = W.reshape(O, C*KH*KW) @ cols + b`` and the input signal is
+``dx = col2im(W.reshape(O, C*KH*KW).T @ dy)``: the transpose of the same linear map,
+``sum_k w_ki s_k`` in the notation of Eq. 1, i.e. a transposed convolution.
+"""
+import numpy as np
+from numba import njit, prange
+
+
+def conv_output_size(size, kernel, stride, padding):
+    """Output length of a convolution along one axis: ``floor((size + 2p - k) / s) + 1``."""
+    return (size + 2 * padding - kernel) // stride + 1
+
+
+def pool_output_size(size, kernel, stride, padding, ceil_mode):
+    """Output length of a pooling window sweep along one axis.
+
+    Floor mode is ``floor((size + 2p - k) / s) + 1``. Ceil mode (Caffe's default) rounds up
+    instead, then drops a last window that would start entirely inside the right padding;
+    Caffe and PyTorch share this rule.
+    """
+    span = size + 2 * padding - kernel
+    if span < 0:
+        raise ValueError(f"pooling window {kernel} is larger than the padded input {size + 2 * padding}")
+    out = (-(-span // stride) if ceil_mode else span // stride) + 1
+    if ceil_mode and (out - 1) * stride >= size + padding:
+        out -= 1
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Convolution: naive references
+# ---------------------------------------------------------------------------------------------
+
+def conv2d_forward_naive(x, w, b, stride, padding):
+    """Reference convolution, one kernel tap at a time.
+
+    ``y[n, o, oh, ow] = b[o] + sum_{c,i,j} w[o, c, i, j] * x_pad[n, c, s*oh + i, s*ow + j]``
+
+    Parameters
+    ----------
+    x : (N, C, H, W) array
+    w : (O, C, KH, KW) array
+    b : (O,) array
+    stride, padding : int
+
+    Returns
+    -------
+    y : (N, O, OH, OW) array
+    """
+    n, c, h, wd = x.shape
+    o, _, kh, kw = w.shape
+    oh, ow = conv_output_size(h, kh, stride, padding), conv_output_size(wd, kw, stride, padding)
+    xp = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
+    y = np.zeros((n, o, oh, ow), dtype=np.float64)
+    for i in range(kh):
+        for j in range(kw):
+            patch = xp[:, :, i:i + stride * oh:stride, j:j + stride * ow:stride]
+            y += np.einsum("nchw,oc->nohw", patch, w[:, :, i, j])
+    return (y + b[None, :, None, None]).astype(x.dtype)
+
+
+def conv2d_backward_input_naive(dy, w, input_shape, stride, padding):
+    """Reference input signal of a convolution: every tap sends ``w * dy`` back where it read.
+
+    ``dx_pad[n, c, s*oh + i, s*ow + j] += w[o, c, i, j] * dy[n, o, oh, ow]``
+
+    Parameters
+    ----------
+    dy : (N, O, OH, OW) array
+    w : (O, C, KH, KW) array
+    input_shape : tuple (N, C, H, W)
+
+    Returns
+    -------
+    dx : (N, C, H, W) array
+    """
+    n, c, h, wd = input_shape
+    _, _, kh, kw = w.shape
+    oh, ow = dy.shape[2:]
+    dxp = np.zeros((n, c, h + 2 * padding, wd + 2 * padding), dtype=np.float64)
+    for i in range(kh):
+        for j in range(kw):
+            dxp[:, :, i:i + stride * oh:stride, j:j + stride * ow:stride] += np.einsum(
+                "nohw,oc->nchw", dy, w[:, :, i, j])
+    return dxp[:, :, padding:padding + h, padding:padding + wd].astype(dy.dtype)
+
+
+# ---------------------------------------------------------------------------------------------
+# Convolution: fast (Numba unrolling + one BLAS GEMM per image)
+# ---------------------------------------------------------------------------------------------
+
+@njit(parallel=True, cache=True, fastmath=False)
+def _im2col(x, kh, kw, stride, padding, oh, ow, cols):
+    # Each thread owns whole rows of `cols` (one input channel), so writes never collide.
+    c_in, h, w = x.shape
+    for c in prange(c_in):
+        for i in range(kh):
+            for j in range(kw):
+                row = (c * kh + i) * kw + j
+                for r in range(oh):
+                    hi = stride * r + i - padding
+                    base = r * ow
+                    if hi < 0 or hi >= h:
+                        for q in range(ow):
+                            cols[row, base + q] = 0.0
+                        continue
+                    for q in range(ow):
+                        wj = stride * q + j - padding
+                        cols[row, base + q] = x[c, hi, wj] if 0 <= wj < w else 0.0
+
+
+@njit(parallel=True, cache=True, fastmath=False)
+def _col2im(cols, kh, kw, stride, padding, oh, ow, dx):
+    # Overlapping windows add into the same pixel: a thread owns a whole input channel.
+    c_in, h, w = dx.shape
+    for c in prange(c_in):
+        for i in range(kh):
+            for j in range(kw):
+                row = (c * kh + i) * kw + j
+                for r in range(oh):
+                    hi = stride * r + i - padding
+                    if hi < 0 or hi >= h:
+                        continue
+                    for q in range(ow):
+                        wj = stride * q + j - padding
+                        if 0 <= wj < w:
+                            dx[c, hi, wj] += cols[row, r * ow + q]
+
+
+def _is_pointwise(w, stride, padding):
+    return w.shape[2] == 1 and w.shape[3] == 1 and stride == 1 and padding == 0
+
+
+def conv2d_forward(x, w, b, stride, padding):
+    """Fast convolution; same contract as :func:`conv2d_forward_naive` (float32 or float64)."""
+    n, c, h, wd = x.shape
+    o, _, kh, kw = w.shape
+    oh, ow = conv_output_size(h, kh, stride, padding), conv_output_size(wd, kw, stride, padding)
+    w_mat = w.reshape(o, -1)
+    y = np.empty((n, o, oh, ow), dtype=x.dtype)
+    cols = None if _is_pointwise(w, stride, padding) else np.empty((c * kh * kw, oh * ow), x.dtype)
+    for k in range(n):
+        if cols is None:
+            src = x[k].reshape(c, h * wd)
+        else:
+            _im2col(x[k], kh, kw, stride, padding, oh, ow, cols)
+            src = cols
+        out = y[k].reshape(o, oh * ow)
+        np.matmul(w_mat, src, out=out)
+        out += b[:, None]
+    return y
+
+
+def conv2d_backward_input(dy, w, input_shape, stride, padding):
+    """Fast input signal; same contract as :func:`conv2d_backward_input_naive` (float32 or float64)."""
+    n, c, h, wd = input_shape
+    o, _, kh, kw = w.shape
+    oh, ow = dy.shape[2:]
+    w_mat_t = w.reshape(o, -1).T
+    dx = np.zeros((n, c, h, wd), dtype=dy.dtype)
+    pointwise = _is_pointwise(w, stride, padding)
+    cols = np.empty((c * kh * kw, oh * ow), dy.dtype)
+    for k in range(n):
+        np.matmul(w_mat_t, dy[k].reshape(o, oh * ow), out=cols)
+        if pointwise:
+            dx[k] = cols.reshape(c, h, wd)
+        else:
+            _col2im(cols, kh, kw, stride, padding, oh, ow, dx[k])
+    return dx
+
+
+# ---------------------------------------------------------------------------------------------
+# Max pooling
+# ---------------------------------------------------------------------------------------------
+
+def _window(o, kernel, stride, padding, size):
+    start = o * stride - padding
+    return max(start, 0), min(start + kernel, size)
+
+
+def max_pool_forward_naive(x, kernel, stride, padding, ceil_mode):
+    """Reference max pooling over clipped windows.
+
+    ``y[n, c, oh, ow] = max over the window of x``; ``argmax`` holds the flat index ``h * W + w``
+    of the first maximum in row-major order (PyTorch's tie-break), the *switch* that routes
+    the backward signal.
+
+    Returns
+    -------
+    y : (N, C, OH, OW) array
+    argmax : (N, C, OH, OW) int64 array
+    """
+    n, c, h, w = x.shape
+    oh = pool_output_size(h, kernel, stride, padding, ceil_mode)
+    ow = pool_output_size(w, kernel, stride, padding, ceil_mode)
+    y = np.empty((n, c, oh, ow), dtype=x.dtype)
+    argmax = np.empty((n, c, oh, ow), dtype=np.int64)
+    for r in range(oh):
+        h0, h1 = _window(r, kernel, stride, padding, h)
+        for q in range(ow):
+            w0, w1 = _window(q, kernel, stride, padding, w)
+            win = x[:, :, h0:h1, w0:w1].reshape(n, c, -1)
+            k = win.argmax(axis=2)
+            y[:, :, r, q] = np.take_along_axis(win, k[..., None], axis=2)[..., 0]
+            argmax[:, :, r, q] = (h0 + k // (w1 - w0)) * w + (w0 + k % (w1 - w0))
+    return y, argmax
+
+
+def max_pool_route_naive(dy, argmax, input_shape):
+    """Reference routing of a signal through max-pool switches: ``dx[argmax] += dy``."""
+    n, c, h, w = input_shape
+    dx = np.zeros((n, c, h * w), dtype=dy.dtype)
+    nn, cc = np.meshgrid(np.arange(n), np.arange(c), indexing="ij")
+    for r in range(dy.shape[2]):
+        for q in range(dy.shape[3]):
+            np.add.at(dx, (nn, cc, argmax[:, :, r, q]), dy[:, :, r, q])
+    return dx.reshape(input_shape)
+
+
+@njit(parallel=True, cache=True)
+def _max_pool_forward(x, kernel, stride, padding, y, argmax):
+    n, c, h, w = x.shape
+    oh, ow = y.shape[2], y.shape[3]
+    for plane in prange(n * c):
+        b, ch = plane // c, plane % c
+        for r in range(oh):
+            h0 = max(r * stride - padding, 0)
+            h1 = min(r * stride - padding + kernel, h)
+            for q in range(ow):
+                w0 = max(q * stride - padding, 0)
+                w1 = min(q * stride - padding + kernel, w)
+                best = x[b, ch, h0, w0]
+                best_at = h0 * w + w0
+                for hi in range(h0, h1):
+                    for wj in range(w0, w1):
+                        v = x[b, ch, hi, wj]
+                        if v > best:
+                            best = v
+                            best_at = hi * w + wj
+                y[b, ch, r, q] = best
+                argmax[b, ch, r, q] = best_at
+
+
+@njit(parallel=True, cache=True)
+def _max_pool_route(dy, argmax, dx):
+    # Overlapping windows (3x3 stride 2) may pick the same pixel twice: the signals ADD.
+    # A thread owns a whole (n, c) plane, so the additions never race.
+    n, c, oh, ow = dy.shape
+    w = dx.shape[3]
+    for plane in prange(n * c):
+        b, ch = plane // c, plane % c
+        for r in range(oh):
+            for q in range(ow):
+                k = argmax[b, ch, r, q]
+                dx[b, ch, k // w, k % w] += dy[b, ch, r, q]
+
+
+def max_pool_forward(x, kernel, stride, padding, ceil_mode):
+    """Fast max pooling; same contract as :func:`max_pool_forward_naive`."""
+    n, c, h, w = x.shape
+    oh = pool_output_size(h, kernel, stride, padding, ceil_mode)
+    ow = pool_output_size(w, kernel, stride, padding, ceil_mode)
+    y = np.empty((n, c, oh, ow), dtype=x.dtype)
+    argmax = np.empty((n, c, oh, ow), dtype=np.int64)
+    _max_pool_forward(x, kernel, stride, padding, y, argmax)
+    return y, argmax
+
+
+def max_pool_route(dy, argmax, input_shape):
+    """Fast switch routing; same contract as :func:`max_pool_route_naive`."""
+    dx = np.zeros(input_shape, dtype=dy.dtype)
+    _max_pool_route(np.ascontiguousarray(dy), argmax, dx)
+    return dx

@@ -1,0 +1,243 @@
+"""Layers: each a forward/backward pair, the backward reading the cache of its forward.
+
+``y, cache = layer.forward(x)`` and ``dx = layer.backward(dy, cache)``. A *signal* is whatever
+is sent backward: the gradient of a score for plain backpropagation, or a modified signal for
+the other attribution rules. Eq. 1 of Ebrahimpour & Noelle,
+
+    s_i = g'(eta_i) * sum_k w_ki s_k,
+
+splits every backward step into a *linear* part ``sum_k w_ki s_k`` (convolution, fully
+connected, pooling switches, averaging: fixed by the network, implemented here) and a
+*nonlinearity* part ``g'(eta_i)`` (ReLU, the choice of switch in max pooling: a *rule*, which
+the attribution method chooses).
+
+Rules are duck-typed objects supplied by ``saliency``; ``nets`` knows only this protocol:
+
+``rule.relu(signal, eta, eta_ref)``
+    the signal at a ReLU's input, given the signal at its output, the forward input ``eta`` and,
+    for reference-based rules, the reference pass's input ``eta_ref`` (else ``None``).
+``rule.max_pool(layer, signal, cache, ref_cache)``
+    the signal at a max pool's input; ``layer.route(signal, cache)`` is the switch routing
+    that the gradient uses.
+
+``rule=None`` means the plain gradient. Arrays are float32 batches ``(N, C, H, W)`` for
+spatial layers and ``(N, D)`` for fully connected ones.
+"""
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import kernels
+
+
+class Layer:
+    """A named step of a network with no parameters and a linear backward pass by default."""
+
+    def __init__(self, name):
+        self.name = name
+
+    def forward(self, x):
+        raise NotImplementedError
+
+    def backward(self, dy, cache, rule=None, ref_cache=None):
+        raise NotImplementedError
+
+    def parameters(self):
+        """``{qualified layer name: {"weight": array, "bias": array}}`` for layers that have them."""
+        return {}
+
+    def __repr__(self):
+        return f"{type(self).__name__}({self.name!r})"
+
+
+class Conv2d(Layer):
+    """2-D convolution (cross-correlation) with zero padding.
+
+    ``y[n, o] = b[o] + sum_c w[o, c] (*) x[n, c]`` with ``(*)`` the strided cross-correlation.
+
+    Parameters
+    ----------
+    weight : (O, C, K, K) float32
+    bias : (O,) float32
+    stride, padding : int
+    """
+
+    def __init__(self, name, in_channels, out_channels, kernel_size, stride=1, padding=0):
+        super().__init__(name)
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
+        self.weight = np.zeros((out_channels, in_channels, kernel_size, kernel_size), np.float32)
+        self.bias = np.zeros(out_channels, np.float32)
+
+    def forward(self, x):
+        """(N, C, H, W) -> (N, O, OH, OW); the cache is the input (for weight gradients later)."""
+        return kernels.conv2d_forward(x, self.weight, self.bias, self.stride, self.padding), x
+
+    def backward(self, dy, cache, rule=None, ref_cache=None):
+        """``dx = sum_o w[o, c] (*)^T dy[n, o]``: a transposed convolution. Rule-independent."""
+        return kernels.conv2d_backward_input(dy, self.weight, cache.shape, self.stride, self.padding)
+
+    def parameters(self):
+        return {self.name: {"weight": self.weight, "bias": self.bias}}
+
+
+class Linear(Layer):
+    """Fully connected layer ``y = x W^T + b``.
+
+    Parameters
+    ----------
+    weight : (D_out, D_in) float32 (PyTorch's layout)
+    bias : (D_out,) float32
+    """
+
+    def __init__(self, name, in_features, out_features):
+        super().__init__(name)
+        self.in_features, self.out_features = in_features, out_features
+        self.weight = np.zeros((out_features, in_features), np.float32)
+        self.bias = np.zeros(out_features, np.float32)
+
+    def forward(self, x):
+        """(N, D_in) -> (N, D_out); the cache is the input."""
+        return x @ self.weight.T + self.bias, x
+
+    def backward(self, dy, cache, rule=None, ref_cache=None):
+        """``dx_i = sum_k w_ki dy_k``, i.e. ``dy @ W``. Rule-independent."""
+        return dy @ self.weight
+
+    def parameters(self):
+        return {self.name: {"weight": self.weight, "bias": self.bias}}
+
+
+class ReLU(Layer):
+    """``g(eta) = max(eta, 0)``; the backward multiplier is the rule's business.
+
+    The cache is the forward input ``eta``. With no rule the multiplier is the derivative
+    ``g'(eta) = 1[eta > 0]`` (0 at the kink, as every autodiff framework does).
+    """
+
+    def forward(self, x):
+        return np.maximum(x, 0), x
+
+    def backward(self, dy, cache, rule=None, ref_cache=None):
+        if rule is None:
+            return dy * (cache > 0)
+        return rule.relu(dy, cache, ref_cache)
+
+
+@dataclass(frozen=True)
+class PoolCache:
+    """What max pooling remembers: input, output and the switches (flat argmax per window)."""
+    x: np.ndarray
+    y: np.ndarray
+    argmax: np.ndarray
+
+
+class MaxPool2d(Layer):
+    """Max pooling over square windows, floor or ceil (Caffe) output rounding.
+
+    ``y[n, c, oh, ow] = max_{(h, w) in window(oh, ow)} x[n, c, h, w]``
+    """
+
+    def __init__(self, name, kernel_size, stride=None, padding=0, ceil_mode=False):
+        super().__init__(name)
+        self.kernel_size = kernel_size
+        self.stride = kernel_size if stride is None else stride
+        self.padding, self.ceil_mode = padding, ceil_mode
+
+    def forward(self, x):
+        y, argmax = kernels.max_pool_forward(x, self.kernel_size, self.stride, self.padding,
+                                             self.ceil_mode)
+        return y, PoolCache(x, y, argmax)
+
+    def route(self, signal, cache):
+        """Send each window's signal to the input that won it; overlapping winners add up."""
+        return kernels.max_pool_route(signal, cache.argmax, cache.x.shape)
+
+    def backward(self, dy, cache, rule=None, ref_cache=None):
+        if rule is None:
+            return self.route(dy, cache)
+        return rule.max_pool(self, dy, cache, ref_cache)
+
+
+class GlobalAvgPool2d(Layer):
+    """``y[n, c] = mean_{h, w} x[n, c, h, w]``: (N, C, H, W) -> (N, C). Linear."""
+
+    def forward(self, x):
+        return x.mean(axis=(2, 3), dtype=x.dtype), x.shape
+
+    def backward(self, dy, cache, rule=None, ref_cache=None):
+        n, c, h, w = cache
+        return np.broadcast_to((dy / dy.dtype.type(h * w))[:, :, None, None], cache).copy()
+
+
+class Flatten(Layer):
+    """(N, C, H, W) -> (N, C*H*W) in C-major order (PyTorch's; Keras flattens H, W, C)."""
+
+    def forward(self, x):
+        return x.reshape(x.shape[0], -1), x.shape
+
+    def backward(self, dy, cache, rule=None, ref_cache=None):
+        return dy.reshape(cache)
+
+
+class Concat(Layer):
+    """Stack a list of (N, C_i, H, W) arrays along channels; the backward splits the signal."""
+
+    def forward(self, xs):
+        return np.concatenate(xs, axis=1), [x.shape[1] for x in xs]
+
+    def backward(self, dy, cache, rule=None, ref_cache=None):
+        return np.split(dy, np.cumsum(cache)[:-1], axis=1)
+
+
+class Fire(Layer):
+    """SqueezeNet's fire module: squeeze 1x1, then 1x1 and 3x3 expands side by side.
+
+    ``s = relu(squeeze(x)); y = concat(relu(expand1x1(s)), relu(expand3x3(s)))``
+
+    The two expand branches read the same squeeze output, so their backward signals add there.
+    Sub-layers are named ``{name}/squeeze1x1``, ``{name}/expand1x1``, ``{name}/expand3x3``.
+    """
+
+    def __init__(self, name, in_channels, squeeze, expand1x1, expand3x3):
+        super().__init__(name)
+        self.squeeze = Conv2d(f"{name}/squeeze1x1", in_channels, squeeze, 1)
+        self.squeeze_relu = ReLU(f"{name}/relu_squeeze1x1")
+        self.expand1 = Conv2d(f"{name}/expand1x1", squeeze, expand1x1, 1)
+        self.expand1_relu = ReLU(f"{name}/relu_expand1x1")
+        self.expand3 = Conv2d(f"{name}/expand3x3", squeeze, expand3x3, 3, padding=1)
+        self.expand3_relu = ReLU(f"{name}/relu_expand3x3")
+        self.concat = Concat(f"{name}/concat")
+        self.out_channels = expand1x1 + expand3x3
+
+    def forward(self, x):
+        caches = {}
+        s = x
+        for layer in (self.squeeze, self.squeeze_relu):
+            s, caches[layer.name] = layer.forward(s)
+        branches = []
+        for conv, relu in ((self.expand1, self.expand1_relu), (self.expand3, self.expand3_relu)):
+            e, caches[conv.name] = conv.forward(s)
+            e, caches[relu.name] = relu.forward(e)
+            branches.append(e)
+        y, caches[self.concat.name] = self.concat.forward(branches)
+        return y, caches
+
+    def backward(self, dy, cache, rule=None, ref_cache=None):
+        def ref(layer):
+            return None if ref_cache is None else ref_cache[layer.name]
+
+        d_branches = self.concat.backward(dy, cache[self.concat.name])
+        ds = 0
+        for d, (conv, relu) in zip(d_branches, ((self.expand1, self.expand1_relu),
+                                                 (self.expand3, self.expand3_relu))):
+            d = relu.backward(d, cache[relu.name], rule, ref(relu))
+            ds = ds + conv.backward(d, cache[conv.name])
+        ds = self.squeeze_relu.backward(ds, cache[self.squeeze_relu.name], rule, ref(self.squeeze_relu))
+        return self.squeeze.backward(ds, cache[self.squeeze.name])
+
+    def parameters(self):
+        params = {}
+        for layer in (self.squeeze, self.expand1, self.expand3):
+            params.update(layer.parameters())
+        return params
