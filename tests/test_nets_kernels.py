@@ -1,0 +1,93 @@
+"""Fast kernels against their naive references, on randomized shapes, strides and paddings."""
+import numpy as np
+import pytest
+
+from nets import kernels
+
+
+def random_conv_case(rng):
+    k = int(rng.choice([1, 3, 5, 7]))
+    stride = int(rng.integers(1, 4))
+    padding = int(rng.integers(0, k // 2 + 2))
+    n, c, o = int(rng.integers(1, 3)), int(rng.integers(1, 6)), int(rng.integers(1, 6))
+    h, w = int(rng.integers(k, k + 12)), int(rng.integers(k, k + 12))
+    x = rng.normal(size=(n, c, h, w)).astype(np.float32)
+    weight = rng.normal(size=(o, c, k, k)).astype(np.float32)
+    bias = rng.normal(size=o).astype(np.float32)
+    return x, weight, bias, stride, padding
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_conv_forward_matches_naive(seed):
+    x, w, b, s, p = random_conv_case(np.random.default_rng(seed))
+    fast = kernels.conv2d_forward(x, w, b, s, p)
+    naive = kernels.conv2d_forward_naive(x.astype(np.float64), w.astype(np.float64), b, s, p)
+    np.testing.assert_allclose(fast, naive, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_conv_backward_input_matches_naive(seed):
+    rng = np.random.default_rng(seed)
+    x, w, b, s, p = random_conv_case(rng)
+    y = kernels.conv2d_forward_naive(x, w, b, s, p)
+    dy = rng.normal(size=y.shape).astype(np.float32)
+    fast = kernels.conv2d_backward_input(dy, w, x.shape, s, p)
+    naive = kernels.conv2d_backward_input_naive(dy.astype(np.float64), w.astype(np.float64),
+                                                x.shape, s, p)
+    np.testing.assert_allclose(fast, naive, rtol=1e-5, atol=1e-5)
+
+
+def test_pointwise_conv_shortcut_matches_naive(rng):
+    x = rng.normal(size=(2, 7, 5, 6)).astype(np.float32)
+    w = rng.normal(size=(4, 7, 1, 1)).astype(np.float32)
+    b = rng.normal(size=4).astype(np.float32)
+    np.testing.assert_allclose(kernels.conv2d_forward(x, w, b, 1, 0),
+                               kernels.conv2d_forward_naive(x, w, b, 1, 0), rtol=1e-5, atol=1e-5)
+    dy = rng.normal(size=(2, 4, 5, 6)).astype(np.float32)
+    np.testing.assert_allclose(kernels.conv2d_backward_input(dy, w, x.shape, 1, 0),
+                               kernels.conv2d_backward_input_naive(dy, w, x.shape, 1, 0),
+                               rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("size,kernel,stride,padding,ceil_mode,expected", [
+    (111, 3, 2, 0, True, 55),    # SqueezeNet pool1
+    (55, 3, 2, 0, True, 27),     # SqueezeNet pool4
+    (27, 3, 2, 0, True, 13),     # SqueezeNet pool8
+    (224, 2, 2, 0, False, 112),  # VGG
+    (6, 3, 2, 0, False, 2),
+    (6, 3, 2, 0, True, 3),       # ceil adds a clipped last window
+    (5, 2, 2, 1, True, 3),       # ... but not one that would start inside the right padding
+    (4, 2, 2, 1, True, 3),
+])
+def test_pool_output_size(size, kernel, stride, padding, ceil_mode, expected):
+    assert kernels.pool_output_size(size, kernel, stride, padding, ceil_mode) == expected
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_max_pool_matches_naive(seed):
+    rng = np.random.default_rng(100 + seed)
+    k = int(rng.integers(2, 5))
+    s = int(rng.integers(1, k + 1))
+    p = int(rng.integers(0, k // 2 + 1))
+    ceil = bool(rng.integers(0, 2))
+    x = rng.normal(size=(2, 3, int(rng.integers(k, 14)), int(rng.integers(k, 14)))).astype(np.float32)
+    y, arg = kernels.max_pool_forward(x, k, s, p, ceil)
+    y_ref, arg_ref = kernels.max_pool_forward_naive(x, k, s, p, ceil)
+    np.testing.assert_array_equal(y, y_ref)
+    np.testing.assert_array_equal(arg, arg_ref)
+    dy = rng.normal(size=y.shape).astype(np.float32)
+    np.testing.assert_allclose(kernels.max_pool_route(dy, arg, x.shape),
+                               kernels.max_pool_route_naive(dy, arg_ref, x.shape), rtol=1e-6)
+
+
+def test_max_pool_ties_pick_first_and_overlaps_add():
+    # A constant plane: every window ties, the first (top-left) element wins. With 3x3 stride 2
+    # the windows overlap, so pixel (2, 2) wins for several windows and its signals must ADD.
+    x = np.zeros((1, 1, 5, 5), np.float32)
+    x[0, 0, 2, 2] = 1.0
+    y, arg = kernels.max_pool_forward(x, 3, 2, 0, False)
+    assert np.all(arg == 12)
+    dx = kernels.max_pool_route(np.ones_like(y), arg, x.shape)
+    assert dx[0, 0, 2, 2] == 4.0 and dx.sum() == 4.0
+    tie = np.zeros((1, 1, 2, 2), np.float32)
+    assert kernels.max_pool_forward(tie, 2, 2, 0, False)[1].item() == 0

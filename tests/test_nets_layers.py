@@ -1,0 +1,134 @@
+"""Every layer's forward and input signal against HIPS autograd on randomized shapes.
+
+The autograd versions below are written from the layers' defining equations, independently of
+``nets.kernels``; autograd then differentiates them. A layer passes when its forward equals the
+equation and its backward (rule=None) equals autograd's vector-Jacobian product.
+"""
+import autograd.numpy as anp
+import numpy as np
+import pytest
+from autograd import grad
+
+from nets import (Concat, Conv2d, Fire, Flatten, GlobalAvgPool2d, Linear, MaxPool2d, ReLU,
+                  kernels)
+
+
+def ag_conv(x, w, b, stride, padding):
+    n, c, h, wd = x.shape
+    k = w.shape[2]
+    oh = (h + 2 * padding - k) // stride + 1
+    ow = (wd + 2 * padding - k) // stride + 1
+    xp = anp.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)), mode="constant")
+    y = 0.0
+    for i in range(k):
+        for j in range(k):
+            patch = xp[:, :, i:i + stride * oh:stride, j:j + stride * ow:stride]
+            y = y + anp.einsum("nchw,oc->nohw", patch, w[:, :, i, j])
+    return y + b[None, :, None, None]
+
+
+def ag_max_pool(x, k, stride, padding, ceil_mode):
+    h, w = x.shape[2:]
+    oh = kernels.pool_output_size(h, k, stride, padding, ceil_mode)
+    ow = kernels.pool_output_size(w, k, stride, padding, ceil_mode)
+    rows = []
+    for r in range(oh):
+        h0, h1 = max(r * stride - padding, 0), min(r * stride - padding + k, h)
+        cols = []
+        for q in range(ow):
+            w0, w1 = max(q * stride - padding, 0), min(q * stride - padding + k, w)
+            cols.append(anp.max(anp.max(x[:, :, h0:h1, w0:w1], axis=3), axis=2))
+        rows.append(anp.stack(cols, axis=-1))
+    return anp.stack(rows, axis=-2)
+
+
+def check_layer(layer, x, reference, rng, rtol=1e-4):
+    """Forward equals ``reference(x)``; backward equals autograd's VJP of it."""
+    y, cache = layer.forward(x)
+    np.testing.assert_allclose(y, reference(x.astype(np.float64)), rtol=rtol, atol=1e-4)
+    dy = rng.normal(size=y.shape)
+    dx = layer.backward(dy.astype(np.float32), cache)
+    dx_ref = grad(lambda v: anp.sum(reference(v) * dy))(x.astype(np.float64))
+    np.testing.assert_allclose(dx, dx_ref, rtol=rtol, atol=1e-4)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_conv2d(seed):
+    rng = np.random.default_rng(seed)
+    k, s = int(rng.choice([1, 3, 7])), int(rng.integers(1, 3))
+    p = int(rng.integers(0, 2))
+    c, o = int(rng.integers(1, 5)), int(rng.integers(1, 5))
+    layer = Conv2d("conv", c, o, k, stride=s, padding=p)
+    layer.weight[...] = rng.normal(size=layer.weight.shape)
+    layer.bias[...] = rng.normal(size=o)
+    x = rng.normal(size=(2, c, k + int(rng.integers(0, 9)), k + int(rng.integers(0, 9)))).astype(np.float32)
+    w, b = layer.weight.astype(np.float64), layer.bias.astype(np.float64)
+    check_layer(layer, x, lambda v: ag_conv(v, w, b, s, p), rng)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_max_pool(seed):
+    rng = np.random.default_rng(50 + seed)
+    k = int(rng.choice([2, 3]))
+    s = int(rng.integers(1, k + 1))
+    ceil = bool(seed % 2)
+    p = int(rng.integers(0, k // 2 + 1))
+    layer = MaxPool2d("pool", k, s, padding=p, ceil_mode=ceil)
+    x = rng.normal(size=(2, 3, int(rng.integers(k, 12)), int(rng.integers(k, 12)))).astype(np.float32)
+    check_layer(layer, x, lambda v: ag_max_pool(v, k, s, p, ceil), rng)
+
+
+def test_linear(rng):
+    layer = Linear("fc", 7, 5)
+    layer.weight[...] = rng.normal(size=(5, 7))
+    layer.bias[...] = rng.normal(size=5)
+    w, b = layer.weight.astype(np.float64), layer.bias.astype(np.float64)
+    check_layer(layer, rng.normal(size=(3, 7)).astype(np.float32), lambda v: v @ w.T + b, rng)
+
+
+def test_relu(rng):
+    check_layer(ReLU("relu"), rng.normal(size=(2, 3, 4, 5)).astype(np.float32),
+                lambda v: anp.maximum(v, 0.0), rng)
+
+
+def test_global_avg_pool_and_flatten(rng):
+    x = rng.normal(size=(2, 3, 4, 5)).astype(np.float32)
+    check_layer(GlobalAvgPool2d("gap"), x, lambda v: anp.mean(anp.mean(v, axis=3), axis=2), rng)
+    check_layer(Flatten("flatten"), x, lambda v: anp.reshape(v, (2, -1)), rng)
+
+
+def test_concat_splits_signal(rng):
+    a, b = rng.normal(size=(2, 3, 4, 4)), rng.normal(size=(2, 5, 4, 4))
+    y, cache = Concat("cat").forward([a, b])
+    assert y.shape == (2, 8, 4, 4)
+    da, db = Concat("cat").backward(y * 2, cache)
+    np.testing.assert_array_equal(da, 2 * a)
+    np.testing.assert_array_equal(db, 2 * b)
+
+
+def test_fire_module(rng):
+    fire = Fire("fire", 6, 3, 4, 5)
+    params = {}
+    for name, arrays in fire.parameters().items():
+        for key, value in arrays.items():
+            value[...] = rng.normal(size=value.shape)
+        params[name] = {k: v.astype(np.float64) for k, v in arrays.items()}
+
+    def reference(v):
+        s = anp.maximum(ag_conv(v, params["fire/squeeze1x1"]["weight"], params["fire/squeeze1x1"]["bias"], 1, 0), 0)
+        e1 = anp.maximum(ag_conv(s, params["fire/expand1x1"]["weight"], params["fire/expand1x1"]["bias"], 1, 0), 0)
+        e3 = anp.maximum(ag_conv(s, params["fire/expand3x3"]["weight"], params["fire/expand3x3"]["bias"], 1, 1), 0)
+        return anp.concatenate([e1, e3], axis=1)
+
+    check_layer(fire, rng.normal(size=(2, 6, 7, 6)).astype(np.float32), reference, rng)
+
+
+def test_layers_run_in_float64(rng):
+    layer = Conv2d("conv", 2, 3, 3, padding=1)
+    layer.weight = rng.normal(size=layer.weight.shape)
+    layer.bias = rng.normal(size=3)
+    x = rng.normal(size=(1, 2, 5, 5))
+    y, cache = layer.forward(x)
+    assert y.dtype == np.float64
+    np.testing.assert_allclose(y, ag_conv(x, layer.weight, layer.bias, 1, 1), rtol=1e-12)
+    assert layer.backward(np.ones_like(y), cache).dtype == np.float64

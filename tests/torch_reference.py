@@ -1,0 +1,111 @@
+"""Independent PyTorch definitions of the architectures, for reference checks only.
+
+Written from the papers and the Caffe prototxt, not translated from ``nets``: a structural
+mistake in ``nets`` (a missing ceil mode, a wrong padding) would make them disagree. Every ReLU
+is its own module, used once, so that Captum's hooks see each nonlinearity.
+"""
+import numpy as np
+
+torch = __import__("pytest").importorskip("torch", reason="PyTorch is the reference here")
+nn = torch.nn
+
+VGG16 = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
+
+
+class TorchVGG(nn.Module):
+    """VGG as in Simonyan & Zisserman: 3x3 convs (pad 1), 2x2 max pools, fc6-fc8."""
+
+    def __init__(self, cfg=VGG16, num_classes=1000, side=224):
+        super().__init__()
+        layers, c = [], 3
+        for v in cfg:
+            if v == "M":
+                layers.append(nn.MaxPool2d(2, 2))
+                side //= 2
+            else:
+                layers += [nn.Conv2d(c, v, 3, padding=1), nn.ReLU()]
+                c = v
+        self.features = nn.Sequential(*layers)
+        self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(c * side * side, 4096), nn.ReLU(),
+                                        nn.Linear(4096, 4096), nn.ReLU(), nn.Linear(4096, num_classes))
+
+    def forward(self, x):
+        return self.classifier(self.features(x))
+
+    def load_from(self, net):
+        """Copy parameters from a ``nets`` VGG (names conv{b}_{i}, fc6..fc8)."""
+        params = net.parameters()
+        convs = [m for m in self.features if isinstance(m, nn.Conv2d)]
+        conv_names = [n for n in params if n.startswith("conv")]
+        fcs = [m for m in self.classifier if isinstance(m, nn.Linear)]
+        for module, name in list(zip(convs, conv_names)) + list(zip(fcs, ["fc6", "fc7", "fc8"])):
+            module.weight.data = torch.from_numpy(params[name]["weight"].copy())
+            module.bias.data = torch.from_numpy(params[name]["bias"].copy())
+        return self
+
+
+class TorchFire(nn.Module):
+    def __init__(self, c_in, squeeze, e1, e3):
+        super().__init__()
+        self.squeeze, self.squeeze_relu = nn.Conv2d(c_in, squeeze, 1), nn.ReLU()
+        self.expand1x1, self.expand1x1_relu = nn.Conv2d(squeeze, e1, 1), nn.ReLU()
+        self.expand3x3, self.expand3x3_relu = nn.Conv2d(squeeze, e3, 3, padding=1), nn.ReLU()
+
+    def forward(self, x):
+        s = self.squeeze_relu(self.squeeze(x))
+        return torch.cat([self.expand1x1_relu(self.expand1x1(s)),
+                          self.expand3x3_relu(self.expand3x3(s))], 1)
+
+
+class TorchSqueezeNet(nn.Module):
+    """SqueezeNet 1.0 as in the Caffe prototxt (ceil-mode pools, conv_final 1x1 with pad 1)."""
+
+    def __init__(self, num_classes=1000):
+        super().__init__()
+        pool = lambda: nn.MaxPool2d(3, 2, ceil_mode=True)  # noqa: E731
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 96, 7, stride=2), nn.ReLU(), pool(),
+            TorchFire(96, 16, 64, 64), TorchFire(128, 16, 64, 64), TorchFire(128, 32, 128, 128),
+            pool(),
+            TorchFire(256, 32, 128, 128), TorchFire(256, 48, 192, 192),
+            TorchFire(384, 48, 192, 192), TorchFire(384, 64, 256, 256),
+            pool(),
+            TorchFire(512, 64, 256, 256))
+        self.conv_final, self.relu_final = nn.Conv2d(512, num_classes, 1, padding=1), nn.ReLU()
+        self.pool_final = nn.AdaptiveAvgPool2d(1)
+
+    def forward(self, x):
+        return self.pool_final(self.relu_final(self.conv_final(self.features(x)))).flatten(1)
+
+    def load_from(self, net):
+        params = net.parameters()
+
+        def put(module, name):
+            module.weight.data = torch.from_numpy(params[name]["weight"].copy())
+            module.bias.data = torch.from_numpy(params[name]["bias"].copy())
+
+        put(self.features[0], "conv1")
+        fires = [m for m in self.features if isinstance(m, TorchFire)]
+        for i, fire in enumerate(fires, start=2):
+            put(fire.squeeze, f"fire{i}/squeeze1x1")
+            put(fire.expand1x1, f"fire{i}/expand1x1")
+            put(fire.expand3x3, f"fire{i}/expand3x3")
+        put(self.conv_final, "conv_final")
+        return self
+
+
+def torch_model(net):
+    """The PyTorch twin of a ``nets`` network, with the same parameters, in eval mode."""
+    if net.name == "vgg16":
+        model = TorchVGG().load_from(net)
+    elif net.name == "squeezenet1_0":
+        model = TorchSqueezeNet(net.num_classes).load_from(net)
+    else:
+        raise ValueError(f"no PyTorch reference for {net.name}")
+    return model.eval()
+
+
+def relative_error(a, b):
+    """``max |a - b| / max |b|``: the error measure used throughout the reference tests."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return np.abs(a - b).max() / np.abs(b).max()
