@@ -1,0 +1,283 @@
+"""Boxes: from hot pixels to a box, moving boxes between resolutions, and their overlap.
+
+Coordinate convention (used by every module of ``localize``)
+------------------------------------------------------------
+A box is ``(xmin, ymin, xmax, ymax)``, float64, in *continuous* pixel coordinates of its image:
+pixel ``(row i, column j)`` covers the unit square ``[j, j + 1) x [i, i + 1)``. So
+
+- the box of a set of pixels is ``(min col, min row, max col + 1, max row + 1)``,
+- the whole ``W x H`` image is ``(0, 0, W, H)``,
+- ``area = (xmax - xmin) * (ymax - ymin)``, with no ``+ 1`` anywhere,
+- changing resolution is a pure scaling of the coordinates (:func:`scale_boxes`).
+
+A box is valid when its coordinates are finite, ``xmin <= xmax`` and ``ymin <= ymax``.
+Several boxes are a ``(K, 4)`` array; a single box may also be given as ``(4,)``.
+"""
+import numpy as np
+from scipy import ndimage
+
+BOX_MODES = ("largest", "union")
+BOX_CHOICES = ("largest", "hull")
+
+# 8-connectivity: pixels touching only at a corner belong to the same component.
+EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
+
+
+def as_boxes(boxes, name="boxes"):
+    """``boxes`` as a validated float64 array of shape ``(4,)`` or ``(K, 4)``.
+
+    Raises
+    ------
+    TypeError
+        For non-numeric input.
+    ValueError
+        For a wrong shape, NaN/infinite coordinates, or ``xmin > xmax`` / ``ymin > ymax``.
+    """
+    array = np.asarray(boxes)
+    if array.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must be numeric; got dtype {array.dtype}")
+    array = array.astype(np.float64)
+    if array.ndim not in (1, 2) or array.shape[-1] != 4:
+        raise ValueError(f"{name} must have shape (4,) or (K, 4); got {array.shape}")
+    if not np.all(np.isfinite(array)):
+        raise ValueError(f"{name} contains NaN or infinite coordinates")
+    inverted = (array[..., 0] > array[..., 2]) | (array[..., 1] > array[..., 3])
+    if np.any(inverted):
+        first = array.reshape(-1, 4)[np.flatnonzero(inverted)[0]]
+        raise ValueError(f"{name} has a box with xmin > xmax or ymin > ymax: {first.tolist()}")
+    return array
+
+
+def as_size(size_wh, name="image_size_wh"):
+    """``size_wh`` as a float64 array ``(2,)`` or ``(N, 2)`` of positive ``(width, height)``."""
+    array = np.asarray(size_wh)
+    if array.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must be numeric (width, height); got dtype {array.dtype}")
+    array = array.astype(np.float64)
+    if array.ndim not in (1, 2) or array.shape[-1] != 2:
+        raise ValueError(f"{name} must have shape (2,) or (N, 2) as (width, height); got {array.shape}")
+    if not np.all(np.isfinite(array) & (array > 0)):
+        raise ValueError(f"{name} must be positive and finite; got {array.tolist()}")
+    return array
+
+
+def box_area(boxes):
+    """``(xmax - xmin) * (ymax - ymin)``.
+
+    Parameters
+    ----------
+    boxes : (4,) or (K, 4) array
+
+    Returns
+    -------
+    float or (K,) float64 array
+    """
+    boxes = as_boxes(boxes)
+    return (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])
+
+
+def whole_image(image_size_wh):
+    """The box ``(0, 0, W, H)`` of a whole ``W x H`` image, ``(4,)`` float64 (``(N, 4)`` for ``(N, 2)`` sizes)."""
+    size = as_size(image_size_wh)
+    zeros = np.zeros_like(size)
+    return np.concatenate([zeros, size], axis=-1)
+
+
+def single_box(boxes, choice="largest"):
+    """One box standing for all the ground-truth boxes of an image.
+
+    ``"largest"``: the box of largest area (the first on ties); ``"hull"``: the smallest box
+    containing them all, ``(min xmin, min ymin, max xmax, max ymax)``.
+
+    Parameters
+    ----------
+    boxes : (K, 4) or (4,) array, K >= 1
+    choice : {"largest", "hull"}
+
+    Returns
+    -------
+    (4,) float64 array
+    """
+    boxes = as_boxes(boxes).reshape(-1, 4)
+    if len(boxes) == 0:
+        raise ValueError("boxes is empty: an image needs at least one box")
+    if choice not in BOX_CHOICES:
+        raise ValueError(f"choice must be one of {BOX_CHOICES}; got {choice!r}")
+    if choice == "largest":
+        return boxes[np.argmax(box_area(boxes))].copy()
+    return np.concatenate([boxes[:, :2].min(axis=0), boxes[:, 2:].max(axis=0)])
+
+
+def box_from_mask(mask, mode="largest", heatmap=None):
+    """The box of the hot pixels of a boolean mask.
+
+    ``"union"``: the bounding box of all True pixels. ``"largest"``: the bounding box of the
+    largest 8-connected component (``scipy.ndimage.label`` with a 3x3 structure of ones),
+    largest by pixel count; ties go to the component with the larger sum of ``heatmap`` if a
+    heat map is given, else to the first component in raster order.
+
+    An empty mask returns the whole image ``(0, 0, W, H)``: a map with no hot pixel cannot
+    localize anything better than the whole image, and an evaluation must still score it.
+
+    Parameters
+    ----------
+    mask : (H, W) bool array
+    mode : {"largest", "union"}
+    heatmap : (H, W) float array, optional
+        Only used to break ties between equally large components.
+
+    Returns
+    -------
+    (4,) float64 array ``(xmin, ymin, xmax, ymax)``
+    """
+    mask = np.asarray(mask)
+    if mask.dtype != bool:
+        raise TypeError(f"mask must be a boolean array (threshold the map first); got dtype {mask.dtype}")
+    if mask.ndim != 2 or mask.size == 0:
+        raise ValueError(f"mask must be a non-empty 2-D (H, W) array; got shape {mask.shape}")
+    if mode not in BOX_MODES:
+        raise ValueError(f"mode must be one of {BOX_MODES}; got {mode!r}")
+    if heatmap is not None:
+        heatmap = np.asarray(heatmap, dtype=np.float64)
+        if heatmap.shape != mask.shape:
+            raise ValueError(f"heatmap shape {heatmap.shape} differs from mask shape {mask.shape}")
+    height, width = mask.shape
+    if not mask.any():
+        return whole_image((width, height))
+    if mode == "largest":
+        labels, n_components = ndimage.label(mask, structure=EIGHT_CONNECTED)
+        sizes = np.bincount(labels.ravel())[1:]  # label 0 is the background
+        candidates = np.flatnonzero(sizes == sizes.max()) + 1
+        if heatmap is not None and len(candidates) > 1:
+            heat = ndimage.sum_labels(heatmap, labels, candidates)
+            candidates = candidates[[np.argmax(heat)]]
+        mask = labels == candidates[0]
+    rows = np.flatnonzero(mask.any(axis=1))
+    cols = np.flatnonzero(mask.any(axis=0))
+    return np.array([cols[0], rows[0], cols[-1] + 1, rows[-1] + 1], dtype=np.float64)
+
+
+def boxes_from_heatmap(heatmap, fraction, mode="largest"):
+    """Threshold each map at ``fraction * max`` and box the hot pixels.
+
+    Hot pixels are ``m[i, j] >= fraction * max m`` (Simonyan et al.'s protocol), then
+    :func:`box_from_mask` with ``mode``, breaking ties with the heat. A map with no positive
+    value has no hot region and yields the whole image box.
+
+    Parameters
+    ----------
+    heatmap : (H, W) or (N, H, W) float array
+    fraction : float in (0, 1]
+    mode : {"largest", "union"}
+
+    Returns
+    -------
+    (4,) float64 array for one map, (N, 4) for a batch
+    """
+    maps = np.asarray(heatmap)
+    if maps.dtype.kind not in "biuf":
+        raise TypeError(f"heatmap must be a real numeric array; got dtype {maps.dtype}")
+    if maps.ndim not in (2, 3) or maps.size == 0:
+        raise ValueError(f"heatmap must be a non-empty (H, W) or (N, H, W) array; got shape {maps.shape}")
+    if not np.all(np.isfinite(maps)):
+        raise ValueError("heatmap contains NaN or infinite values")
+    if not 0 < fraction <= 1:
+        raise ValueError(f"fraction must lie in (0, 1]; got {fraction}")
+    if maps.ndim == 3:
+        return np.stack([boxes_from_heatmap(one_map, fraction, mode) for one_map in maps])
+    peak = maps.max()
+    if peak <= 0:
+        mask = np.zeros(maps.shape, dtype=bool)
+    else:
+        mask = maps >= fraction * peak
+    return box_from_mask(mask, mode, heatmap=maps)
+
+
+def scale_boxes(boxes, from_size_wh, to_size_wh):
+    """Move boxes from an image of one size to the same image resized (squashed) to another.
+
+    ``x' = x * W_to / W_from`` and ``y' = y * H_to / H_from``: exact in continuous coordinates,
+    whatever the aspect ratios (e.g. a box found on the 227x227 network input, back to the
+    500x375 photo).
+
+    Parameters
+    ----------
+    boxes : (4,) or (K, 4) array
+    from_size_wh, to_size_wh : (2,) array-like, or (K, 2) for one size per box
+
+    Returns
+    -------
+    float64 array of the shape of ``boxes``
+    """
+    boxes = as_boxes(boxes)
+    ratio = as_size(to_size_wh, "to_size_wh") / as_size(from_size_wh, "from_size_wh")
+    return boxes * np.concatenate([ratio, ratio], axis=-1)
+
+
+def clip_boxes(boxes, image_size_wh):
+    """Clip boxes to the image: ``x`` into ``[0, W]``, ``y`` into ``[0, H]``.
+
+    Parameters
+    ----------
+    boxes : (4,) or (K, 4) array
+    image_size_wh : (2,) array-like, or (K, 2) for one size per box
+
+    Returns
+    -------
+    float64 array of the shape of ``boxes``
+    """
+    boxes = as_boxes(boxes)
+    size = as_size(image_size_wh)
+    return np.clip(boxes, 0, np.concatenate([size, size], axis=-1))
+
+
+def iou(boxes_a, boxes_b):
+    """Intersection over union, ``|A n B| / |A u B| = I / (area A + area B - I)``.
+
+    Two boxes of zero union (both degenerate) have IoU 0.
+
+    Parameters
+    ----------
+    boxes_a : (4,) or (N, 4) array
+    boxes_b : (4,) or (M, 4) array
+
+    Returns
+    -------
+    float for two single boxes, (M,) or (N,) float64 for a box against several, and the
+    pairwise (N, M) matrix for two arrays of boxes.
+    """
+    a, b = as_boxes(boxes_a, "boxes_a"), as_boxes(boxes_b, "boxes_b")
+    a2, b2 = a.reshape(-1, 1, 4), b.reshape(1, -1, 4)
+    width = np.clip(np.minimum(a2[..., 2], b2[..., 2]) - np.maximum(a2[..., 0], b2[..., 0]), 0, None)
+    height = np.clip(np.minimum(a2[..., 3], b2[..., 3]) - np.maximum(a2[..., 1], b2[..., 1]), 0, None)
+    intersection = width * height
+    union = box_area(a).reshape(-1, 1) + box_area(b).reshape(1, -1) - intersection
+    overlap = np.where(union > 0, intersection / np.where(union > 0, union, 1), 0.0)
+    if a.ndim == 1 and b.ndim == 1:
+        return float(overlap[0, 0])
+    if a.ndim == 1:
+        return overlap[0]
+    if b.ndim == 1:
+        return overlap[:, 0]
+    return overlap
+
+
+def best_iou(pred_box, gt_boxes):
+    """``max_k IoU(pred_box, gt_boxes[k])``: the overlap with the best-matching ground truth.
+
+    Parameters
+    ----------
+    pred_box : (4,) array
+    gt_boxes : (K, 4) or (4,) array, K >= 1
+
+    Returns
+    -------
+    float
+    """
+    pred = as_boxes(pred_box, "pred_box")
+    if pred.ndim != 1:
+        raise ValueError(f"pred_box must be a single box (4,); got shape {pred.shape}")
+    gt = as_boxes(gt_boxes, "gt_boxes").reshape(-1, 4)
+    if len(gt) == 0:
+        raise ValueError("gt_boxes is empty: an image needs at least one ground-truth box")
+    return float(np.max(iou(pred, gt)))
