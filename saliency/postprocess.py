@@ -312,3 +312,38 @@ def mix(map_a, map_b, how="product", weight=0.5):
     if np.any(a < 0) or np.any(b < 0):
         raise ValueError("geometric_mean needs non-negative maps; apply positive_part first")
     return (a**weight * b ** (1 - weight)).astype(dtype)
+
+
+def _bilinear_matrix(out_size, in_size):
+    """(out, in) interpolation weights, half-pixel centres: ``src = (dst + 0.5) * in/out - 0.5``."""
+    src = (np.arange(out_size) + 0.5) * (in_size / out_size) - 0.5
+    src = np.clip(src, 0, in_size - 1)
+    low = np.floor(src).astype(int)
+    high = np.minimum(low + 1, in_size - 1)
+    frac = src - low
+    matrix = np.zeros((out_size, in_size))
+    matrix[np.arange(out_size), low] += 1 - frac
+    matrix[np.arange(out_size), high] += frac
+    return matrix
+
+
+def upsample(heatmap, size_hw):
+    """Bilinear resize of heat maps to ``size_hw`` (e.g. a Grad-CAM map to the input size).
+
+    Pixel centres are aligned as in PyTorch's ``interpolate(..., align_corners=False)`` and
+    OpenCV: output pixel ``i`` samples the input at ``(i + 0.5) * in/out - 0.5``, clamped to
+    the edge. Separable: ``out = R @ map @ C^T``.
+
+    Parameters
+    ----------
+    heatmap : (h, w) or (N, h, w) array
+    size_hw : (int, int)
+
+    Returns
+    -------
+    (H, W) or (N, H, W) array, the input's float dtype
+    """
+    maps = _as_maps(heatmap)
+    rows = _bilinear_matrix(int(size_hw[0]), maps.shape[-2])
+    cols = _bilinear_matrix(int(size_hw[1]), maps.shape[-1])
+    return (rows @ maps @ cols.T).astype(maps.dtype)

@@ -1,0 +1,377 @@
+"""Attribution methods: thin wrappers around one backward recursion with a pluggable rule.
+
+Every method takes a ``nets.Network``, a preprocessed batch ``x`` of shape ``(N, C, H, W)``
+and a target (class index per image, or ``None`` for each image's top-1 class), and returns
+an attribution of the same shape as ``x`` (float, the network's dtype), except Grad-CAM, which
+returns ``(N, h, w)`` at the chosen layer's resolution.
+
+The explained score ``f_t`` is the pre-softmax logit of class ``t`` by default;
+``output="softmax"`` explains the probability ``p_t`` and ``output="log_softmax"`` its log.
+"""
+import numpy as np
+from scipy.ndimage import gaussian_filter
+
+from .postprocess import reduce_channels
+from .rules import Deconvnet, Gradient, Guided, Rescale
+
+OUTPUTS = ("logit", "softmax", "log_softmax")
+
+
+# ------------------------------------------------------------------------------------ helpers
+
+def targets_for(logits, target):
+    """Resolve ``target`` to one class index per image.
+
+    Parameters
+    ----------
+    logits : (N, K) array
+    target : None, "top1", int, or (N,) ints
+
+    Returns
+    -------
+    (N,) int64 array
+    """
+    n, k = logits.shape
+    if target is None or (isinstance(target, str) and target == "top1"):
+        return logits.argmax(axis=1)
+    t = np.broadcast_to(np.asarray(target), (n,)).astype(np.int64)
+    if np.any((t < 0) | (t >= k)):
+        raise ValueError(f"target class indices must lie in [0, {k}), got {np.unique(t)}")
+    return t
+
+
+def score_signal(logits, targets, output="logit"):
+    """The signal at the logits: the gradient of the explained score ``f_t`` w.r.t. them.
+
+    ``logit``: ``e_t`` (one-hot); ``softmax``: ``p_t (e_t - p)``; ``log_softmax``: ``e_t - p``.
+
+    Parameters
+    ----------
+    logits : (N, K) array
+    targets : (N,) ints
+
+    Returns
+    -------
+    (N, K) array, the logits' dtype
+    """
+    if output not in OUTPUTS:
+        raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
+    one_hot = np.zeros_like(logits)
+    one_hot[np.arange(len(targets)), targets] = 1
+    if output == "logit":
+        return one_hot
+    z = logits - logits.max(axis=1, keepdims=True)
+    p = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+    if output == "log_softmax":
+        return one_hot - p
+    return p[np.arange(len(targets)), targets][:, None] * (one_hot - p)
+
+
+def scores(logits, targets, output="logit"):
+    """The explained score ``f_t`` per image, (N,)."""
+    rows = np.arange(len(targets))
+    if output == "logit":
+        return logits[rows, targets]
+    z = logits - logits.max(axis=1, keepdims=True)
+    log_p = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    return log_p[rows, targets] if output == "log_softmax" else np.exp(log_p[rows, targets])
+
+
+def backpropagate(net, x, target=None, rule=None, output="logit"):
+    """Forward ``x``, then send the score's signal back to the input under ``rule``.
+
+    Returns
+    -------
+    signal : (N, C, H, W) array
+        ``ds/dx`` under the rule (the input gradient for ``rule=None``).
+    trace : nets.Trace
+    targets : (N,) ints
+    """
+    trace = net.forward(x)
+    targets = targets_for(trace.output, target)
+    signal = net.backward(trace, score_signal(trace.output, targets, output), rule=rule)
+    return signal, trace, targets
+
+
+# ------------------------------------------------------------------------------------ methods
+
+def gradient(net, x, target=None, output="logit"):
+    """Vanilla gradient, the sensitivity of Eq. 1: ``df_t / dx`` (Simonyan et al., 2014).
+
+    Returns (N, C, H, W); reduce channels with :func:`saliency.postprocess.reduce_channels`
+    (``"max_abs"`` gives Simonyan et al.'s map) or call :func:`sensitivity_map`.
+    """
+    return backpropagate(net, x, target, Gradient(), output)[0]
+
+
+def gradient_x_input(net, x, target=None, output="logit"):
+    """Gradient times input: ``x * df_t / dx`` (elementwise), (N, C, H, W)."""
+    return x * gradient(net, x, target, output)
+
+
+def guided_backprop(net, x, target=None, output="logit"):
+    """Guided backpropagation: the recursion with :class:`~saliency.rules.Guided` ReLUs."""
+    return backpropagate(net, x, target, Guided(), output)[0]
+
+
+def deconvnet(net, x, target=None, output="logit"):
+    """Deconvnet: the recursion with :class:`~saliency.rules.Deconvnet` ReLUs."""
+    return backpropagate(net, x, target, Deconvnet(), output)[0]
+
+
+def make_reference(net, x, reference="zero", blur_sigma=10.0):
+    """A reference input for DeepLIFT and integrated gradients, shaped like ``x``.
+
+    Parameters
+    ----------
+    reference : "zero", "black", "blur" or array
+        ``"zero"``: zero in preprocessed space, i.e. the dataset's mean image;
+        ``"black"``: the preprocessed all-black photo (needs ``net.preprocessing``);
+        ``"blur"``: ``x`` blurred by a Gaussian of ``blur_sigma`` pixels per channel;
+        an array of shape (C, H, W) or (N, C, H, W) in preprocessed space.
+    """
+    if isinstance(reference, str):
+        if reference == "zero":
+            return np.zeros_like(x)
+        if reference == "black":
+            if net.preprocessing is None:
+                raise ValueError("a 'black' reference needs the network's preprocessing "
+                                 "(load it with weights.load)")
+            h, w = x.shape[2:]
+            black = net.preprocessing.apply(np.zeros((h, w, 3), np.uint8))
+            return np.broadcast_to(black.astype(x.dtype), x.shape).copy()
+        if reference == "blur":
+            return gaussian_filter(x, sigma=(0, 0, blur_sigma, blur_sigma)).astype(x.dtype)
+        raise ValueError(f"reference must be 'zero', 'black', 'blur' or an array, got {reference!r}")
+    ref = np.asarray(reference, dtype=x.dtype)
+    if ref.shape not in (x.shape, x.shape[1:]):
+        raise ValueError(f"reference shape {ref.shape} fits neither {x.shape} nor {x.shape[1:]}")
+    if not np.isfinite(ref).all():
+        raise ValueError("the reference contains NaN or infinity")
+    return np.broadcast_to(ref, x.shape).copy()
+
+
+def deeplift(net, x, target=None, reference="zero", max_pool="difference", return_delta=False):
+    """DeepLIFT with the rescale rule: contributions ``C = (x - x_ref) * m``.
+
+    The multipliers ``m`` come from the same recursion with the secant of
+    :class:`~saliency.rules.Rescale` in place of the tangent. Summation-to-delta:
+    ``sum(C) == f_t(x) - f_t(x_ref)`` exactly (up to rounding) with ``max_pool="difference"``.
+
+    Parameters
+    ----------
+    reference : see :func:`make_reference`
+    max_pool : "difference" or "gradient", see :class:`~saliency.rules.Rescale`
+    return_delta : bool
+        Also return ``sum(C) - (f_t(x) - f_t(x_ref))`` per image, (N,).
+
+    Returns
+    -------
+    contributions : (N, C, H, W) array
+    delta : (N,) array, if ``return_delta``
+    """
+    ref = make_reference(net, x, reference)
+    trace, ref_trace = net.forward(x), net.forward(ref)
+    targets = targets_for(trace.output, target)
+    signal = score_signal(trace.output, targets)
+    multipliers = net.backward(trace, signal, rule=Rescale(max_pool), ref_trace=ref_trace)
+    contributions = (x - ref) * multipliers
+    if not return_delta:
+        return contributions
+    expected = scores(trace.output, targets) - scores(ref_trace.output, targets)
+    return contributions, contributions.sum(axis=(1, 2, 3)) - expected
+
+
+def integration_points(steps, method="gausslegendre"):
+    """Points ``alpha_j`` in [0, 1] and weights ``w_j`` with ``int_0^1 g ~ sum_j w_j g(alpha_j)``.
+
+    ``riemann_left/right/middle``: ``w_j = 1/steps``; ``riemann_trapezoid``: ``steps``
+    evenly spaced points including both ends (half weight there); ``gausslegendre``:
+    Gauss-Legendre nodes mapped from [-1, 1] (exact for polynomials of degree < 2*steps).
+    """
+    if steps < 2:
+        raise ValueError(f"integrated gradients needs at least 2 steps, got {steps}")
+    j = np.arange(steps)
+    if method == "gausslegendre":
+        nodes, weights = np.polynomial.legendre.leggauss(steps)
+        return (nodes + 1) / 2, weights / 2
+    if method == "riemann_trapezoid":
+        weights = np.full(steps, 1.0 / (steps - 1))
+        weights[[0, -1]] /= 2
+        return j / (steps - 1), weights
+    offsets = {"riemann_left": 0.0, "riemann_middle": 0.5, "riemann_right": 1.0}
+    if method not in offsets:
+        raise ValueError(f"unknown integration method {method!r}")
+    return (j + offsets[method]) / steps, np.full(steps, 1.0 / steps)
+
+
+def integrated_gradients(net, x, target=None, reference="zero", steps=32, method="gausslegendre",
+                         batch_size=8, output="logit", return_delta=False):
+    """Integrated gradients (Sundararajan et al., 2017).
+
+    ``IG(x) = (x - x_ref) * int_0^1 df_t/dx (x_ref + alpha (x - x_ref)) d alpha``, the integral
+    approximated by :func:`integration_points`. Completeness: ``sum(IG) ~ f_t(x) - f_t(x_ref)``;
+    the error of the quadrature is returned with ``return_delta``.
+
+    Parameters
+    ----------
+    steps, method : quadrature, see :func:`integration_points`
+    batch_size : int
+        Path points evaluated per forward/backward pass (memory vs. speed).
+
+    Returns
+    -------
+    attributions : (N, C, H, W) array
+    delta : (N,) array ``sum(IG) - (f_t(x) - f_t(x_ref))``, if ``return_delta``
+    """
+    ref = make_reference(net, x, reference)
+    alphas, weights = integration_points(steps, method)
+    logits = net(x)
+    targets = targets_for(logits, target)
+    total = np.zeros_like(x)
+    for i in range(len(x)):
+        for start in range(0, steps, batch_size):
+            a = alphas[start:start + batch_size].astype(x.dtype)
+            path = ref[i] + a[:, None, None, None] * (x[i] - ref[i])
+            grads, _, _ = backpropagate(net, path, np.full(len(a), targets[i]), output=output)
+            w = weights[start:start + batch_size].astype(x.dtype)
+            total[i] += np.tensordot(w, grads, axes=1)
+    attributions = (x - ref) * total
+    if not return_delta:
+        return attributions
+    expected = scores(logits, targets, output) - scores(net(ref), targets, output)
+    return attributions, attributions.sum(axis=(1, 2, 3)) - expected
+
+
+def smoothgrad(net, x, target=None, samples=16, sigma=0.15, seed=0, noise=None, method=gradient,
+               batch_size=8):
+    """SmoothGrad (Smilkov et al., 2017): the mean of a method's maps over noisy copies.
+
+    ``SG(x) = 1/n sum_j M(x + e_j)``, ``e_j ~ N(0, (sigma * (max(x) - min(x)))^2)`` per image,
+    the target fixed to the clean image's class.
+
+    Parameters
+    ----------
+    samples : int
+    sigma : float
+        Noise standard deviation as a fraction of each image's value range.
+    seed : int
+        Seeds NumPy's generator, so the same call gives the same map.
+    noise : (N, samples, C, H, W) array, optional
+        Explicit noise (overrides ``samples``, ``sigma`` and ``seed``), e.g. to reproduce
+        another library's draw exactly.
+    method : callable
+        ``method(net, x, target)``, :func:`gradient` by default.
+    """
+    targets = targets_for(net(x), target)
+    if noise is None:
+        scale = sigma * (x.max(axis=(1, 2, 3)) - x.min(axis=(1, 2, 3)))
+        rng = np.random.default_rng(seed)
+        noise = rng.standard_normal((len(x), samples) + x.shape[1:]) * scale[:, None, None, None, None]
+    noise = np.asarray(noise, dtype=x.dtype)
+    if noise.ndim != 5 or noise.shape[0] != len(x) or noise.shape[2:] != x.shape[1:]:
+        raise ValueError(f"noise must have shape (N, samples) + {x.shape[1:]}, got {noise.shape}")
+    total = np.zeros_like(x)
+    for i in range(len(x)):
+        for start in range(0, noise.shape[1], batch_size):
+            noisy = x[i] + noise[i, start:start + batch_size]
+            total[i] += method(net, noisy, np.full(len(noisy), targets[i])).sum(axis=0)
+    return total / noise.shape[1]
+
+
+def grad_cam(net, x, target=None, layer=None, relu=True, output="logit"):
+    """Grad-CAM (Selvaraju et al., 2017) at a named layer.
+
+    ``alpha_k = mean_{h,w} df_t/dA_k``, ``CAM = relu(sum_k alpha_k A_k)`` with ``A`` the
+    layer's output activations (N, K, h, w).
+
+    Parameters
+    ----------
+    layer : str
+        A top-level layer name with a spatial output (e.g. ``"fire9"``, ``"relu5_3"``);
+        by default the last layer with a 4-D output.
+    relu : bool
+        Apply the final ReLU (Selvaraju et al.); ``False`` keeps negative evidence.
+
+    Returns
+    -------
+    (N, h, w) array at the layer's resolution; upsample with
+    :func:`saliency.postprocess.upsample`.
+    """
+    trace = net.forward(x)
+    if layer is None:
+        layer = [name for name, out in trace.outputs.items() if out.ndim == 4][-1]
+    net.layer(layer)
+    activations = trace.outputs[layer]
+    if activations.ndim != 4:
+        raise ValueError(f"Grad-CAM needs a layer with a spatial output; {layer!r} gives "
+                         f"{activations.shape}")
+    targets = targets_for(trace.output, target)
+    grads = net.backward(trace, score_signal(trace.output, targets, output), stop=layer)
+    alphas = grads.mean(axis=(2, 3), keepdims=True)
+    cam = (alphas * activations).sum(axis=1)
+    return np.maximum(cam, 0) if relu else cam
+
+
+def neuron_selection(net, x, target=None, layer=None, k=5, rule=None):
+    """Top-k neurons of a layer, each mapped to the image (Dwaraknath et al.).
+
+    A neuron ``j`` of layer ``l`` (one element of its (K, h, w) output) is scored by its
+    activation times its effect on the class score, ``a_j * df_t/da_j``; for the ``k`` best
+    neurons of each image, a guided backpropagation starts at that neuron alone
+    (signal ``e_j`` at layer ``l``), and the ``k`` maps are averaged after each is divided by
+    its largest absolute value (so that every selected neuron counts equally).
+
+    Parameters
+    ----------
+    layer : str
+        Top-level layer name (default: the last layer with a 4-D output).
+    k : int
+    rule : Rule, optional
+        The rule below layer ``l`` (guided backpropagation by default).
+
+    Returns
+    -------
+    (N, C, H, W) array
+    """
+    rule = Guided() if rule is None else rule
+    trace = net.forward(x)
+    if layer is None:
+        layer = [name for name, out in trace.outputs.items() if out.ndim == 4][-1]
+    targets = targets_for(trace.output, target)
+    activations = trace.outputs[layer]
+    effect = net.backward(trace, score_signal(trace.output, targets), stop=layer)
+    relevance = (activations * effect).reshape(len(x), -1)
+    if not 1 <= k <= relevance.shape[1]:
+        raise ValueError(f"k must lie in [1, {relevance.shape[1]}], got {k}")
+    top = np.argsort(-relevance, axis=1, kind="stable")[:, :k]
+    total = np.zeros_like(x)
+    for j in range(k):
+        signal = np.zeros_like(activations).reshape(len(x), -1)
+        signal[np.arange(len(x)), top[:, j]] = 1
+        maps = net.backward(trace, signal.reshape(activations.shape), rule=rule, start=layer)
+        peak = np.abs(maps).max(axis=(1, 2, 3), keepdims=True)
+        total += np.divide(maps, peak, out=np.zeros_like(maps), where=peak > 0)
+    return total / k
+
+
+#: Methods returning (N, C, H, W) attributions, by the names the command line uses.
+METHODS = {
+    "gradient": gradient,
+    "gradient_x_input": gradient_x_input,
+    "guided": guided_backprop,
+    "deconvnet": deconvnet,
+    "deeplift": deeplift,
+    "integrated_gradients": integrated_gradients,
+    "smoothgrad": smoothgrad,
+    "neuron_selection": neuron_selection,
+}
+
+
+def sensitivity_map(net, x, target=None, reduce="max_abs", output="logit"):
+    """The sensitivity map of Eq. 1 reduced over colour channels, (N, H, W).
+
+    ``reduce="max_abs"`` is Simonyan et al.'s ``max_c |df_t/dx_c|``; ``"l2"`` and ``"sum"``
+    are the other common choices (:func:`saliency.postprocess.reduce_channels`).
+    """
+    return reduce_channels(gradient(net, x, target, output), reduce)
