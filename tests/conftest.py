@@ -25,3 +25,29 @@ def shared_path(*parts):
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+@pytest.fixture(scope="session")
+def squeezenet_file(tmp_path_factory):
+    """The real SqueezeNet 1.0 weights from ../shared, converted into a temporary file."""
+    import weights
+    source = shared_path("weights", "squeezenet-1.0-dc", "compressed_SqueezeNet.net")
+    return weights.convert(source, out=tmp_path_factory.mktemp("weights") / "squeezenet1_0.h5")
+
+
+@pytest.fixture(scope="session")
+def squeezenet(squeezenet_file):
+    """A loaded SqueezeNet 1.0 with the real weights (do not modify; load your own to change it)."""
+    import weights
+    return weights.load(squeezenet_file)
+
+
+@pytest.fixture(scope="session")
+def photo_files(tmp_path_factory):
+    """scikit-image's chelsea (a cat) and coffee (an espresso) as PNG/JPEG files."""
+    from PIL import Image
+    from skimage import data
+    folder = tmp_path_factory.mktemp("photos")
+    Image.fromarray(data.chelsea()).save(folder / "chelsea.png")
+    Image.fromarray(data.coffee()).save(folder / "coffee.jpg", quality=95)
+    return {"chelsea": folder / "chelsea.png", "coffee": folder / "coffee.jpg"}

@@ -1,0 +1,66 @@
+"""The ``sensloc`` command line, run in-process on the real SqueezeNet weights."""
+import numpy as np
+import pytest
+
+import saliency
+import weights
+from localize.cli import main
+
+
+def run(capsys, *argv):
+    status = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def test_classify_real_photos(capsys, squeezenet_file, photo_files):
+    status, out, _ = run(capsys, "classify", photo_files["chelsea"], photo_files["coffee"],
+                         "--weights", squeezenet_file, "--top", "2")
+    assert status == 0
+    lines = out.splitlines()
+    assert lines[0].endswith("chelsea.png") and lines[3].endswith("coffee.jpg")
+    cat_p, cat_index = float(lines[1].split()[0]), int(lines[1].split()[1])
+    espresso_p, espresso_index = float(lines[4].split()[0]), int(lines[4].split()[1])
+    assert (cat_index, espresso_index) == (285, 967)
+    assert "Egyptian cat" in lines[1] and "espresso" in lines[4]
+    assert 0.76 <= cat_p <= 0.84 and espresso_p >= 0.97
+
+
+def test_explain_writes_figure_and_raw_attribution(capsys, tmp_path, squeezenet, squeezenet_file,
+                                                   photo_files):
+    out_png, out_npy = tmp_path / "heat.png", tmp_path / "raw.npy"
+    status, out, _ = run(capsys, "explain", photo_files["chelsea"], "--weights", squeezenet_file,
+                         "--method", "deeplift", "--target", "281", "--out", out_png,
+                         "--save-npy", out_npy)
+    assert status == 0 and "tabby" in out
+    assert out_png.stat().st_size > 10_000 and out_png.read_bytes()[:4] == b"\x89PNG"
+    raw = np.load(out_npy)
+    assert raw.shape == (3, 227, 227) and raw.dtype == np.float32
+    x = weights.load_batch([photo_files["chelsea"]], squeezenet.preprocessing)
+    np.testing.assert_allclose(raw, saliency.deeplift(squeezenet, x, 281)[0], rtol=1e-6, atol=1e-9)
+
+
+def test_user_errors_are_one_line_without_traceback(capsys, tmp_path, squeezenet_file):
+    corrupt = tmp_path / "broken.jpg"
+    corrupt.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    status, _, err = run(capsys, "classify", corrupt, "--weights", squeezenet_file)
+    assert status == 2 and "broken.jpg" in err and "Traceback" not in err
+    assert err.startswith("sensloc: error:") and err.count("\n") == 1
+
+    status, _, err = run(capsys, "classify", corrupt, "--weights", tmp_path / "missing.h5")
+    assert status == 2 and "missing.h5" in err
+
+    with pytest.raises(SystemExit):
+        main(["explain", str(corrupt), "--target", "cat"])
+
+
+def test_weights_convert_and_list(capsys, tmp_path, monkeypatch):
+    from conftest import shared_path
+    source = shared_path("weights", "squeezenet-1.0-dc", "compressed_SqueezeNet.net")
+    monkeypatch.setenv("SENSLOC_CACHE_DIR", str(tmp_path / "cache"))
+    status, out, _ = run(capsys, "weights", "list")
+    assert status == 0 and "no weights installed" in out
+    status, out, _ = run(capsys, "weights", "convert", source)
+    assert status == 0 and out.strip().endswith("squeezenet1_0.h5")
+    status, out, _ = run(capsys, "weights", "list")
+    assert "squeezenet1_0" in out and "e4ab6960ae8cd815" in out
