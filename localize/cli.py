@@ -4,6 +4,10 @@
     sensloc explain IMAGE [--net NAME] [--method M] [--target INDEX|top1] [--out heat.png]
                           [--save-npy FILE]
     sensloc weights list | fetch ARCH [--from keras|torchvision] | convert FILE [--out FILE]
+    sensloc localize IMAGE... [--net NAME] [--preset NAME | --boxes FILE]
+    sensloc fit-boxes DATASET... [--net NAME] (--preset NAME | --method M --protocol P) --out FILE
+    sensloc evaluate DATASET... [--net NAME] (--boxes FILE... | --cv K --preset NAME...)
+                     [--summary-json S.json] [--plot DIR] [--jobs N]
 
 Errors a user can cause (a missing or corrupt photo, weights that are not installed, a bad
 argument) end with one line ``sensloc: error: ...`` and exit status 2, never a stack trace.
@@ -13,6 +17,9 @@ import sys
 from pathlib import Path
 
 import numpy as np
+
+from .maps import METHOD_OPTIONS as MAP_METHODS
+from .protocols import PRESETS
 
 DEFAULT_NET = "squeezenet1_0"
 EXPLAIN_METHODS = ("gradient", "gradient_x_input", "guided", "deconvnet", "deeplift",
@@ -137,6 +144,148 @@ def cmd_weights_convert(args):
     print(weights.convert(args.file, out=args.out))
 
 
+# ------------------------------------------------------------------------------- localization
+
+def open_datasets(paths):
+    """Records of every DATASET argument: a folder with manifest.csv or a manifest CSV file,
+    a Pascal VOC folder (``folder:split``, split defaulting to val), or an ImageNet XML folder
+    with ``images/`` and ``annotations/`` (class order from the shipped ImageNet list)."""
+    from . import datasets
+    records = []
+    for given in paths:
+        path, _, split = str(given).partition(":")
+        folder = Path(path)
+        if (folder / "Annotations").is_dir() and (folder / "JPEGImages").is_dir():
+            records += datasets.read_voc(folder, split or "val")
+        elif (folder / "annotations").is_dir() and (folder / "images").is_dir():
+            import weights
+            wnids = [wnid for wnid, _ in weights.imagenet_classes()]
+            records += datasets.read_imagenet_xml(folder / "images", folder / "annotations", wnids)
+        else:
+            records += datasets.read_manifest(folder)
+    return records
+
+
+def protocol_from_args(args, architecture):
+    """A fresh protocol from ``--preset`` or from ``--method`` and ``--protocol``."""
+    from .maps import MapSpec
+    from .protocols import RegressionBoxes, ThresholdBoxes, preset
+    if args.preset:
+        return preset(args.preset, architecture)
+    if not args.method:
+        raise UsageError("give --preset NAME, or --method M with --protocol P")
+    spec = MapSpec.make(args.method, args.reduce)
+    if args.protocol == "regression":
+        return RegressionBoxes([spec])
+    return ThresholdBoxes(spec, mode=args.protocol)
+
+
+def cache_root(args):
+    import weights
+    return Path(args.cache) if args.cache else weights.default_cache_dir() / "maps"
+
+
+def cmd_fit_boxes(args):
+    from .boxmodels import save_box_model
+    from .evaluate import Dataset, ensure_maps, load_maps, photo_to_input
+    net = load_network(args)
+    records = open_datasets(args.datasets)
+    protocol = protocol_from_args(args, net.name)
+    dataset = Dataset(records)
+    ensure_maps(args.weights or weights_path(args.net), net, dataset, protocol.map_specs,
+                cache_root(args), args.jobs)
+    maps, _ = load_maps(net, dataset, protocol.map_specs, cache_root(args))
+    gt = [photo_to_input(r.boxes, (r.width, r.height), net.preprocessing) for r in records]
+    protocol.fit(maps, gt)
+    save_box_model(args.out, protocol, net, records)
+    print(f"{protocol.describe()[:200]}\nfitted on {len(records)} images, written to {args.out}")
+
+
+def weights_path(name):
+    import weights
+    return weights.resolve(name)
+
+
+def cmd_evaluate(args):
+    from .boxmodels import load_box_model
+    from .evaluate import Config, evaluate
+    from .protocols import preset
+    net = load_network(args)
+    source = args.weights or weights_path(args.net)
+    configs = []
+    for path in args.boxes or ():
+        model = load_box_model(path).check(net)
+        configs.append(Config(Path(path).stem, protocol=model.protocol))
+    for name in args.preset or ():
+        preset(name, net.name)  # fail early on an unknown name
+        configs.append(Config(f"{name} ({args.cv}-fold CV)",
+                              factory=lambda name=name: preset(name, net.name)))
+    if not configs:
+        raise UsageError("give --boxes FILE... or --preset NAME... (with --cv K)")
+    records = open_datasets(args.datasets)
+    results = args.results or f"results-{net.name}.csv"
+    summary, photo_boxes = evaluate(source, records, configs, cache_root(args), results,
+                                    k=args.cv, seed=args.seed, jobs=args.jobs)
+    print(summary.markdown())
+    print(f"\nper-image results: {results}")
+    if args.summary_json:
+        import json
+        Path(args.summary_json).write_text(json.dumps(summary.to_json(), indent=2))
+    if args.plot:
+        from .plots import write_plots
+        for path in write_plots(args.plot, summary, records, photo_boxes, net.class_names):
+            print(f"figure: {path}")
+
+
+PRESET_FRACTIONS = {"gradient": 0.20, "grad_cam": 0.11, "khan": 0.10, "dwaraknath": 0.20}
+
+
+def cmd_localize(args):
+    import json
+    from .boxmodels import load_box_model
+    from .evaluate import input_to_photo
+    from .protocols import preset
+    net = load_network(args)
+    if args.boxes:
+        protocol = load_box_model(args.boxes).check(net, args.method).protocol
+    else:
+        name = args.preset or "khan"
+        if name not in PRESET_FRACTIONS:
+            raise UsageError(f"preset {name!r} must be fitted first (sensloc fit-boxes ... "
+                             f"--preset {name} --out FILE) and given with --boxes FILE")
+        protocol = preset(name, net.name)
+        protocol.fraction = PRESET_FRACTIONS[name]
+    x, photos = load_inputs(net, args.images)
+    targets = net(x).argmax(axis=1)
+    maps = {s: s.compute(net, x, targets) for s in protocol.map_specs}
+    boxes = protocol.predict(maps)
+    import weights
+    out_dir = Path(args.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for path, box, target in zip(args.images, boxes, targets):
+        photo = weights.load_image(path)
+        photo_box = input_to_photo(box, (photo.shape[1], photo.shape[0]), net.preprocessing)[0]
+        figure = out_dir / f"{Path(path).stem}-box.png"
+        draw_box(figure, photo, photo_box, f"{class_name(net, target)}")
+        print(json.dumps({"image": str(path), "class_index": int(target),
+                          "class_name": class_name(net, target),
+                          "box": [round(float(v), 1) for v in photo_box], "figure": str(figure)}))
+
+
+def draw_box(path, photo, box, title):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+    fig, ax = plt.subplots(figsize=(5, 5 * photo.shape[0] / photo.shape[1]), constrained_layout=True)
+    ax.imshow(photo)
+    ax.add_patch(Rectangle(box[:2], *(box[2:] - box[:2]), fill=False, color="red", lw=2.5))
+    ax.set_title(title)
+    ax.axis("off")
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 # ------------------------------------------------------------------------------- parser
 
 def add_net_options(parser):
@@ -179,6 +328,39 @@ def build_parser():
     a.add_argument("file")
     a.add_argument("--out", help="write here instead of the user cache")
     a.set_defaults(run=cmd_weights_convert)
+    p = commands.add_parser("localize", help="a box around the object in photos")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    add_net_options(p)
+    p.add_argument("--preset", choices=sorted(PRESET_FRACTIONS), help="default khan")
+    p.add_argument("--boxes", metavar="FILE", help="a box model from sensloc fit-boxes")
+    p.add_argument("--method", help="refuse a box model that does not read this method's maps")
+    p.add_argument("--out-dir", default=".", help="where the figures go (default .)")
+    p.set_defaults(run=cmd_localize)
+
+    for name, helptext in (("fit-boxes", "fit a box model on datasets"),
+                           ("evaluate", "CorLoc of box models or presets on datasets")):
+        p = commands.add_parser(name, help=helptext)
+        p.add_argument("datasets", nargs="+", metavar="DATASET",
+                       help="folder with manifest.csv, VOC folder[:split], or ImageNet XML folder")
+        add_net_options(p)
+        p.add_argument("--jobs", type=int, default=1, help="worker processes for the maps")
+        p.add_argument("--cache", help="map cache folder (default: <user cache>/maps)")
+        p.set_defaults(run=cmd_fit_boxes if name == "fit-boxes" else cmd_evaluate)
+        if name == "fit-boxes":
+            p.add_argument("--preset", choices=sorted(PRESETS))
+            p.add_argument("--method", choices=sorted(MAP_METHODS))
+            p.add_argument("--reduce", default="max_abs")
+            p.add_argument("--protocol", choices=("union", "largest", "regression"), default="union")
+            p.add_argument("--out", required=True, help="box model file to write (.h5)")
+        else:
+            p.add_argument("--boxes", nargs="+", metavar="FILE", help="fitted box models")
+            p.add_argument("--preset", nargs="+", choices=sorted(PRESETS),
+                           help="presets, cross-validated with --cv folds")
+            p.add_argument("--cv", type=int, default=5, help="folds (default 5)")
+            p.add_argument("--seed", type=int, default=0)
+            p.add_argument("--results", metavar="CSV", help="per-image results (resumed if present)")
+            p.add_argument("--summary-json", metavar="FILE")
+            p.add_argument("--plot", metavar="DIR")
     return parser
 
 

@@ -19,7 +19,7 @@ from .convert import FORMATS, convert, detect_format
 from .download import ChecksumError, DownloadError, download
 from .format import FORMAT, FORMAT_VERSION, read_header, save
 from .images import (CAFFE_SQUEEZENET, CAFFE_VGG16, TORCHVISION, ImageError, Preprocessing,
-                     load_batch, load_image, resize_image)
+                     load_batch, load_image, resize_geometry, resize_image)
 from .sources import DEFAULT_SOURCE, SOURCES, Source, fetch, get_source
 from .torch_pth import UnsafePickleError, load_state_dict
 
@@ -32,6 +32,6 @@ __all__ = [
     "DEFAULT_SOURCE", "get_source", "DownloadError", "ChecksumError", "load_state_dict",
     "UnsafePickleError",
     # images and classes
-    "Preprocessing", "load_image", "load_batch", "resize_image", "ImageError", "CAFFE_VGG16",
+    "Preprocessing", "load_image", "load_batch", "resize_image", "resize_geometry", "ImageError", "CAFFE_VGG16",
     "TORCHVISION", "CAFFE_SQUEEZENET", "imagenet_classes", "imagenet_class_names",
 ]

@@ -32,6 +32,7 @@ __all__ = [
     "CROP_FRACTION",
     "load_image",
     "resize_image",
+    "resize_geometry",
     "load_batch",
 ]
 
@@ -211,22 +212,42 @@ def resize_image(image, size_hw, mode):
     """
     image = _check_rgb_uint8(image, "image")
     height, width = _positive_int_pair(size_hw, "size_hw")
-    picture = Image.fromarray(image)
-    bilinear = Image.BILINEAR
+    (new_h, new_w), (top, left) = resize_geometry(image.shape[:2], (height, width), mode)
+    scaled = np.asarray(Image.fromarray(image).resize((new_w, new_h), Image.BILINEAR))
+    return np.array(scaled[top:top + height, left:left + width])
+
+
+def resize_geometry(image_hw, size_hw, mode):
+    """Where :func:`resize_image` puts a photo: the scaled size and the crop offset.
+
+    A point ``(x, y)`` of the photo lands at ``(x * new_w / w - left, y * new_h / h - top)`` of
+    the network input; boxes move between the two with the same affine map.
+
+    Parameters
+    ----------
+    image_hw : (int, int)
+        The photo's ``(h, w)``.
+    size_hw : (int, int)
+        The network input's ``(H, W)``.
+    mode : {"squash", "crop"}
+
+    Returns
+    -------
+    (new_h, new_w), (top, left) : tuples of int
+        ``"squash"`` gives ``(H, W), (0, 0)``.
+    """
+    old_h, old_w = _positive_int_pair(image_hw, "image_hw")
+    height, width = _positive_int_pair(size_hw, "size_hw")
     if mode == "squash":
-        return np.array(picture.resize((width, height), bilinear))
+        return (height, width), (0, 0)
     if mode != "crop":
         raise ValueError(f"resize mode must be one of {_RESIZE_MODES}, got {mode!r}")
     short_side = round(max(height, width) / CROP_FRACTION)
-    old_h, old_w = image.shape[:2]
     if old_h <= old_w:
         new_h, new_w = short_side, int(short_side * old_w / old_h)
     else:
         new_h, new_w = int(short_side * old_h / old_w), short_side
-    scaled = np.asarray(picture.resize((new_w, new_h), bilinear))
-    top = int(round((new_h - height) / 2))
-    left = int(round((new_w - width) / 2))
-    return np.array(scaled[top:top + height, left:left + width])
+    return (new_h, new_w), (int(round((new_h - height) / 2)), int(round((new_w - width) / 2)))
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,0 +1,161 @@
+"""Heat maps for datasets: named map kinds, computed once and cached on disk.
+
+A *map kind* (:class:`MapSpec`) says which attribution method to run, with which options, and
+how to reduce its ``(C, H, W)`` attribution to a ``(H, W)`` heat map at the network's input
+resolution. Evaluations ask for many box protocols over the same maps, so every map is cached
+under a key made of
+
+* the network: architecture, the SHA-256 of its source weights, its preprocessing;
+* the map kind: method, options, reduction;
+* the image: SHA-256 of the file's bytes (so a renamed photo is still found, an edited one is not);
+* the explained class.
+
+Cache files are ``.npy`` float32 arrays written atomically (temporary file + rename): an
+interrupted run leaves complete entries or none, and resumes where it stopped.
+"""
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+import saliency
+from saliency import postprocess
+
+#: Methods a map kind may name, and the options each accepts.
+METHOD_OPTIONS = {
+    "gradient": (), "gradient_x_input": (), "guided": (), "deconvnet": (),
+    "deeplift": ("reference", "max_pool"),
+    "integrated_gradients": ("reference", "steps", "method"),
+    "smoothgrad": ("samples", "sigma", "seed"),
+    "grad_cam": ("layer",),
+    "neuron_selection": ("layer", "k"),
+}
+
+
+@dataclass(frozen=True)
+class MapSpec:
+    """One kind of heat map.
+
+    Parameters
+    ----------
+    method : str
+        A key of :data:`METHOD_OPTIONS` (the :data:`saliency.METHODS` names plus ``grad_cam``).
+    reduce : str
+        Channel reduction (:func:`saliency.postprocess.reduce_channels`); ignored by
+        ``grad_cam``, whose map is upsampled to the input size instead.
+    options : tuple of (name, value) pairs
+        Keyword arguments of the method, e.g. ``(("reference", "zero"),)``; give a dict to
+        :meth:`make`.
+    """
+    method: str
+    reduce: str = "max_abs"
+    options: tuple = field(default=())
+
+    def __post_init__(self):
+        if self.method not in METHOD_OPTIONS:
+            raise ValueError(f"unknown map method {self.method!r}; known: {sorted(METHOD_OPTIONS)}")
+        unknown = [k for k, _ in self.options if k not in METHOD_OPTIONS[self.method]]
+        if unknown:
+            raise ValueError(f"{self.method} takes options {METHOD_OPTIONS[self.method]}, "
+                             f"not {unknown}")
+        if self.reduce not in postprocess.CHANNEL_REDUCTIONS:
+            raise ValueError(f"reduce must be one of {postprocess.CHANNEL_REDUCTIONS}")
+
+    @classmethod
+    def make(cls, method, reduce="max_abs", **options):
+        return cls(method, reduce, tuple(sorted(options.items())))
+
+    @property
+    def name(self):
+        """A readable, unique, file-system-safe name, e.g. ``deeplift-reference=zero-sum``."""
+        parts = [self.method] + [f"{k}={v}" for k, v in self.options]
+        if self.method != "grad_cam":
+            parts.append(self.reduce)
+        return "-".join(parts).replace("/", "_")
+
+    def to_json(self):
+        return json.dumps({"method": self.method, "reduce": self.reduce,
+                           "options": dict(self.options)}, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text):
+        d = json.loads(text)
+        return cls.make(d["method"], d["reduce"], **d["options"])
+
+    def compute(self, net, x, targets):
+        """Heat maps (N, H, W) at the input resolution for a preprocessed batch (N, C, H, W)."""
+        options = dict(self.options)
+        if self.method == "grad_cam":
+            cam = saliency.grad_cam(net, x, targets, **options)
+            return postprocess.upsample(cam, x.shape[2:])
+        attribution = saliency.METHODS[self.method](net, x, targets, **options)
+        return postprocess.reduce_channels(attribution, self.reduce)
+
+
+def file_sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for chunk in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def network_key(net):
+    """16 hex digits naming a network's weights and preprocessing (the cache's first level)."""
+    if net.preprocessing is None or getattr(net, "source", None) is None:
+        raise ValueError("maps can be cached only for networks loaded with weights.load")
+    identity = {"architecture": net.name, "sha256": net.source["sha256"],
+                "preprocessing": {k: np.asarray(v).tolist()
+                                  for k, v in net.preprocessing.to_attrs().items()}}
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def save_atomic(path, array):
+    """``np.save`` to a temporary file beside ``path``, then rename: never a half-written entry."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(descriptor, "wb") as stream:
+            np.save(stream, array)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+class MapCache:
+    """Heat maps and logits of one network, on disk under ``root/<network key>/``.
+
+    Parameters
+    ----------
+    root : path
+        Cache folder (e.g. ``<user cache>/maps``).
+    net_key : str
+        From :func:`network_key`.
+    """
+
+    def __init__(self, root, net_key):
+        self.folder = Path(root) / net_key
+
+    def map_path(self, spec, image_sha, target):
+        return self.folder / spec.name / image_sha[:2] / f"{image_sha}-{int(target)}.npy"
+
+    def logits_path(self, image_sha):
+        return self.folder / "logits" / image_sha[:2] / f"{image_sha}.npy"
+
+    def has(self, path):
+        return path.is_file()
+
+    def load(self, path):
+        try:
+            return np.load(path)
+        except (ValueError, OSError, EOFError) as error:
+            raise ValueError(f"{path}: damaged cache entry ({error}); delete it to recompute") from error
+
+    def store(self, path, array):
+        save_atomic(path, np.asarray(array, np.float32))

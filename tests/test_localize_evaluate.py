@@ -1,0 +1,177 @@
+"""The evaluation runner end to end, on photos and a small VGG that the tests generate.
+
+What is checked: box coordinates survive the trip photo -> network input -> photo; maps are
+computed once (a second run computes nothing); an interrupted results file resumes without a
+lost or duplicated row; worker processes give the same maps as one process; box models refuse
+another network; and the command line writes the summary JSON and figures.
+"""
+import csv
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import nets
+import weights
+from localize import evaluate as ev
+from localize import protocols as pr
+from localize.boxmodels import load_box_model, save_box_model
+from localize.cli import main
+from localize.datasets import read_manifest
+from localize.maps import MapCache, MapSpec, network_key
+
+PREP = weights.Preprocessing((32, 32), "RGB", 1 / 255, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), "squash")
+
+
+def small_weights(path, seed):
+    net = nets.random_parameters(nets.build("vgg11", num_classes=3, input_size=32, hidden=16), seed)
+    return weights.save(path, net, PREP, ["square", "disc", "bar"], f"random-{seed}",
+                        f"{seed:064x}", architecture_options={"num_classes": 3, "input_size": 32,
+                                                              "hidden": 16})
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory):
+    """Twelve 48x40 photos of a bright rectangle on noise, a manifest, and two weight files."""
+    folder = tmp_path_factory.mktemp("scene")
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(12):
+        photo = (rng.random((40, 48, 3)) * 80).astype(np.uint8)
+        x0, y0 = int(rng.integers(0, 24)), int(rng.integers(0, 18))
+        # Textured, not flat: a flat patch makes neighbouring activations exactly equal, and
+        # max-pool switches on exact ties are decided by rounding (different BLAS threads).
+        photo[y0:y0 + 20, x0:x0 + 22] = 190 + rng.integers(0, 60, (20, 22, 3))
+        Image.fromarray(photo).save(folder / f"p{i}.png")
+        rows.append([f"p{i}.png", 48, 40, "n0", i % 3, "thing", f"{x0},{y0},{x0 + 22},{y0 + 20}", f"p{i}"])
+    with open(folder / "manifest.csv", "w", newline="") as stream:
+        writer = csv.writer(stream)
+        writer.writerow(["file", "width", "height", "wnid", "class_index", "class_name", "boxes", "image_id"])
+        writer.writerows(rows)
+    return {"data": folder, "weights": small_weights(folder / "net.h5", 1),
+            "other": small_weights(folder / "other.h5", 2)}
+
+
+@pytest.mark.parametrize("resize", ["squash", "crop"])
+def test_boxes_survive_the_round_trip_through_the_input(resize):
+    prep = weights.Preprocessing((224, 224), "RGB", 1.0, (0, 0, 0), (1, 1, 1), resize)
+    box = np.array([[100.0, 50.0, 400.0, 300.0]])
+    inside = ev.photo_to_input(box, (500, 375), prep)
+    np.testing.assert_allclose(ev.input_to_photo(inside, (500, 375), prep), box, atol=1e-9)
+    if resize == "squash":
+        np.testing.assert_allclose(inside, [[100 * 224 / 500, 50 * 224 / 375, 400 * 224 / 500, 300 * 224 / 375]])
+    else:  # 375 -> 256 on the short side: 500 -> 341, crop offset (58, 16)
+        np.testing.assert_allclose(inside, [[100 * 341 / 500 - 58, 50 * 256 / 375 - 16,
+                                             400 * 341 / 500 - 58, 300 * 256 / 375 - 16]])
+
+
+def configs():
+    gradient = MapSpec.make("gradient", "max_abs")
+    return [ev.Config("union", factory=lambda: pr.ThresholdBoxes(gradient, "union")),
+            ev.Config("fixed", protocol=pr.ThresholdBoxes(gradient, "largest", 0.3))]
+
+
+def test_evaluation_caches_maps_and_resumes_results(scene, tmp_path):
+    records = read_manifest(scene["data"])
+    results = tmp_path / "results.csv"
+    summary, boxes = ev.evaluate(scene["weights"], records, configs(), tmp_path / "cache", results,
+                                 k=3, progress=False)
+    assert set(summary.rows) == {"union", "fixed", "baseline: center box", "baseline: whole image"}
+    rows = ev.read_results(results)
+    assert len(rows) == 4 * 12
+    for row in rows:  # every row's IoU is that of its box with the ground truth
+        record = records[int(row["image_id"][1:])]
+        box = np.array([float(row[k]) for k in ("xmin", "ymin", "xmax", "ymax")])
+        assert abs(float(row["iou"]) - ev.iou(box, record.boxes).max()) < 1e-3
+    whole = summary.rows["baseline: whole image"]["corloc"]
+    assert whole == np.mean([ev.iou([0, 0, 48, 40], r.boxes).max() >= 0.5 for r in records])
+
+    # Interrupt: cut the file in the middle of a line; the rerun completes it exactly once.
+    text = results.read_text()
+    results.write_text(text[:len(text) * 2 // 3 - 5])
+    net = weights.load(scene["weights"])
+    computed, _ = ev.ensure_maps(scene["weights"], net, ev.Dataset(records),
+                                 configs()[0].specs, tmp_path / "cache", progress=False)
+    assert computed == 0  # every map came from the cache
+    again, _ = ev.evaluate(scene["weights"], records, configs(), tmp_path / "cache", results,
+                           k=3, progress=False)
+    rows = ev.read_results(results)
+    keys = [(r["config"], r["image_id"]) for r in rows]
+    assert len(keys) == len(set(keys)) == 48
+    assert again.rows == summary.rows
+
+
+def test_worker_processes_compute_the_same_maps(scene, tmp_path):
+    records = read_manifest(scene["data"])
+    net = weights.load(scene["weights"])
+    spec = (MapSpec.make("gradient", "max_abs"),)
+    for jobs, folder in ((1, "serial"), (2, "parallel")):
+        computed, _ = ev.ensure_maps(scene["weights"], net, ev.Dataset(records), spec,
+                                     tmp_path / folder, jobs=jobs, batch_size=4, progress=False)
+        assert computed == 12
+    serial, logits_s = ev.load_maps(net, ev.Dataset(records), spec, tmp_path / "serial")
+    parallel, logits_p = ev.load_maps(net, ev.Dataset(records), spec, tmp_path / "parallel")
+    # Workers run one BLAS thread, this process several: float32 rounding differs slightly and
+    # can flip a ReLU sitting at its kink. What must hold is that each worker's map is stored
+    # under its own image: every parallel map is nearest to the serial map of the same image.
+    a, b = serial[spec[0]].reshape(12, -1), parallel[spec[0]].reshape(12, -1)
+    distances = ((a[:, None] - b[None]) ** 2).sum(axis=2)
+    assert (distances.argmin(axis=0) == np.arange(12)).all()
+    close = np.abs(a - b).max(axis=1) <= 1e-5 * np.abs(a).max(axis=1)
+    assert close.sum() >= 10  # measured: 11 of 12 agree to 2e-7, one differs at a kink
+    np.testing.assert_allclose(logits_s, logits_p, rtol=1e-4, atol=1e-5)
+
+
+def test_box_models_refuse_another_network(scene, tmp_path):
+    records = read_manifest(scene["data"])
+    net, other = weights.load(scene["weights"]), weights.load(scene["other"])
+    protocol = pr.ThresholdBoxes(MapSpec.make("gradient"), "union", 0.25)
+    path = save_box_model(tmp_path / "boxes.h5", protocol, net, records)
+    model = load_box_model(path).check(net, "gradient")
+    assert model.protocol.fraction == 0.25 and model.meta["n_train"] == 12
+    with pytest.raises(ValueError, match="fitted for vgg11"):
+        model.check(other)
+    with pytest.raises(ValueError, match="not 'deeplift'"):
+        model.check(net, "deeplift")
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(ValueError, match="boxes.h5"):
+        load_box_model(path)
+
+
+def test_damaged_cache_entry_is_named(scene, tmp_path):
+    net = weights.load(scene["weights"])
+    cache = MapCache(tmp_path, network_key(net))
+    path = cache.map_path(MapSpec.make("gradient"), "ab" * 32, 1)
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"not npy")
+    with pytest.raises(ValueError, match="damaged cache entry"):
+        cache.load(path)
+
+
+def test_command_line_fit_evaluate_localize(scene, tmp_path, capsys):
+    data, net_file = scene["data"], scene["weights"]
+    common = ["--weights", str(net_file), "--cache", str(tmp_path / "cache")]
+    model = tmp_path / "union.h5"
+    assert main(["fit-boxes", str(data), *common, "--method", "gradient", "--protocol", "union",
+                 "--out", str(model)]) == 0
+    summary_json, plots = tmp_path / "summary.json", tmp_path / "plots"
+    assert main(["evaluate", str(data), *common, "--boxes", str(model), "--preset", "gradient",
+                 "--cv", "3", "--results", str(tmp_path / "r.csv"), "--summary-json",
+                 str(summary_json), "--plot", str(plots)]) == 0
+    out = capsys.readouterr().out
+    assert "| union |" in out and "| gradient (3-fold CV) |" in out and "center box" in out
+    summary = json.loads(summary_json.read_text())
+    assert summary["n"] == 12 and set(summary["baselines"]) == {"center box", "whole image"}
+    assert set(summary["configs"]["union"]) == {"corloc", "corloc_top1", "ci95", "n"}
+    assert (plots / "corloc.png").stat().st_size > 5000
+
+    photo = data / "p0.png"
+    assert main(["localize", str(photo), "--weights", str(net_file), "--boxes", str(model),
+                 "--out-dir", str(tmp_path / "figs")]) == 0
+    answer = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert len(answer["box"]) == 4 and answer["class_name"] in ("square", "disc", "bar")
+    assert 0 <= answer["box"][0] <= answer["box"][2] <= 48
+    assert (tmp_path / "figs" / "p0-box.png").exists()
+    assert main(["localize", str(photo), "--weights", str(scene["other"]), "--boxes", str(model)]) == 2
+    assert "fitted for vgg11" in capsys.readouterr().err

@@ -1,0 +1,126 @@
+"""Box protocols on synthetic maps whose right answer is known by construction."""
+import numpy as np
+import pytest
+
+from localize import protocols as pr
+from localize.boxes import iou
+from localize.maps import MapSpec
+
+SPEC = MapSpec.make("gradient", "max_abs")
+OTHER = MapSpec.make("guided", "max_abs")
+
+
+def blob_maps(n=60, size=40, seed=0, noise=0.05):
+    """Maps with a bright rectangle (the object) plus a fainter distractor; boxes are exact."""
+    rng = np.random.default_rng(seed)
+    maps, boxes = np.zeros((n, size, size)), []
+    for i in range(n):
+        w, h = rng.integers(8, 25, size=2)
+        x0, y0 = rng.integers(0, size - w), rng.integers(0, size - h)
+        maps[i, y0:y0 + h, x0:x0 + w] = 1.0
+        maps[i] += noise * rng.random((size, size))
+        boxes.append(np.array([[x0, y0, x0 + w, y0 + h]], float))
+    return maps, boxes
+
+
+def test_threshold_protocol_tunes_a_fraction_that_recovers_the_boxes():
+    maps, boxes = blob_maps()
+    protocol = pr.ThresholdBoxes(SPEC, mode="union").fit({SPEC: maps}, boxes)
+    assert 0.05 < protocol.fraction <= 0.8
+    predicted = protocol.predict({SPEC: maps})
+    assert np.mean([iou(p, b).max() for p, b in zip(predicted, boxes)]) > 0.95
+    # A fixed fraction below the noise floor boxes the whole map instead.
+    whole = pr.ThresholdBoxes(SPEC, "union", fraction=0.02).predict({SPEC: maps})
+    np.testing.assert_array_equal(whole, np.tile([0, 0, 40, 40], (60, 1)))
+    with pytest.raises(ValueError, match="no threshold"):
+        pr.ThresholdBoxes(SPEC).predict({SPEC: maps})
+
+
+def test_largest_component_ignores_a_separate_distractor():
+    maps, boxes = blob_maps(n=1, noise=0)
+    maps[0, 0:2, 0:2] = 1.0  # a small separate hot spot in the corner
+    x0, y0, x1, y1 = boxes[0][0].astype(int)
+    if x0 <= 2 and y0 <= 2:
+        pytest.skip("the object happens to touch the corner")
+    largest = pr.ThresholdBoxes(SPEC, "largest", 0.5).predict({SPEC: maps})[0]
+    union = pr.ThresholdBoxes(SPEC, "union", 0.5).predict({SPEC: maps})[0]
+    np.testing.assert_array_equal(largest, boxes[0][0])
+    np.testing.assert_array_equal(union, [0, 0, x1, y1])
+
+
+def test_khan_heat_follows_the_recipe():
+    heat = np.zeros((1, 50, 50))
+    heat[0, 20:30, 20:30] = 2.0
+    heat[0, 0, 0] = -5.0
+    out = pr.khan_heat(heat, sigma=2.0)
+    assert out.min() == 0 and out.max() <= 1
+    assert out[0, 25, 25] == out.max()             # the object stays the peak
+    assert np.all(out[0][heat[0] < 0] == 0)          # negative evidence removed
+    assert (out > 0).mean() < 0.5                    # below-mean values cut away
+    edge = np.zeros((1, 50, 50))
+    edge[0, 0:10, 20:30] = 1.0
+    edge[0, 20:30, 20:30] = 1.0
+    masked = pr.khan_heat(edge, sigma=0.5)
+    assert masked[0, 0, 25] < 0.6 * masked[0, 25, 25]  # border weight 0.5 at the edge
+
+
+def test_khan_protocol_mixes_two_maps():
+    maps, boxes = blob_maps(seed=1)
+    shifted = np.roll(maps, 3, axis=2)  # a second, slightly misaligned map of the same object
+    protocol = pr.KhanBoxes(SPEC, OTHER).fit({SPEC: maps, OTHER: shifted}, boxes)
+    predicted = protocol.predict({SPEC: maps, OTHER: shifted})
+    assert np.mean([iou(p, b).max() >= 0.5 for p, b in zip(predicted, boxes)]) > 0.9
+    again = pr.protocol_from_params("khan", protocol.params())
+    np.testing.assert_array_equal(again.predict({SPEC: maps, OTHER: shifted}), predicted)
+
+
+def test_regression_protocol_learns_boxes_from_maps():
+    maps, boxes = blob_maps(n=200, seed=2)
+    boxes_cv, fitted = pr.cross_validated_boxes(lambda: pr.RegressionBoxes([SPEC], grid_sizes=8),
+                                                {SPEC: maps}, boxes, k=5)
+    corloc = np.mean([iou(p, b).max() >= 0.5 for p, b in zip(boxes_cv, boxes)])
+    center = pr.CenterBox().fit({}, boxes, (40, 40)).predict({}, 200, (40, 40))
+    baseline = np.mean([iou(p, b).max() >= 0.5 for p, b in zip(center, boxes)])
+    assert corloc > 0.7 and corloc > baseline + 0.5  # measured 0.755 against 0.07
+    assert len(fitted) == 5 and fitted[0].regressor.lam in pr.LAMBDAS
+    again = pr.protocol_from_params("regression", fitted[0].params())
+    np.testing.assert_allclose(again.predict({SPEC: maps}), fitted[0].predict({SPEC: maps}))
+
+
+def test_cross_validation_never_sees_the_test_fold():
+    class Memorize(pr.Protocol):
+        """Predicts the training box of the most similar training map: perfect if it leaks."""
+        map_specs = (SPEC,)
+
+        def fit(self, maps, gt_boxes):
+            self.maps, self.boxes = maps[SPEC], gt_boxes
+            return self
+
+        def predict(self, maps):
+            distance = ((maps[SPEC][:, None] - self.maps[None]) ** 2).sum(axis=(2, 3))
+            return np.stack([self.boxes[j][0] for j in distance.argmin(axis=1)])
+
+    maps, boxes = blob_maps(n=50, seed=3)
+    leaked = Memorize().fit({SPEC: maps}, boxes).predict({SPEC: maps})
+    assert np.mean([iou(p, b).max() for p, b in zip(leaked, boxes)]) == 1.0
+    honest, _ = pr.cross_validated_boxes(Memorize, {SPEC: maps}, boxes, k=5)
+    assert np.mean([iou(p, b).max() for p, b in zip(honest, boxes)]) < 0.6
+    assert np.bincount(pr.folds(50, 5)).tolist() == [10] * 5
+    with pytest.raises(ValueError, match="2 <= k"):
+        pr.folds(3, 5)
+
+
+def test_center_box_baseline_uses_the_mean_size():
+    boxes = [np.array([[0, 0, 10, 20]]), np.array([[5, 5, 35, 25]])]
+    protocol = pr.CenterBox().fit({}, boxes, input_hw=(40, 40))
+    np.testing.assert_allclose(protocol.size_fraction, [0.5, 0.5])
+    np.testing.assert_allclose(protocol.predict({}, 1, (40, 40)), [[10, 10, 30, 30]])
+    np.testing.assert_allclose(pr.WholeImage().predict({}, 2, (40, 30)), [[0, 0, 30, 40]] * 2)
+
+
+def test_presets_are_known():
+    for name in pr.PRESETS:
+        assert pr.preset(name, "squeezenet1_0").map_specs
+    assert pr.preset("grad_cam", "vgg16").spec.options == (("layer", "relu5_3"),)
+    with pytest.raises(ValueError, match="unknown preset"):
+        pr.preset("best-ever", "vgg16")
