@@ -22,7 +22,7 @@ import weights as weight_files
 
 from .boxes import clip_boxes, iou
 from .maps import MapCache, file_sha256, network_key
-from .metrics import bootstrap_ci
+from .metrics import bootstrap_ci, per_class_corloc
 from .protocols import CenterBox, WholeImage, cross_validated_boxes
 
 RESULT_COLUMNS = ("config", "image_id", "true_class", "predicted_class", "xmin", "ymin", "xmax",
@@ -272,7 +272,7 @@ def _center_cv(gt_input, input_hw, k, seed):
 class Summary:
     """CorLoc per configuration with 95% bootstrap intervals."""
     n: int
-    rows: dict  # name -> {"corloc", "corloc_top1", "ci95", "n"}
+    rows: dict  # name -> {"corloc", "corloc_top1", "ci95", "n", "per_class": {class: corloc}}
 
     def markdown(self):
         lines = ["| configuration | CorLoc (GT-known) | 95% CI | CorLoc (top-1) | n |",
@@ -296,8 +296,11 @@ def summarize(rows, names, image_ids):
         hits = np.array([int(r["hit"]) for r in mine])
         top1 = np.array([int(r["hit_top1"]) for r in mine])
         low, high = bootstrap_ci(hits) if len(hits) else (np.nan, np.nan)
+        classes = np.array([int(r["true_class"]) for r in mine])
         table[name] = {"corloc": float(hits.mean()), "corloc_top1": float(top1.mean()),
-                       "ci95": [float(low), float(high)], "n": int(len(hits))}
+                       "ci95": [float(low), float(high)], "n": int(len(hits)),
+                       "per_class": {int(c): float(v) for c, v in
+                                     per_class_corloc(hits, classes).items()}}
     return Summary(len(wanted), table)
 
 

@@ -163,7 +163,10 @@ def test_command_line_fit_evaluate_localize(scene, tmp_path, capsys):
     assert "| union |" in out and "| gradient (3-fold CV) |" in out and "center box" in out
     summary = json.loads(summary_json.read_text())
     assert summary["n"] == 12 and set(summary["baselines"]) == {"center box", "whole image"}
-    assert set(summary["configs"]["union"]) == {"corloc", "corloc_top1", "ci95", "n"}
+    assert set(summary["configs"]["union"]) == {"corloc", "corloc_top1", "ci95", "n", "per_class"}
+    per_class = summary["configs"]["union"]["per_class"]
+    assert set(per_class) == {"0", "1", "2"}  # JSON keys; 4 photos of each class
+    assert np.isclose(np.mean(list(per_class.values())), summary["configs"]["union"]["corloc"])
     assert (plots / "corloc.png").stat().st_size > 5000
 
     photo = data / "p0.png"
