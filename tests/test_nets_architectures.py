@@ -105,3 +105,13 @@ def test_squeezenet_random_weights_match_pytorch():
     assert logits_error <= 1e-4
     logits_error, gradient_error = compare_with_pytorch(net, x, np.float64)
     assert logits_error <= 1e-10 and gradient_error <= 1e-10
+
+
+def test_squeezenet_real_weights_match_pytorch_on_real_photos(squeezenet_file, photo_files):
+    import weights
+    net = weights.load(squeezenet_file)
+    x = weights.load_batch([photo_files["chelsea"], photo_files["coffee"]], net.preprocessing)
+    logits_error, _ = compare_with_pytorch(net, x, np.float32)
+    assert logits_error <= 1e-4
+    logits_error, gradient_error = compare_with_pytorch(net, x, np.float64)
+    assert logits_error <= 1e-10 and gradient_error <= 1e-10
