@@ -8,6 +8,7 @@
     sensloc fit-boxes DATASET... [--net NAME] (--preset NAME | --method M --protocol P) --out FILE
     sensloc evaluate DATASET... [--net NAME] (--boxes FILE... | --cv K --preset NAME...)
                      [--summary-json S.json] [--plot DIR] [--jobs N]
+    sensloc grade ASSIGNMENT [FILE] [--seed S]
 
 Errors a user can cause (a missing or corrupt photo, weights that are not installed, a bad
 argument) end with one line ``sensloc: error: ...`` and exit status 2, never a stack trace.
@@ -361,6 +362,9 @@ def build_parser():
             p.add_argument("--results", metavar="CSV", help="per-image results (resumed if present)")
             p.add_argument("--summary-json", metavar="FILE")
             p.add_argument("--plot", metavar="DIR")
+
+    from .grade import add_parser as add_grade_parser
+    add_grade_parser(commands)
     return parser
 
 
@@ -370,12 +374,12 @@ def main(argv=None):
     if getattr(args, "target", "top1") != "top1" and not str(args.target).lstrip("-").isdigit():
         parser.error(f"--target must be a class index or top1, got {args.target!r}")
     try:
-        args.run(args)
+        status = args.run(args)
     except (UsageError, ValueError, OSError, KeyError) as error:
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
         print(f"sensloc: error: {message}", file=sys.stderr)
         return 2
-    return 0
+    return status or 0
 
 
 if __name__ == "__main__":

@@ -80,3 +80,21 @@ def test_name_installed_under_the_wrong_architecture_is_refused(tmp_path):
     Path(path).rename(wrong)
     with pytest.raises(ValueError, match="holds squeezenet1_0, not vgg16"):
         cache.load("vgg16", cache_dir=tmp_path)
+
+
+def test_load_with_download_fetches_only_what_is_missing(tmp_path, clean_env, monkeypatch):
+    clean_env.setenv("SENSLOC_CACHE_DIR", str(tmp_path))
+    fetched = []
+
+    def fake_fetch(architecture, source=None, cache_dir=None, **options):
+        fetched.append(architecture)
+        return _install(tmp_path)[0]
+
+    monkeypatch.setattr("weights.sources.fetch", fake_fetch)
+    with pytest.raises(FileNotFoundError, match="sensloc weights fetch squeezenet1_0"):
+        weights.load("squeezenet1_0")
+    assert fetched == []
+    net = weights.load("squeezenet1_0", download=True)
+    assert fetched == ["squeezenet1_0"] and net.name == "squeezenet1_0"
+    weights.load("squeezenet1_0", download=True)
+    assert fetched == ["squeezenet1_0"]  # installed now: no second download

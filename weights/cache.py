@@ -139,7 +139,7 @@ def resolve(name_or_path, cache_dir=None):
                      f"architectures: {sorted(nets.ARCHITECTURES)}")
 
 
-def load(name_or_path, architecture=None, cache_dir=None):
+def load(name_or_path, architecture=None, cache_dir=None, download=False):
     """Load a network by installed name or by path.
 
     ``weights.load("vgg16")`` reads ``<cache>/weights/vgg16.h5``; ``weights.load("my.h5")``
@@ -152,13 +152,21 @@ def load(name_or_path, architecture=None, cache_dir=None):
         Refuse a file holding another architecture. Defaults to ``name_or_path`` when that is
         an architecture name.
     cache_dir : str or os.PathLike, optional
+    download : bool
+        If ``name_or_path`` names an architecture that is not installed, fetch it first
+        (:func:`weights.fetch`: official file, checksum, conversion) instead of failing.
 
     Returns
     -------
     nets.Network
     """
+    is_name = isinstance(name_or_path, str) and name_or_path in nets.ARCHITECTURES \
+        and not Path(name_or_path).is_file()
+    if download and is_name and not installed_path(name_or_path, cache_dir).is_file():
+        from .sources import fetch
+        print(f"{name_or_path} is not installed: downloading it (checksum verified)")
+        fetch(name_or_path, cache_dir=cache_dir)
     path = resolve(name_or_path, cache_dir)
-    if architecture is None and isinstance(name_or_path, str) \
-            and name_or_path in nets.ARCHITECTURES and not Path(name_or_path).is_file():
+    if architecture is None and is_name:
         architecture = name_or_path
     return weight_format.load(path, architecture=architecture)

@@ -1,0 +1,899 @@
+"""Grading the coursework of ``tutorials/assignments`` against the library's own implementation.
+
+    sensloc grade ASSIGNMENT [FILE] [--seed S]
+    python -m localize.grade ASSIGNMENT [FILE] [--seed S]
+
+``ASSIGNMENT`` is ``1``, ``2`` or ``3`` (or ``backward``, ``rules``, ``boxes``):
+
+1. ``1_backward_recursion.py``: Eq. 1, ``s_i = g'(eta_i) * sum_k w_ki s_k``, for fully connected,
+   ReLU, convolution and max-pool layers, then through a whole network (reference: :mod:`nets`,
+   :func:`saliency.gradient`);
+2. ``2_rules.py``: the guided, deconvnet and DeepLIFT rescale rules, and guided backpropagation
+   and DeepLIFT built from them (reference: :mod:`saliency.rules`, :mod:`saliency.methods`);
+3. ``3_box_regression.py``: IoU, CorLoc, grid features, closed-form ridge regression, box
+   prediction and cross-validation (reference: :mod:`localize.boxes`, :mod:`localize.metrics`,
+   :mod:`localize.regression`).
+
+``FILE`` is the student's module (by default the skeleton in ``tutorials/assignments``). It is
+imported from its path, and every function of the assignment is called on randomized cases
+(seeded by ``--seed``, so a run can be repeated) and compared with the library. A part scores
+``points * (cases passed) / (cases)``; every failed case is reported with what was wrong (shape,
+values and where, an exception and the line of the student's file that raised it) and a hint.
+
+Exit status: 0 for full marks, 1 otherwise, 2 when ``FILE`` cannot be found.
+"""
+import argparse
+import importlib.util
+import sys
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+import nets
+import saliency
+from nets import kernels
+
+from . import boxes as box_lib
+from . import metrics as metric_lib
+from . import regression as regression_lib
+
+REPO = Path(__file__).resolve().parents[1]
+#: How many failed cases are described per part (the rest are counted).
+SHOWN_FAILURES = 3
+
+
+class CaseFailure(Exception):
+    """A student's result that is wrong, with the reason."""
+
+
+@dataclass
+class Case:
+    """One randomized call: ``function(*args)`` should equal ``expected``.
+
+    ``check(got, case)`` returns None when ``got`` is right, else a message; ``diagnose(got,
+    case)`` may add a hint about a common mistake.
+    """
+    label: str
+    args: tuple
+    expected: object
+    check: object = None
+    diagnose: object = None
+    module: object = None   # the student's module, set while grading (for diagnoses)
+
+
+@dataclass
+class Part:
+    """One graded function of an assignment."""
+    function: str
+    points: int
+    make_cases: object   # rng -> list of Case
+    hint: str
+    uses: tuple = ()     # the student's functions of earlier parts that this one calls
+
+
+@dataclass
+class Assignment:
+    number: int
+    key: str
+    filename: str
+    title: str
+    parts: list
+
+
+@dataclass
+class PartResult:
+    number: int
+    function: str
+    points: int
+    passed: int
+    total: int
+    messages: list = field(default_factory=list)
+    hint: str = ""
+
+    @property
+    def score(self):
+        return self.points * self.passed / self.total if self.total else 0.0
+
+    @property
+    def ok(self):
+        return self.total > 0 and self.passed == self.total
+
+
+@dataclass
+class Report:
+    """The result of grading one file."""
+    assignment: Assignment
+    path: Path
+    seed: int
+    parts: list
+    error: str = None
+
+    @property
+    def score(self):
+        return sum(p.score for p in self.parts)
+
+    @property
+    def max_score(self):
+        return sum(p.points for p in self.assignment.parts)
+
+    @property
+    def full_marks(self):
+        return self.error is None and all(p.ok for p in self.parts)
+
+    def format(self):
+        """The report as text, one block per part."""
+        a = self.assignment
+        lines = [f"Assignment {a.number}: {a.title}", f"file: {self.path}   seed: {self.seed}", ""]
+        if self.error:
+            lines += [f"  ERROR {self.error}", ""]
+        width = max(len(p.function) for p in a.parts)
+        for result in self.parts:
+            status = "PASS" if result.ok else "FAIL"
+            lines.append(f"  part {result.number}  {result.function:<{width}}  {result.score:4.1f} / "
+                         f"{result.points}  {status}  ({result.passed}/{result.total} cases)")
+            for message in result.messages:
+                lines.append(f"          - {message}")
+            if not result.ok and result.hint:
+                lines.append(f"          hint: {result.hint}")
+        lines += ["", f"score: {self.score:.1f} / {self.max_score}"
+                  + ("   full marks!" if self.full_marks else "")]
+        return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------ helpers
+
+def _fmt(value):
+    return f"{value + 0.0:.6g}" if np.isfinite(value) else str(value)
+
+
+def _as_array(got, what="the result"):
+    if got is None:
+        raise CaseFailure(f"{what} is None (is a `return` missing?)")
+    try:
+        array = np.asarray(got, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise CaseFailure(f"{what} is of type {type(got).__name__}, not an array of numbers") from None
+    return array
+
+
+def compare_arrays(got, expected, rtol=1e-6, what="the result"):
+    """None if ``got`` matches ``expected``; else raise CaseFailure saying where and how it differs."""
+    expected = np.asarray(expected, dtype=np.float64)
+    got = _as_array(got, what)
+    if got.shape != expected.shape:
+        raise CaseFailure(f"{what} has shape {got.shape}, expected {expected.shape}")
+    finite = np.isfinite(got)
+    if not finite.all():
+        index = tuple(int(i) for i in np.argwhere(~finite)[0])
+        raise CaseFailure(f"{what} contains NaN or infinity ({np.count_nonzero(~finite)} entries, "
+                          f"the first at index {index})")
+    scale = float(np.abs(expected).max()) if expected.size else 0.0
+    tolerance = rtol * np.abs(expected) + 1e-9 * max(scale, 1e-3)
+    error = np.abs(got - expected)
+    wrong = error > tolerance
+    if wrong.any():
+        index = np.unravel_index(np.argmax(np.where(wrong, error, -1)), expected.shape)
+        where = tuple(int(i) for i in index)
+        raise CaseFailure(f"{what} is wrong at {np.count_nonzero(wrong)} of {expected.size} entries; "
+                          f"the largest error is at index {where}: yours {_fmt(got[index])}, "
+                          f"expected {_fmt(expected[index])}")
+
+
+def compare_scalar(got, expected, rtol=1e-9, what="the result"):
+    if got is None:
+        raise CaseFailure(f"{what} is None (is a `return` missing?)")
+    try:
+        value = float(np.asarray(got, dtype=np.float64).reshape(()))
+    except (TypeError, ValueError):
+        shape = f" of shape {np.shape(got)}" if hasattr(got, "shape") else ""
+        raise CaseFailure(f"{what} should be one number, got type {type(got).__name__}{shape}") from None
+    if not np.isfinite(value):
+        raise CaseFailure(f"{what} is {value}")
+    if abs(value - expected) > rtol * abs(expected) + 1e-12:
+        raise CaseFailure(f"{what} is {_fmt(value)}, expected {_fmt(expected)}")
+
+
+def _close(got, alternative, rtol=1e-6):
+    """Does ``got`` match an alternative (a typical mistake)?"""
+    try:
+        got = np.asarray(got, dtype=np.float64)
+        alternative = np.asarray(alternative, dtype=np.float64)
+    except (TypeError, ValueError):
+        return False
+    return got.shape == alternative.shape and bool(np.all(np.isfinite(got))) and np.allclose(
+        got, alternative, rtol=rtol, atol=1e-9 * max(float(np.abs(alternative).max(initial=0)), 1e-3))
+
+
+def _student_line(error, path):
+    """`` (line N: code)`` of the innermost frame of the student's file in a traceback."""
+    frames = [f for f in traceback.extract_tb(error.__traceback__)
+              if Path(f.filename).resolve() == path.resolve()]
+    if not frames:
+        return ""
+    frame = frames[-1]
+    return f" (line {frame.lineno}: {frame.line.strip()})" if frame.line else f" (line {frame.lineno})"
+
+
+def load_module(path):
+    """Import a Python file from its path under a private module name; errors propagate."""
+    path = Path(path)
+    name = f"sensloc_student_{abs(hash(str(path.resolve())))}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"{path} cannot be imported as a Python module")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        sys.modules.pop(name, None)
+        raise
+    return module
+
+
+def _copy(value):
+    if isinstance(value, np.ndarray):
+        return value.copy()
+    if isinstance(value, list):
+        return [_copy(v) for v in value]
+    return value
+
+
+def run_part(number, part, module, path, rng):
+    """Grade one function: every case, with messages for the failures."""
+    cases = part.make_cases(rng)
+    result = PartResult(number, part.function, part.points, 0, len(cases), hint=part.hint)
+    function = getattr(module, part.function, None)
+    if not callable(function):
+        result.messages.append(f"{path.name} has no function `{part.function}` "
+                               "(keep the names of the skeleton)")
+        return result
+    failures = []
+    for case in cases:
+        case.module = module
+        try:
+            with np.errstate(all="ignore"):
+                got = function(*[_copy(a) for a in case.args])
+        except NotImplementedError as error:
+            failures.append(f"not implemented yet ({error or 'NotImplementedError'}): replace the "
+                            f"`raise NotImplementedError` by your code")
+            result.messages, result.hint = failures, ""
+            return result
+        except Exception as error:  # a student's bug: report it, go on with the next case
+            failures.append(f"case {case.label}: raised {type(error).__name__}: {error}"
+                            f"{_student_line(error, path)}")
+            continue
+        try:
+            (case.check or _default_check)(got, case)
+        except CaseFailure as failure:
+            message = f"case {case.label}: {failure}"
+            hint = _diagnose(case, got)
+            failures.append(f"{message}. {hint}" if hint else message)
+        except Exception as error:  # a result so odd that it cannot even be compared
+            failures.append(f"case {case.label}: the result ({type(got).__name__}) cannot be compared "
+                            f"with the expected one ({type(error).__name__}: {error})")
+        else:
+            result.passed += 1
+    if len(failures) > SHOWN_FAILURES:
+        failures = failures[:SHOWN_FAILURES] + [f"... and {len(failures) - SHOWN_FAILURES} more failed case(s)"]
+    result.messages = failures
+    return result
+
+
+def _diagnose(case, got):
+    """The hint of a case's diagnosis, or None (a diagnosis never breaks the grading)."""
+    if case.diagnose is None:
+        return None
+    try:
+        with np.errstate(all="ignore"):
+            return case.diagnose(got, case)
+    except Exception:
+        return None
+
+
+def _default_check(got, case):
+    compare_arrays(got, case.expected)
+
+
+# ------------------------------------------------------------------------------------ networks
+
+def _network(kind, rng):
+    """A small random float64 network (conv, ReLU, max pool, ...) and its input size."""
+    if kind == "flatten":
+        layers = [nets.Conv2d("conv1", 3, 4, 3, padding=1), nets.ReLU("relu1"), nets.MaxPool2d("pool1", 2, 2),
+                  nets.Conv2d("conv2", 4, 6, 3, stride=2, padding=1), nets.ReLU("relu2"),
+                  nets.Flatten("flatten"), nets.Linear("fc", 6 * 2 * 2, 5)]
+        net = nets.Network("graded_flatten", layers, 3, (8, 8), (8, 8), 5)
+        shape = (3, 8, 8)
+    elif kind == "gap":
+        layers = [nets.Conv2d("conv1", 2, 5, 3), nets.ReLU("relu1"), nets.MaxPool2d("pool1", 3, 2),
+                  nets.Conv2d("conv2", 5, 4, 1), nets.ReLU("relu2"), nets.GlobalAvgPool2d("gap"),
+                  nets.Linear("fc", 4, 3)]
+        net = nets.Network("graded_gap", layers, 2, None, (11, 11), 3)
+        shape = (2, 11, 11)
+    elif kind == "no_pool":
+        layers = [nets.Conv2d("conv1", 3, 4, 3, padding=1), nets.ReLU("relu1"),
+                  nets.Conv2d("conv2", 4, 5, 3, stride=2), nets.ReLU("relu2"), nets.GlobalAvgPool2d("gap"),
+                  nets.Linear("fc1", 5, 6), nets.ReLU("relu3"), nets.Linear("fc2", 6, 3)]
+        net = nets.Network("graded_no_pool", layers, 3, None, (9, 9), 3)
+        shape = (3, 9, 9)
+    else:
+        raise ValueError(kind)
+    net.astype(np.float64)
+    params = {}
+    for name, arrays in net.parameters().items():
+        w = arrays["weight"]
+        fan_in = int(np.prod(w.shape[1:]))
+        params[name] = {"weight": rng.normal(0, np.sqrt(2.0 / fan_in), w.shape),
+                        "bias": rng.normal(0, 0.1, arrays["bias"].shape)}
+    return net.load_parameters(params), shape
+
+
+def _network_cases(rng, kinds, reference, with_reference_input=False):
+    cases = []
+    for number, kind in enumerate(kinds, start=1):
+        net, shape = _network(kind, rng)
+        n = 2
+        x = rng.normal(size=(n,) + shape)
+        target = rng.integers(0, net.num_classes, n)
+        label = (f"network {number} ({' -> '.join(type(layer).__name__ for layer in net.layers)}), "
+                 f"input {(n,) + shape}")
+        if with_reference_input:
+            for ref_label, x_ref in (("random reference", rng.normal(size=x.shape)),
+                                     ("zero reference", np.zeros_like(x))):
+                expected = reference(net, x, target, x_ref)
+                cases.append(Case(f"{label}, {ref_label}", (net, x, x_ref, target), expected))
+        else:
+            cases.append(Case(label, (net, x, target), reference(net, x, target)))
+    return cases
+
+
+# ------------------------------------------------------------------------------------ assignment 1
+
+def _linear_cases(rng):
+    cases = []
+    for n, d_out, d_in in ((2, 5, 3), (3, 4, 4), (1, 7, 2)):
+        signal, weight = rng.normal(size=(n, d_out)), rng.normal(size=(d_out, d_in))
+        layer = nets.Linear("fc", d_in, d_out)
+        layer.weight = weight
+        expected = layer.backward(signal, None)
+
+        def diagnose(got, case, signal=signal, weight=weight):
+            if weight.shape[0] == weight.shape[1] and _close(got, signal @ weight.T):
+                return "You multiplied by W^T: the sum runs over the OUTPUTS k of w_ki = weight[k, i]"
+        cases.append(Case(f"N={n}, D_out={d_out}, D_in={d_in}", (signal, weight), expected,
+                          diagnose=diagnose))
+    return cases
+
+
+def _relu_cases(rng):
+    cases = []
+    for label, shape in (("2-D (4, 6), some eta exactly 0", (4, 6)), ("4-D (2, 3, 5, 4)", (2, 3, 5, 4)),
+                         ("4-D (1, 2, 3, 3), some eta exactly 0", (1, 2, 3, 3))):
+        signal = rng.normal(size=shape)
+        eta = rng.normal(size=shape)
+        if "exactly 0" in label:
+            eta.flat[rng.choice(eta.size, eta.size // 3, replace=False)] = 0.0
+        expected = nets.ReLU("relu").backward(signal, eta)
+
+        def diagnose(got, case, signal=signal, eta=eta):
+            if _close(got, signal * (eta >= 0)):
+                return "At eta == 0 take g'(0) = 0: the indicator is 1[eta > 0], not 1[eta >= 0]"
+            if _close(got, np.maximum(signal, 0)):
+                return "That is deconvnet's rule; the gradient looks at the sign of eta, not of the signal"
+            if _close(got, signal * np.maximum(eta, 0)):
+                return "Multiply by g'(eta) = 1[eta > 0], not by g(eta) = max(eta, 0)"
+        cases.append(Case(label, (signal, eta), expected, diagnose=diagnose))
+    return cases
+
+
+def _conv_cases(rng):
+    cases = []
+    for n, c, h, w, o, k, s, p in ((1, 1, 5, 5, 1, 3, 1, 0), (2, 3, 7, 6, 4, 3, 1, 1), (2, 2, 9, 7, 3, 3, 2, 1),
+                                   (1, 3, 6, 6, 2, 1, 1, 0), (1, 2, 11, 10, 3, 5, 2, 2), (1, 2, 8, 9, 2, 3, 2, 0)):
+        oh, ow = kernels.conv_output_size(h, k, s, p), kernels.conv_output_size(w, k, s, p)
+        signal, weight = rng.normal(size=(n, o, oh, ow)), rng.normal(size=(o, c, k, k))
+        expected = kernels.conv2d_backward_input(signal, weight, (n, c, h, w), s, p)
+        label = f"input {(n, c, h, w)}, kernel {k}x{k}, {o} outputs, stride {s}, padding {p}"
+        cases.append(Case(label, (signal, weight, (n, c, h, w), s, p), expected))
+    return cases
+
+
+def _max_pool_cases(rng):
+    cases = []
+    for label, shape, k, s, ties in (("2x2 stride 2 (no overlap)", (2, 3, 6, 6), 2, 2, False),
+                                     ("3x3 stride 2 (overlapping windows)", (1, 2, 9, 7), 3, 2, False),
+                                     ("3x3 stride 1 (overlapping windows)", (1, 2, 6, 5), 3, 1, False),
+                                     ("2x2 stride 2 on an odd size", (2, 1, 7, 5), 2, 2, False),
+                                     ("3x3 stride 2, ties: windows with several equal maxima", (1, 2, 9, 9),
+                                      3, 2, True)):
+        x = rng.normal(size=shape)
+        if ties:
+            x = np.round(np.maximum(x, 0), 1)
+        pool = nets.MaxPool2d("pool", k, s)
+        y, cache = pool.forward(x)
+        signal = rng.normal(size=y.shape)
+        expected = pool.backward(signal, cache)
+        wins = pool.backward(np.ones_like(y), cache)
+
+        def diagnose(got, case, expected=expected, wins=wins, ties=ties):
+            try:
+                wrong = np.abs(np.asarray(got, dtype=np.float64) - expected) > 1e-9
+            except (TypeError, ValueError):
+                return None
+            if wrong.shape != expected.shape or not wrong.any():
+                return None
+            if np.all(wins[wrong] >= 2):
+                return ("The wrong pixels all win several overlapping windows: they must receive the SUM "
+                        "of those windows' signals (+=, not =)")
+            if ties:
+                return "On ties the FIRST maximum in row-major order wins (numpy.argmax of the flattened window)"
+        cases.append(Case(f"{label}, input {shape}", (signal, x, k, s), expected, diagnose=diagnose))
+    return cases
+
+
+def _input_gradient_cases(rng):
+    return _network_cases(rng, ("flatten", "gap"), lambda net, x, t: saliency.gradient(net, x, t))
+
+
+ASSIGNMENT_1 = Assignment(1, "backward", "1_backward_recursion.py",
+                          "the backward recursion of Eq. 1 (fully connected, ReLU, convolution, max pool)", [
+    Part("linear_backward", 2, _linear_cases,
+         "dx_i = sum_k w_ki dy_k for every image: dy @ W with W of shape (D_out, D_in)"),
+    Part("relu_backward", 2, _relu_cases, "s_in = 1[eta > 0] * s"),
+    Part("conv2d_backward", 4, _conv_cases,
+         "dx_pad[n, c, s*oh + i, s*ow + j] += w[o, c, i, j] * dy[n, o, oh, ow] for every tap (i, j), "
+         "summed over o (np.einsum('nohw,oc->nchw', ...) does one tap for all n, c, oh, ow), then drop "
+         "the padding: dx = dx_pad[:, :, p:p + H, p:p + W]"),
+    Part("max_pool_backward", 4, _max_pool_cases,
+         "for each window (oh, ow) find the argmax of x[n, c, s*oh:s*oh+k, s*ow:s*ow+k] and ADD "
+         "signal[n, c, oh, ow] at that pixel"),
+    Part("input_gradient", 3, _input_gradient_cases,
+         "signal = one-hot rows of the targets at the logits; for layer in reversed(net.layers): "
+         "signal = <backward of that layer>(signal, trace.caches[layer.name]); Flatten reshapes the "
+         "signal to the cached shape; GlobalAvgPool2d spreads signal[n, c] / (H * W) over every pixel",
+         uses=("linear_backward", "relu_backward", "conv2d_backward", "max_pool_backward")),
+])
+
+
+# ------------------------------------------------------------------------------------ assignment 2
+
+def _sign_cases(rng, reference):
+    cases = []
+    for label, shape in (("2-D (5, 6)", (5, 6)), ("4-D (2, 3, 4, 4)", (2, 3, 4, 4)),
+                         ("4-D (1, 4, 3, 5), some zeros", (1, 4, 3, 5))):
+        signal, eta = rng.normal(size=shape), rng.normal(size=shape)
+        if "zeros" in label:
+            signal.flat[rng.choice(signal.size, signal.size // 4, replace=False)] = 0.0
+            eta.flat[rng.choice(eta.size, eta.size // 4, replace=False)] = 0.0
+        cases.append(Case(label, (signal, eta), reference(signal, eta)))
+    return cases
+
+
+def _guided_cases(rng):
+    cases = _sign_cases(rng, lambda s, eta: saliency.Guided().relu(s, eta, None))
+    for case in cases:
+        signal, eta = case.args
+
+        def diagnose(got, case, signal=signal, eta=eta):
+            if _close(got, signal * (eta > 0)):
+                return "That is the gradient's rule: guided backprop also drops negative signals, 1[s > 0]"
+            if _close(got, np.maximum(signal, 0)):
+                return "That is deconvnet's rule: guided backprop also needs an active unit, 1[eta > 0]"
+        case.diagnose = diagnose
+    return cases
+
+
+def _deconvnet_cases(rng):
+    cases = _sign_cases(rng, lambda s, eta: saliency.Deconvnet().relu(s, eta, None))
+    for case in cases:
+        signal, eta = case.args
+
+        def diagnose(got, case, signal=signal, eta=eta):
+            if _close(got, np.where((eta > 0) & (signal > 0), signal, 0)):
+                return "That is guided backprop: deconvnet ignores the forward input eta"
+        case.diagnose = diagnose
+    return cases
+
+
+def _rescale_cases(rng):
+    cases = []
+    shapes = (("random (4, 5)", (4, 5)), ("4-D (2, 2, 3, 3)", (2, 2, 3, 3)),
+              ("eta == eta_ref at some entries", (3, 6)), ("|eta - eta_ref| < eps at some entries", (3, 6)),
+              ("input and reference both active everywhere", (2, 4)))
+    for label, shape in shapes:
+        signal, eta, eta_ref = (rng.normal(size=shape) for _ in range(3))
+        if label.startswith("eta =="):
+            same = rng.choice(eta.size, eta.size // 2, replace=False)
+            eta_ref.flat[same] = eta.flat[same]
+        elif label.startswith("|eta"):
+            close = rng.choice(eta.size, eta.size // 2, replace=False)
+            eta_ref.flat[close] = eta.flat[close] + 1e-12
+        elif "active" in label:
+            eta, eta_ref = np.abs(eta) + 0.1, np.abs(eta_ref) + 0.1
+        expected = saliency.Rescale().relu(signal, eta, eta_ref)
+
+        def diagnose(got, case, signal=signal, eta=eta, eta_ref=eta_ref):
+            got_array = np.asarray(got, dtype=np.float64) if got is not None else None
+            if got_array is not None and got_array.shape == eta.shape and not np.all(np.isfinite(got_array)):
+                return ("Where |eta - eta_ref| < eps the secant 0/0 is undefined: use the gradient "
+                        "1[eta > 0] there (np.where, and divide only where it is safe)")
+            if _close(got, signal * (eta > 0)):
+                return "That is the tangent g'(eta); the rescale rule uses the secant between eta_ref and eta"
+        cases.append(Case(label, (signal, eta, eta_ref), expected, diagnose=diagnose))
+    return cases
+
+
+def _guided_backprop_cases(rng):
+    return _network_cases(rng, ("flatten", "gap"), lambda net, x, t: saliency.guided_backprop(net, x, t))
+
+
+def _deeplift_cases(rng):
+    # No max pools: there the rescale rule has several variants (see saliency.rules.Rescale).
+    cases = _network_cases(rng, ("no_pool", "no_pool"),
+                           lambda net, x, t, x_ref: saliency.deeplift(net, x, t, reference=x_ref),
+                           with_reference_input=True)
+    for case in cases:
+        net, x, x_ref, target = case.args
+
+        def diagnose(got, case, net=net, x=x, x_ref=x_ref, target=target):
+            expected = case.expected
+            difference = x - x_ref
+            multipliers = np.divide(expected, difference, out=np.zeros_like(expected), where=difference != 0)
+            if _close(got, multipliers):
+                return "These look like the multipliers m: the contributions are C = (x - x_ref) * m"
+            try:
+                total = np.asarray(got, dtype=np.float64).reshape(len(x), -1).sum(axis=1)
+            except (TypeError, ValueError):
+                return None
+            rows = np.arange(len(x))
+            delta = net(x)[rows, target] - net(x_ref)[rows, target]
+            return (f"Summation-to-delta: your contributions sum to {np.round(total, 4).tolist()}, "
+                    f"f_t(x) - f_t(x_ref) = {np.round(delta, 4).tolist()}")
+        case.diagnose = diagnose
+    return cases
+
+
+ASSIGNMENT_2 = Assignment(2, "rules", "2_rules.py",
+                          "the guided, deconvnet and DeepLIFT rescale rules in the recursion", [
+    Part("guided_relu", 2, _guided_cases, "s_in = 1[eta > 0] * 1[s > 0] * s"),
+    Part("deconvnet_relu", 2, _deconvnet_cases, "s_in = 1[s > 0] * s, whatever eta"),
+    Part("rescale_relu", 4, _rescale_cases,
+         "m = (max(eta, 0) - max(eta_ref, 0)) / (eta - eta_ref) where |eta - eta_ref| >= eps, "
+         "else 1[eta > 0]; return m * signal"),
+    Part("guided_backprop", 3, _guided_backprop_cases,
+         "trace = net.forward(x); signal = one-hot rows (N, K) of the targets; "
+         "return net.backward(trace, signal, rule=GuidedRule())", uses=("guided_relu",)),
+    Part("deeplift", 4, _deeplift_cases,
+         "trace, ref_trace = net.forward(x), net.forward(x_ref); m = net.backward(trace, one_hot, "
+         "rule=RescaleRule(), ref_trace=ref_trace); return (x - x_ref) * m", uses=("rescale_relu",)),
+])
+
+
+# ------------------------------------------------------------------------------------ assignment 3
+
+def _iou_plus_one(a, b):
+    w = min(a[2], b[2]) - max(a[0], b[0]) + 1
+    h = min(a[3], b[3]) - max(a[1], b[1]) + 1
+    inter = max(w, 0) * max(h, 0)
+    area = lambda q: (q[2] - q[0] + 1) * (q[3] - q[1] + 1)
+    return inter / (area(a) + area(b) - inter)
+
+
+def _random_box(rng, size=100.0):
+    x = np.sort(rng.uniform(0, size, 2))
+    y = np.sort(rng.uniform(0, size, 2))
+    return np.array([x[0], y[0], x[1], y[1]])
+
+
+def _iou_cases(rng):
+    a = _random_box(rng)
+    pairs = [("overlapping", a, a + np.array([5.0, 3.0, 5.0, 3.0])),
+             ("random", _random_box(rng), _random_box(rng)),
+             ("disjoint", np.array([0.0, 0, 10, 10]), np.array([20.0, 20, 30, 35])),
+              ("nested", np.array([0.0, 0, 50, 40]), np.array([10.0, 5, 20, 25])),
+              ("touching along an edge (IoU 0)", np.array([0.0, 0, 10, 10]), np.array([10.0, 0, 20, 10])),
+              ("identical", a, a.copy()),
+              ("both degenerate (zero area)", np.array([5.0, 5, 5, 9]), np.array([5.0, 5, 5, 9])),
+              ("fractional coordinates", np.array([0.5, 0.25, 2.5, 3.75]), np.array([1.5, 1.25, 4.0, 2.0]))]
+    cases = []
+    for label, box_a, box_b in pairs:
+        expected = box_lib.iou(box_a, box_b)
+
+        def check(got, case):
+            compare_scalar(got, case.expected)
+
+        def diagnose(got, case, box_a=box_a, box_b=box_b):
+            try:
+                if abs(float(got) - _iou_plus_one(box_a, box_b)) < 1e-9:
+                    return ("You used the '+1' pixel convention; here boxes are continuous: "
+                            "area = (xmax - xmin) * (ymax - ymin)")
+            except (TypeError, ValueError, ZeroDivisionError):
+                return None
+        cases.append(Case(f"{label}: {box_a.round(2).tolist()} and {box_b.round(2).tolist()}",
+                          (box_a, box_b), expected, check, diagnose))
+    return cases
+
+
+def _corloc_cases(rng):
+    cases = []
+    for label, n, threshold in (("10 images, 1-3 boxes each", 10, 0.5), ("12 images, threshold 0.3", 12, 0.3),
+                                ("8 images, threshold 0.7", 8, 0.7)):
+        gt = [np.stack([_random_box(rng) for _ in range(rng.integers(1, 4))]) for _ in range(n)]
+        # predictions near one of the image's boxes, so that some hit and some miss
+        pred = np.stack([g[rng.integers(len(g))] + rng.normal(0, 8, 4) for g in gt])
+        pred = np.column_stack([np.minimum(pred[:, 0], pred[:, 2]), np.minimum(pred[:, 1], pred[:, 3]),
+                                np.maximum(pred[:, 0], pred[:, 2]), np.maximum(pred[:, 1], pred[:, 3])])
+        cases.append((label, pred, gt, threshold))
+    # exact IoU 0.5 with the second box only
+    cases.append(("IoU exactly 0.5 with the second of two boxes", np.array([[0.0, 0, 1, 1], [0, 0, 4, 4]]),
+                  [np.array([[5.0, 5, 6, 6], [0, 0, 2, 1]]), np.array([[0.0, 0, 4, 4]])], 0.5))
+    result = []
+    for label, pred, gt, threshold in cases:
+        expected = metric_lib.corloc(pred, gt, threshold)
+
+        def check(got, case):
+            compare_scalar(got, case.expected)
+
+        def diagnose(got, case, pred=pred, gt=gt, threshold=threshold):
+            try:
+                value = float(got)
+            except (TypeError, ValueError):
+                return None
+            first_only = np.mean([box_lib.iou(p, g[0]) >= threshold for p, g in zip(pred, gt)])
+            strict = np.mean([box_lib.iou(p, g).max() > threshold for p, g in zip(pred, gt)])
+            if abs(value - first_only) < 1e-12:
+                return "Any ground-truth box of the image may match: take the max IoU over all of them"
+            if abs(value - strict) < 1e-12:
+                return "A hit is IoU >= threshold (inclusive), not >"
+        result.append(Case(label, (pred, gt, threshold), expected, check, diagnose))
+    return result
+
+
+def _grid_cases(rng):
+    cases = []
+    for label, shape, n in (("3 maps 16x16, 4x4 grid", (3, 16, 16), 4), ("2 maps 12x18, 3x3 grid", (2, 12, 18), 3),
+                            ("2 maps 12x18, 6x6 grid", (2, 12, 18), 6), ("2 maps 8x8, 1x1 grid", (2, 8, 8), 1),
+                            ("3 maps 10x10 (one all zero), 5x5 grid", (3, 10, 10), 5)):
+        maps = rng.random(shape) * (rng.random(shape) < 0.6)
+        if "all zero" in label:
+            maps[1] = 0.0
+        expected = regression_lib.grid_features(maps, n)
+        h, w = shape[1] // n, shape[2] // n
+        means = maps.reshape(shape[0], n, h, n, w).mean(axis=(2, 4))
+
+        def diagnose(got, case, means=means, n=n):
+            if _close(got, means.reshape(len(means), -1)):
+                return "These are the cell means g; normalize each map's features to sum 1, x = g / sum(g)"
+            totals = means.reshape(len(means), -1).sum(axis=1, keepdims=True)
+            normalized = np.where(totals > 0, means.reshape(len(means), -1) / np.where(totals > 0, totals, 1), 0)
+            if _close(got, normalized.reshape(-1, n, n).transpose(0, 2, 1).reshape(len(means), -1)):
+                return "The order is row-major over the grid: cell row first, then cell column"
+        cases.append(Case(label, (maps, n), expected, diagnose=diagnose))
+    return cases
+
+
+def _ridge_cases(rng):
+    cases = []
+    for label, (n, d, t), lam in (("30 images, 5 features, lam 0.1", (30, 5, 4), 0.1),
+                                  ("30 images, 5 features, lam 10", (30, 5, 4), 10.0),
+                                  ("8 images, 12 features (more features than images), lam 1", (8, 12, 4), 1.0),
+                                  ("20 images, 3 features, 2 targets, lam 0.5", (20, 3, 2), 0.5)):
+        X = rng.normal(size=(n, d))
+        Y = X @ rng.normal(size=(d, t)) + rng.normal(0, 0.1, (n, t)) + 0.5
+        expected = regression_lib.fit_ridge(X, Y, lam)
+
+        def diagnose(got, case, X=X, Y=Y, lam=lam):
+            X1 = np.hstack([X, np.ones((len(X), 1))])
+            everything = np.linalg.solve(X1.T @ X1 + lam * np.eye(X1.shape[1]), X1.T @ Y)
+            if _close(got, everything):
+                return "Do not penalize the bias: I' has a 0 in the bias position"
+            if _close(got, np.roll(case.expected, 1, axis=0)):
+                return "Put the bias in the LAST row: X1 = [X, 1] appends the column of ones"
+            shape = np.shape(got) if got is not None else None
+            if shape == (X.shape[1], Y.shape[1]):
+                return "The weights need one more row, the bias: fit [X, 1], not X"
+        cases.append(Case(label, (X, Y, lam), expected, diagnose=diagnose))
+    return cases
+
+
+def _predict_cases(rng):
+    cases = []
+    for label, (n, d), spread in (("inside the image", (6, 4), 0.05),
+                                  ("outside [0, 1] and swapped corners", (10, 3), 1.5), ("one image", (1, 5), 1.0)):
+        X = rng.random((n, d))
+        W = rng.normal(0, spread, (d + 1, 4))
+        W[-1] += np.array([0.2, 0.2, 0.8, 0.8])
+        expected = regression_lib.predict(W, X)
+        raw = np.hstack([X, np.ones((n, 1))]) @ W
+
+        def diagnose(got, case, raw=raw):
+            clipped = np.clip(raw, 0, 1)
+            if _close(got, clipped):
+                return ("Clipped, but the corners are not put in order: xmin = min(x0, x2), "
+                        "xmax = max(x0, x2) (same for y)")
+            ordered = np.column_stack([np.minimum(raw[:, 0], raw[:, 2]), np.minimum(raw[:, 1], raw[:, 3]),
+                                       np.maximum(raw[:, 0], raw[:, 2]), np.maximum(raw[:, 1], raw[:, 3])])
+            if _close(got, ordered):
+                return "Ordered, but not clipped to [0, 1]"
+            if _close(got, raw):
+                return "Clip to [0, 1] and order the corners"
+        cases.append(Case(label, (W, X), expected, diagnose=diagnose))
+    return cases
+
+
+def _choose_lambda_cases(rng):
+    cases = []
+    lambdas = [1e-3, 1e-2, 1e-1, 1.0, 10.0]
+    for label, n, d, k, seed in (("40 images, 6 features, 5 folds, seed 0", 40, 6, 5, 0),
+                                 ("30 images, 10 features, 4 folds, seed 3", 30, 10, 4, 3),
+                                 ("23 images, 4 features, 3 folds, seed 7", 23, 4, 3, 7)):
+        X = rng.random((n, d))
+        Y = np.clip(X @ rng.normal(0, 0.3, (d, 4)) + rng.normal(0, 0.1, (n, 4)) + 0.4, 0, 1)
+        expected = regression_lib.choose_lambda_cv(X, Y, lambdas, k, seed, score="mse")
+
+        def check(got, case):
+            if not isinstance(got, (tuple, list)) or len(got) != 2:
+                raise CaseFailure(f"return a pair (best_lambda, scores), got {type(got).__name__}")
+            best, scores = got
+            compare_arrays(scores, case.expected[1], what="scores")
+            compare_scalar(best, case.expected[0], what="best_lambda")
+
+        def diagnose(got, case, n=n):
+            try:
+                scores = np.asarray(got[1], dtype=np.float64)
+            except (TypeError, ValueError, IndexError):
+                return None
+            X, Y, lambdas = case.args[:3]
+            try:
+                with np.errstate(all="ignore"):
+                    own = case.module.predict_boxes(case.module.fit_ridge(X, Y, lambdas[0]), X)
+                own_ok = _close(own, regression_lib.predict(regression_lib.fit_ridge(X, Y, lambdas[0]), X))
+            except Exception:
+                own_ok = False
+            if not own_ok:
+                return "choose_lambda calls your fit_ridge and predict_boxes: make parts 4 and 5 pass first"
+            if _close(scores, case.expected[1] * 4):
+                return "Divide the total squared error by Y.size (images x 4 corners), not by the number of images"
+            return ("Check the folds: folds = np.array_split(np.random.default_rng(seed).permutation(len(X)), k); "
+                    "fit on all other folds with your fit_ridge, predict with your predict_boxes")
+        cases.append(Case(label, (X, Y, lambdas, k, seed), expected, check, diagnose))
+    return cases
+
+
+ASSIGNMENT_3 = Assignment(3, "boxes", "3_box_regression.py",
+                          "IoU, CorLoc and least-squares box regression", [
+    Part("iou", 2, _iou_cases, "I = max(0, min(xmax) - max(xmin)) * max(0, min(ymax) - max(ymin)); "
+                               "IoU = I / (area A + area B - I), 0 when the union is 0"),
+    Part("corloc", 2, _corloc_cases,
+         "hit_n = [max_k IoU(pred_n, gt_n[k]) >= threshold]; CorLoc = mean of the hits",
+         uses=("iou",)),
+    Part("grid_features", 3, _grid_cases,
+         "g = maps.reshape(N, n, H // n, n, W // n).mean(axis=(2, 4)); x = g / sum(g) per map "
+         "(0 for an all-zero map)"),
+    Part("fit_ridge", 3, _ridge_cases,
+         "X1 = [X, 1]; W = solve(X1^T X1 + lam I', X1^T Y), I' = identity with 0 for the bias"),
+    Part("predict_boxes", 2, _predict_cases, "raw = [X, 1] W; clip to [0, 1]; then order each corner pair"),
+    Part("choose_lambda", 3, _choose_lambda_cases,
+         "for each lam: for each held-out fold, fit on the others, predict it, add the squared errors; "
+         "score = total / Y.size; best = argmin", uses=("fit_ridge", "predict_boxes")),
+])
+
+
+ASSIGNMENTS = {a.number: a for a in (ASSIGNMENT_1, ASSIGNMENT_2, ASSIGNMENT_3)}
+
+
+# ------------------------------------------------------------------------------------ grading
+
+def find_assignment(name):
+    """The :class:`Assignment` named by number (``"1"``), key (``"rules"``) or file name."""
+    text = str(name).strip().lower()
+    for assignment in ASSIGNMENTS.values():
+        if text in (str(assignment.number), assignment.key, assignment.filename,
+                    assignment.filename[:-3]):
+            return assignment
+    known = ", ".join(f"{a.number} ({a.key})" for a in ASSIGNMENTS.values())
+    raise ValueError(f"unknown assignment {name!r}; known: {known}")
+
+
+def default_file(assignment):
+    """The skeleton: ``tutorials/assignments/<file>`` under the current folder, else the repository."""
+    for root in (Path.cwd(), REPO):
+        candidate = root / "tutorials" / "assignments" / assignment.filename
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(f"no FILE given and {assignment.filename} not found in "
+                            f"tutorials/assignments; give the path of your solution")
+
+
+def grade(assignment, path=None, seed=0):
+    """Grade a student's file.
+
+    Parameters
+    ----------
+    assignment : int, str or Assignment
+        ``1``, ``2``, ``3`` or ``"backward"``, ``"rules"``, ``"boxes"``.
+    path : path, optional
+        The student's module (default :func:`default_file`).
+    seed : int
+        Seeds the random cases; the same seed gives the same cases.
+
+    Returns
+    -------
+    Report
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist.
+    """
+    if not isinstance(assignment, Assignment):
+        assignment = find_assignment(assignment)
+    path = Path(path) if path is not None else default_file(assignment)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    try:
+        module = load_module(path)
+    except Exception as error:  # the student's file does not import: every part fails
+        where = _student_line(error, path)
+        if isinstance(error, SyntaxError):
+            where = f" (line {error.lineno}: {(error.text or '').strip()})"
+        message = f"could not import {path.name}: {type(error).__name__}: {error}{where}"
+        parts = [PartResult(i, p.function, p.points, 0, 1, [message], p.hint)
+                 for i, p in enumerate(assignment.parts, start=1)]
+        return Report(assignment, path, seed, parts, error=message)
+    results = []
+    for number, part in enumerate(assignment.parts, start=1):
+        # Each part draws from its own stream: fixing one part never changes another's cases.
+        rng = np.random.default_rng([seed, assignment.number, number])
+        result = run_part(number, part, module, path, rng)
+        broken = [r for r in results if r.function in part.uses and not r.ok]
+        if broken and not result.ok and result.passed < result.total:
+            names = ", ".join(f"{r.function} (part {r.number})" for r in broken)
+            result.messages.append(f"note: this part may call your {names}, which fail(s) its own "
+                                   "cases: fix that first")
+        results.append(result)
+    return Report(assignment, path, seed, results)
+
+
+def build_parser(parser=None):
+    """The arguments of ``sensloc grade`` (on ``parser`` if given, e.g. a sub-command's parser)."""
+    parser = parser or argparse.ArgumentParser(prog="sensloc grade", description=__doc__.split("\n\n")[0])
+    parser.add_argument("assignment", metavar="ASSIGNMENT",
+                        help="1 (backward), 2 (rules) or 3 (boxes)")
+    parser.add_argument("file", nargs="?", metavar="FILE",
+                        help="your solution (default: the skeleton in tutorials/assignments)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random cases (default 0)")
+    return parser
+
+
+def run(args):
+    """Grade from parsed arguments, print the report; the exit status (0 full marks, 1 otherwise)."""
+    report = grade(args.assignment, args.file, args.seed)
+    print(report.format())
+    return 0 if report.full_marks else 1
+
+
+def add_parser(commands):
+    """Register ``grade`` on the sub-command parsers of ``sensloc`` (see :mod:`localize.cli`)."""
+    parser = commands.add_parser("grade", help="grade a coursework assignment (tutorials/assignments)",
+                                 description=__doc__.split("\n\n")[0])
+    build_parser(parser)
+    parser.set_defaults(run=run)
+    return parser
+
+
+def main(argv=None):
+    """``python -m localize.grade ASSIGNMENT [FILE] [--seed S]``; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except (ValueError, OSError) as error:
+        print(f"sensloc grade: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

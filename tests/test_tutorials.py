@@ -1,0 +1,266 @@
+"""The tutorial notebooks.
+
+* every notebook runs from top to bottom (nbclient, kernel ``python3``) in fast mode
+  (``SENSLOC_TUTORIAL_FAST=1``) on the real SqueezeNet weights, installed into a temporary user
+  cache exactly as ``sensloc weights convert`` would (no network needed);
+* notebook 5 finds the real photos with ground truth in the shared folder, and falls back to its
+  clearly labelled demonstration when they are absent;
+* the notebooks are stored without outputs and in step with their sources (``tutorials/src``,
+  built by ``tutorials/build_notebooks.py``);
+* each opens with what the reader will learn and closes with a summary and exercises, and
+  imports the library;
+* the equations they (and the assignments) state are written exactly as the library's
+  docstrings write them.
+"""
+import importlib.util
+import os
+import re
+import shutil
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from conftest import shared_path
+
+REPO = Path(__file__).resolve().parents[1]
+TUTORIALS = REPO / "tutorials"
+NOTEBOOKS = ["01_sensitivity_analysis", "02_guided_backprop_and_deconvnet", "03_deeplift",
+             "04_maps_to_boxes", "05_comparison"]
+SINGLE_THREAD = ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def read(name):
+    return nbformat.read(TUTORIALS / f"{name}.ipynb", as_version=4)
+
+
+def markdown(nb):
+    return "\n".join(cell.source for cell in nb.cells if cell.cell_type == "markdown")
+
+
+def squash(text):
+    """Whitespace-insensitive text: runs of spaces and line breaks become one space."""
+    return re.sub(r"\s+", " ", text)
+
+
+def load_builder():
+    spec = importlib.util.spec_from_file_location("build_notebooks", TUTORIALS / "build_notebooks.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# ------------------------------------------------------------------------------ static checks
+
+def test_the_numbered_notebooks_and_their_sources_exist():
+    assert sorted(p.stem for p in TUTORIALS.glob("[0-9][0-9]_*.ipynb")) == NOTEBOOKS
+    assert sorted(p.stem for p in (TUTORIALS / "src").glob("[0-9][0-9]_*.py")) == NOTEBOOKS
+    for assignment in ("1_backward_recursion.py", "2_rules.py", "3_box_regression.py"):
+        assert (TUTORIALS / "assignments" / assignment).is_file()
+    assert (TUTORIALS / "README.md").is_file()
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_stored_without_outputs_and_valid(name):
+    nb = read(name)
+    nbformat.validate(nb)
+    assert nb.metadata.kernelspec.name == "python3"
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            assert cell.outputs == [] and cell.execution_count is None, cell.source[:80]
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_in_step_with_its_source(name):
+    built = load_builder().build(TUTORIALS / "src" / f"{name}.py")
+    stored = read(name)
+    assert [(c.cell_type, c.source) for c in stored.cells] == [(c.cell_type, c.source) for c in built.cells], \
+        f"{name}.ipynb differs from src/{name}.py: run `python tutorials/build_notebooks.py`"
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_opens_with_goals_closes_with_summary_and_exercises(name):
+    nb = read(name)
+    assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith("# ")
+    assert "**You will learn**" in nb.cells[0].source
+    last = nb.cells[-1]
+    assert last.cell_type == "markdown"
+    assert "## Summary" in last.source and "## Exercises" in last.source
+    assert last.source.index("## Summary") < last.source.index("## Exercises")
+    code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    assert re.search(r"^import (weights|saliency|nets)$|^from localize", code, re.M)
+    assert 'os.environ.get("SENSLOC_TUTORIAL_FAST"' in code
+
+
+#: (where, equation, library module whose docstring states it). ``where`` is a notebook name or an
+#: assignment file; the equation must appear in both, whitespace aside.
+EQUATIONS = [
+    ("01_sensitivity_analysis", "s_i = g'(eta_i) * sum_k w_ki s_k", "nets/layers.py"),
+    ("01_sensitivity_analysis", "s_i = g'(eta_i) * sum_k w_ki s_k", "saliency/rules.py"),
+    ("01_sensitivity_analysis", "dx_i = sum_k w_ki dy_k", "nets/layers.py"),
+    ("01_sensitivity_analysis", "s_in = g'(eta) * s = 1[eta > 0] * s", "saliency/rules.py"),
+    ("01_sensitivity_analysis",
+     "y[n, o, oh, ow] = b[o] + sum_{c,i,j} w[o, c, i, j] * x_pad[n, c, s*oh + i, s*ow + j]", "nets/kernels.py"),
+    ("01_sensitivity_analysis", "dx_pad[n, c, s*oh + i, s*ow + j] += w[o, c, i, j] * dy[n, o, oh, ow]",
+     "nets/kernels.py"),
+    ("01_sensitivity_analysis", "m[i, j] = max_c |a[c, i, j]|", "saliency/postprocess.py"),
+    ("02_guided_backprop_and_deconvnet", "s_i = g'(eta_i) * sum_k w_ki s_k", "saliency/rules.py"),
+    ("02_guided_backprop_and_deconvnet", "s_in = g'(eta) * s = 1[eta > 0] * s", "saliency/rules.py"),
+    ("02_guided_backprop_and_deconvnet", "s_in = 1[s > 0] * s", "saliency/rules.py"),
+    ("02_guided_backprop_and_deconvnet", "s_in = 1[eta > 0] * 1[s > 0] * s", "saliency/rules.py"),
+    ("02_guided_backprop_and_deconvnet", "m[i, j] = max_c |a[c, i, j]|", "saliency/postprocess.py"),
+    ("03_deeplift", "s_i = g'(eta_i) * sum_k w_ki s_k", "saliency/rules.py"),
+    ("03_deeplift", "m = (g(eta) - g(eta_ref)) / (eta - eta_ref) where |eta - eta_ref| >= eps",
+     "saliency/rules.py"),
+    ("03_deeplift", "m = g'(eta) = 1[eta > 0] otherwise s_in = m * s", "saliency/rules.py"),
+    ("03_deeplift", "C = (x - x_ref) * m", "saliency/methods.py"),
+    ("03_deeplift", "sum(C) == f_t(x) - f_t(x_ref)", "saliency/methods.py"),
+    ("03_deeplift", "IG(x) = (x - x_ref) * int_0^1 df_t/dx (x_ref + alpha (x - x_ref)) d alpha",
+     "saliency/methods.py"),
+    ("03_deeplift", "m[i, j] = sum_c a[c, i, j]", "saliency/postprocess.py"),
+    ("04_maps_to_boxes", "|A n B| / |A u B| = I / (area A + area B - I)", "localize/boxes.py"),
+    ("04_maps_to_boxes", "hit_n = [max_k IoU(pred_n, gt_n[k]) >= threshold]", "localize/metrics.py"),
+    ("04_maps_to_boxes", "= (1/N) sum_n hit_n", "localize/metrics.py"),
+    ("04_maps_to_boxes", "(min col, min row, max col + 1, max row + 1)", "localize/boxes.py"),
+    ("04_maps_to_boxes", "m[i, j] >= fraction * max m", "localize/boxes.py"),
+    ("04_maps_to_boxes", "m'[i, j] = sum_{k, l} G_sigma(k) G_sigma(l) m[i - k, j - l]", "saliency/postprocess.py"),
+    ("04_maps_to_boxes", "m * [m >= mean(m)]", "saliency/postprocess.py"),
+    ("04_maps_to_boxes", "p = e + (1 - e) * r(min(d / (f L), 1))", "saliency/postprocess.py"),
+    ("04_maps_to_boxes", "mask[i, j] = min(p_row[i], p_col[j])", "saliency/postprocess.py"),
+    ("04_maps_to_boxes", "a**w * b**(1 - w)", "saliency/postprocess.py"),
+    ("04_maps_to_boxes", "m <- max(m, 0)", "localize/protocols.py"),
+    ("04_maps_to_boxes", "m <- m / max m", "localize/protocols.py"),
+    ("04_maps_to_boxes", "x = g / sum(g)", "localize/regression.py"),
+    ("04_maps_to_boxes", "(xmin/W, ymin/H, xmax/W, ymax/H)", "localize/regression.py"),
+    ("04_maps_to_boxes", "y = [x, 1] W", "localize/regression.py"),
+    ("04_maps_to_boxes", "||[X, 1] W - Y||^2 + lam ||W_without_bias||^2", "localize/regression.py"),
+    ("04_maps_to_boxes", "W = (X1^T X1 + lam I')^-1 X1^T Y", "localize/regression.py"),
+    ("1_backward_recursion.py", "s_i = g'(eta_i) * sum_k w_ki s_k", "nets/layers.py"),
+    ("1_backward_recursion.py", "dx_i = sum_k w_ki dy_k", "nets/layers.py"),
+    ("1_backward_recursion.py", "s_in = g'(eta) * s = 1[eta > 0] * s", "saliency/rules.py"),
+    ("1_backward_recursion.py",
+     "y[n, o, oh, ow] = b[o] + sum_{c,i,j} w[o, c, i, j] * x_pad[n, c, s*oh + i, s*ow + j]", "nets/kernels.py"),
+    ("1_backward_recursion.py", "dx_pad[n, c, s*oh + i, s*ow + j] += w[o, c, i, j] * dy[n, o, oh, ow]",
+     "nets/kernels.py"),
+    ("2_rules.py", "s_in = 1[eta > 0] * 1[s > 0] * s", "saliency/rules.py"),
+    ("2_rules.py", "s_in = 1[s > 0] * s", "saliency/rules.py"),
+    ("2_rules.py", "m = (g(eta) - g(eta_ref)) / (eta - eta_ref) where |eta - eta_ref| >= eps",
+     "saliency/rules.py"),
+    ("2_rules.py", "m = g'(eta) = 1[eta > 0] otherwise s_in = m * s", "saliency/rules.py"),
+    ("2_rules.py", "C = (x - x_ref) * m", "saliency/methods.py"),
+    ("3_box_regression.py", "|A n B| / |A u B| = I / (area A + area B - I)", "localize/boxes.py"),
+    ("3_box_regression.py", "hit_n = [max_k IoU(pred_n, gt_n[k]) >= threshold]", "localize/metrics.py"),
+    ("3_box_regression.py", "= (1/N) sum_n hit_n", "localize/metrics.py"),
+    ("3_box_regression.py", "x = g / sum(g)", "localize/regression.py"),
+    ("3_box_regression.py", "||[X, 1] W - Y||^2 + lam ||W_without_bias||^2", "localize/regression.py"),
+    ("3_box_regression.py", "W = (X1^T X1 + lam I')^-1 X1^T Y", "localize/regression.py"),
+]
+
+
+@pytest.mark.parametrize("where, equation, module", EQUATIONS,
+                         ids=[f"{w}:{e[:30]}" for w, e, _ in EQUATIONS])
+def test_equations_match_the_docstrings(where, equation, module):
+    library = squash((REPO / module).read_text())
+    assert squash(equation) in library, f"{module} no longer states `{equation}`"
+    if where.endswith(".py"):
+        text = (TUTORIALS / "assignments" / where).read_text()
+    else:
+        text = markdown(read(where))
+    assert squash(equation) in squash(text), f"{where} does not state `{equation}` as {module} does"
+
+
+# ------------------------------------------------------------------------------ execution
+
+@pytest.fixture(scope="module")
+def user_cache(tmp_path_factory, squeezenet_file):
+    """A user cache holding the real SqueezeNet 1.0 weights, as `sensloc weights convert` leaves it."""
+    cache = tmp_path_factory.mktemp("sensloc-cache")
+    (cache / "weights").mkdir()
+    shutil.copy(squeezenet_file, cache / "weights" / "squeezenet1_0.h5")
+    return cache
+
+
+@pytest.fixture(scope="module")
+def jupyter_path(tmp_path_factory):
+    """A ``python3`` kernelspec (ipykernel's own) that runs this very interpreter.
+
+    Put first on ``JUPYTER_PATH``, it wins over any other ``python3`` kernel (a user's, pointing to
+    another Python); without it, jupyter_client would find ipykernel's kernelspec in the venv all
+    the same.
+    """
+    from ipykernel.kernelspec import write_kernel_spec
+    root = tmp_path_factory.mktemp("jupyter")
+    write_kernel_spec(root / "kernels" / "python3")
+    return root
+
+
+@pytest.fixture
+def tutorial_env(monkeypatch, user_cache, jupyter_path):
+    """The environment the notebook kernel inherits: fast mode, the temporary cache, one thread."""
+    monkeypatch.setenv("JUPYTER_PATH", str(jupyter_path))
+    monkeypatch.setenv("SENSLOC_TUTORIAL_FAST", "1")
+    monkeypatch.setenv("SENSLOC_CACHE_DIR", str(user_cache))
+    monkeypatch.delenv("SENSLOC_TUTORIAL_DATA", raising=False)
+    monkeypatch.delenv("SENSLOC_TUTORIAL_IMAGES", raising=False)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+    monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
+    for variable in SINGLE_THREAD:  # several notebooks may run at once on a small CI machine
+        if variable not in os.environ:
+            monkeypatch.setenv(variable, "1")
+    return monkeypatch
+
+
+def execute(name):
+    """Run a notebook in a fresh ``python3`` kernel (ipykernel's kernelspec), return it executed."""
+    from nbclient import NotebookClient
+    nb = read(name)
+    client = NotebookClient(nb, timeout=600, kernel_name="python3",
+                            resources={"metadata": {"path": str(TUTORIALS)}})
+    client.execute()
+    return nb
+
+
+def text_outputs(nb):
+    parts = []
+    for cell in nb.cells:
+        for output in cell.get("outputs", []):
+            if output.output_type == "stream":
+                parts.append(output.text)
+            elif output.output_type in ("execute_result", "display_data"):
+                parts.append(output.get("data", {}).get("text/markdown", ""))
+                parts.append(output.get("data", {}).get("text/plain", ""))
+    return "\n".join(parts)
+
+
+def figures(nb):
+    return sum("image/png" in output.get("data", {}) for cell in nb.cells for output in cell.get("outputs", []))
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS[:4])
+def test_notebook_runs_in_fast_mode(name, tutorial_env):
+    nb = execute(name)
+    text = text_outputs(nb)
+    assert "fast mode" in text
+    assert figures(nb) >= 2
+    if name == "01_sensitivity_analysis":
+        assert "top-1: Egyptian cat (class 285)" in text
+
+
+def test_comparison_runs_on_real_photos_with_ground_truth(tutorial_env):
+    shared = shared_path("data", "imagenet-val-227", "manifest.csv").parents[2]
+    tutorial_env.setenv("SENSLOC_SHARED", str(shared))
+    nb = execute("05_comparison")
+    text = text_outputs(nb)
+    assert "10 photos: imagenet-val-227 from the shared folder" in text
+    assert "| configuration | CorLoc (GT-known) |" in text and "baseline: whole image" in text
+    assert "DEMONSTRATION" not in text
+    assert figures(nb) >= 3
+
+
+def test_comparison_falls_back_to_a_labelled_demonstration(tutorial_env, tmp_path):
+    tutorial_env.setenv("SENSLOC_SHARED", str(tmp_path / "no-shared-folder"))
+    nb = execute("05_comparison")
+    text = text_outputs(nb)
+    assert "4 photos: DEMONSTRATION ONLY" in text and "boxes drawn by hand" in text
+    assert "These numbers rank nothing" in text
+    assert figures(nb) >= 3
