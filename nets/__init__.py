@@ -6,6 +6,8 @@
 """
 from functools import partial
 
+import numpy as np
+
 from .layers import (Concat, Conv2d, Fire, Flatten, GlobalAvgPool2d, Layer, Linear, MaxPool2d,
                      PoolCache, ReLU)
 from .network import Network, Trace, softmax
@@ -38,7 +40,6 @@ def random_parameters(net, seed=0):
     ``w ~ N(0, 2 / fan_in)`` keeps activations at a stable scale through deep ReLU stacks, so
     random VGG16 logits are O(1) rather than vanishing or exploding.
     """
-    import numpy as np
     rng = np.random.default_rng(seed)
     params = {}
     for name, arrays in net.parameters().items():
