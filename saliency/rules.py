@@ -92,13 +92,19 @@ class Rescale(Rule):
         switches, as the gradient does. Summation-to-delta then holds only where the input and
         the reference pass pick the same winner in every window.
     ``"difference"`` (default)
-        Captum's choice, which keeps summation-to-delta exact: each window's output
-        difference ``y - y_ref`` is sent to the winner of whichever pass has the larger
-        maximum (``max(y, y_ref) - y_ref`` to the input pass's winner, ``y - max(y, y_ref)``
-        to the reference pass's winner), and divided by ``x - x_ref`` there to give the
-        multiplier (the gradient where ``|x - x_ref| < eps``). Where windows overlap (3x3
-        stride 2), a pixel that wins several windows receives the SUM of their differences;
-        Captum 0.9 assigns instead of adding there, which breaks its summation-to-delta.
+        The rule Captum's code sets out to apply, which keeps summation-to-delta exact: each
+        window's output difference ``y - y_ref`` is sent to the winner of whichever pass has
+        the larger maximum (``max(y, y_ref) - y_ref`` to the input pass's winner,
+        ``y - max(y, y_ref)`` to the reference pass's winner), and divided by ``x - x_ref``
+        there to give the multiplier (the gradient where ``|x - x_ref| < eps``). Where windows
+        overlap (3x3 stride 2), a pixel that wins several windows receives the SUM of their
+        differences.
+
+    What Captum 0.9 actually computes differs in two ways (``tests/test_saliency_captum.py``
+    shows both): its unpooling ASSIGNS instead of adding where windows overlap, and when a
+    pool reads the output of an ``nn.ReLU`` module, the order of its backward hooks leaves the
+    pool with the plain switch routing, i.e. ``"gradient"`` here. With both repaired in the
+    test, Captum equals ``"difference"`` to 1e-14 (float64).
 
     Both need the reference pass: ``eta_ref`` and ``ref_cache`` must be given.
     """
