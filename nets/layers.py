@@ -120,7 +120,7 @@ class ReLU(Layer):
 
     def backward(self, dy, cache, rule=None, ref_cache=None):
         if rule is None:
-            return dy * (cache > 0)
+            return kernels.relu_gate(dy, cache)
         return rule.relu(dy, cache, ref_cache)
 
 

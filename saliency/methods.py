@@ -93,6 +93,17 @@ def backpropagate(net, x, target=None, rule=None, output="logit"):
     return signal, trace, targets
 
 
+def _chunks(length, size):
+    """Consecutive slices of ``range(length)``, each at most ``size`` long."""
+    return [slice(start, min(start + size, length)) for start in range(0, length, size)]
+
+
+def _add_per_image(total, image, maps):
+    """``total[image[k]] += maps[k]`` for every row ``k``; ``image`` is sorted."""
+    for i in np.unique(image):
+        total[i] += maps[image == i].sum(axis=0)
+
+
 # ------------------------------------------------------------------------------------ methods
 
 def gradient(net, x, target=None, output="logit"):
@@ -228,14 +239,17 @@ def integrated_gradients(net, x, target=None, reference="zero", steps=32, method
     alphas, weights = integration_points(steps, method)
     logits = net(x)
     targets = targets_for(logits, target)
+    # All (image, path point) pairs in one list, cut into passes of batch_size: a batch of a
+    # few images fills every pass, and bigger passes make bigger (faster) matrix products.
+    image = np.repeat(np.arange(len(x)), steps)
+    alpha = np.tile(alphas, len(x)).astype(x.dtype)[:, None, None, None]
+    weight = np.tile(weights, len(x)).astype(x.dtype)[:, None, None, None]
     total = np.zeros_like(x)
-    for i in range(len(x)):
-        for start in range(0, steps, batch_size):
-            a = alphas[start:start + batch_size].astype(x.dtype)
-            path = ref[i] + a[:, None, None, None] * (x[i] - ref[i])
-            grads, _, _ = backpropagate(net, path, np.full(len(a), targets[i]), output=output)
-            w = weights[start:start + batch_size].astype(x.dtype)
-            total[i] += np.tensordot(w, grads, axes=1)
+    for rows in _chunks(len(image), batch_size):
+        i = image[rows]
+        path = ref[i] + alpha[rows] * (x[i] - ref[i])
+        grads, _, _ = backpropagate(net, path, targets[i], output=output)
+        _add_per_image(total, i, weight[rows] * grads)
     attributions = (x - ref) * total
     if not return_delta:
         return attributions
@@ -271,12 +285,14 @@ def smoothgrad(net, x, target=None, samples=16, sigma=0.15, seed=0, noise=None, 
     noise = np.asarray(noise, dtype=x.dtype)
     if noise.ndim != 5 or noise.shape[0] != len(x) or noise.shape[2:] != x.shape[1:]:
         raise ValueError(f"noise must have shape (N, samples) + {x.shape[1:]}, got {noise.shape}")
+    samples = noise.shape[1]
+    noise = noise.reshape((-1,) + x.shape[1:])  # (N * samples, C, H, W), image-major
+    image = np.repeat(np.arange(len(x)), samples)
     total = np.zeros_like(x)
-    for i in range(len(x)):
-        for start in range(0, noise.shape[1], batch_size):
-            noisy = x[i] + noise[i, start:start + batch_size]
-            total[i] += method(net, noisy, np.full(len(noisy), targets[i])).sum(axis=0)
-    return total / noise.shape[1]
+    for rows in _chunks(len(image), batch_size):
+        i = image[rows]
+        _add_per_image(total, i, method(net, x[i] + noise[rows], targets[i]))
+    return total / samples
 
 
 def grad_cam(net, x, target=None, layer=None, relu=True, output="logit"):

@@ -17,6 +17,8 @@ Notation: ``s`` is the signal at the ReLU's output, ``eta`` its input, ``1[.]`` 
 """
 import numpy as np
 
+from nets import kernels
+
 
 class Rule:
     """Base rule: the nonlinearity of ReLU is left to subclasses; max pools route by switches."""
@@ -43,7 +45,7 @@ class Gradient(Rule):
     name = "gradient"
 
     def relu(self, signal, eta, eta_ref):
-        return signal * (eta > 0)
+        return kernels.relu_gate(signal, eta)
 
 
 class Guided(Rule):
@@ -56,7 +58,7 @@ class Guided(Rule):
     name = "guided"
 
     def relu(self, signal, eta, eta_ref):
-        return np.where((eta > 0) & (signal > 0), signal, 0).astype(signal.dtype, copy=False)
+        return kernels.relu_gate(signal, eta, guided=True)
 
 
 class Deconvnet(Rule):
@@ -128,9 +130,7 @@ class Rescale(Rule):
     def relu(self, signal, eta, eta_ref):
         if eta_ref is None:
             raise ValueError("the rescale rule needs the reference pass (ref_trace)")
-        delta_in = eta - eta_ref
-        delta_out = np.maximum(eta, 0) - np.maximum(eta_ref, 0)
-        return self._secant(signal * delta_out, delta_in, signal * (eta > 0))
+        return kernels.relu_secant(signal, eta, eta_ref, self.eps)
 
     def max_pool(self, layer, signal, cache, ref_cache):
         if self.max_pool_mode == "gradient":

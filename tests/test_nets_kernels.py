@@ -91,3 +91,22 @@ def test_max_pool_ties_pick_first_and_overlaps_add():
     assert dx[0, 0, 2, 2] == 4.0 and dx.sum() == 4.0
     tie = np.zeros((1, 1, 2, 2), np.float32)
     assert kernels.max_pool_forward(tie, 2, 2, 0, False)[1].item() == 0
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_relu_multipliers_match_numpy(rng, dtype):
+    s, eta, ref = (rng.normal(size=(2, 5, 7, 3)).astype(dtype) for _ in range(3))
+    eta[0, 0, 0, :2] = 0.0                   # the kink: the gradient is 0 there
+    ref[0, 1, 0, :2] = eta[0, 1, 0, :2]      # no difference from the reference: gradient
+    ref[0, 1, 1, 0] = eta[0, 1, 1, 0] + 1e-12
+    np.testing.assert_array_equal(kernels.relu_gate(s, eta), s * (eta > 0))
+    np.testing.assert_array_equal(kernels.relu_gate(s, eta, guided=True), s * ((eta > 0) & (s > 0)))
+    delta_in = eta - ref
+    usable = np.abs(delta_in) >= dtype(1e-10)
+    numerator = s * (np.maximum(eta, 0) - np.maximum(ref, 0))
+    expected = np.where(usable, numerator / np.where(usable, delta_in, 1), s * (eta > 0))
+    out = kernels.relu_secant(s, eta, ref, 1e-10)
+    assert out.dtype == dtype
+    np.testing.assert_array_equal(out, expected)
+    # Views (a concatenation's split) are accepted.
+    np.testing.assert_array_equal(kernels.relu_gate(s[:, 1:3], eta[:, 1:3]), (s * (eta > 0))[:, 1:3])
