@@ -268,6 +268,9 @@ PROTOCOLS = {cls.kind: cls for cls in (ThresholdBoxes, KhanBoxes, RegressionBoxe
 
 
 def protocol_from_params(kind, params):
+    if kind == "best":  # defined in localize.best, which builds on this module
+        from .best import BestBoxes
+        return BestBoxes.from_params(params)
     if kind not in PROTOCOLS:
         raise ValueError(f"unknown box protocol {kind!r}; known: {sorted(PROTOCOLS)}")
     return PROTOCOLS[kind].from_params(params)
@@ -334,6 +337,9 @@ def preset(name, architecture):
         return ThresholdBoxes(gradient, mode="union")
     if name == "grad_cam":
         return ThresholdBoxes(MapSpec.make("grad_cam", layer=layer), mode="largest")
+    if name == "best":
+        from .best import best_protocol
+        return best_protocol(architecture)
     raise ValueError(f"unknown preset {name!r}; known: {sorted(PRESETS)}")
 
 
@@ -344,4 +350,7 @@ PRESETS = {
     "dwaraknath": "top-5 neurons of the last spatial layer by activation x gradient, guided backprop, union box",
     "gradient": "vanilla sensitivity map, union box at a tuned threshold",
     "grad_cam": "Grad-CAM at the last spatial layer, largest component at a tuned threshold",
+    "best": "DeepLIFT (blur reference), |guided|, |gradient| and Grad-CAM through Khan's recipe, "
+            "geometric mean, border mask, union box scaled about its centre; all parameters "
+            "chosen inside the training data (localize/best.py)",
 }

@@ -1,0 +1,144 @@
+"""The ``best`` protocol on synthetic maps whose right answer is known by construction."""
+import json
+
+import numpy as np
+import pytest
+
+from localize import best
+from localize import protocols as pr
+from localize.boxes import boxes_from_heatmap, iou
+from localize.maps import MapSpec
+
+A = MapSpec.make("deeplift", "sum", reference="blur")
+B = MapSpec.make("guided", "max_abs")
+SIZE = 40
+
+
+def blob_maps(n=40, seed=0, noise=0.05):
+    """Two maps of one bright rectangle plus faint noise each; the boxes are exact."""
+    rng = np.random.default_rng(seed)
+    first, second, boxes = np.zeros((n, SIZE, SIZE)), np.zeros((n, SIZE, SIZE)), []
+    for i in range(n):
+        w, h = rng.integers(8, 25, size=2)
+        x0, y0 = rng.integers(0, SIZE - w), rng.integers(0, SIZE - h)
+        first[i, y0:y0 + h, x0:x0 + w] = 1.0
+        second[i, y0:y0 + h, x0:x0 + w] = 2.0
+        boxes.append(np.array([[x0, y0, x0 + w, y0 + h]], float))
+    first += noise * rng.random(first.shape)
+    second += noise * rng.random(second.shape)
+    return {A: first, B: second}, boxes
+
+
+def scaled_truth(boxes, scale):
+    return [best.scale_about_centre(b, scale, np.array([SIZE, SIZE])) for b in boxes]
+
+
+def corloc(pred, truth):
+    return np.mean([iou(p, t).max() >= 0.5 for p, t in zip(pred, truth)])
+
+
+def test_union_boxes_are_those_of_boxes_from_heatmap(rng):
+    heat = rng.random((6, 23, 31)) ** 4
+    heat[2] = 0.0                      # no positive value: the whole image
+    heat[3] = -heat[3]
+    fractions = (0.02, 0.3, 0.55, 1.0)
+    fast = best.union_boxes(heat, fractions)
+    assert fast.shape == (6, 4, 4)
+    for j, f in enumerate(fractions):
+        np.testing.assert_array_equal(fast[:, j], boxes_from_heatmap(heat, f, "union"))
+
+
+def test_best_overlap_is_the_best_iou_over_ground_truth_boxes(rng):
+    corners = rng.uniform(0, 50, (5, 3, 4))
+    candidates = np.concatenate([np.minimum(corners[..., :2], corners[..., 2:]),
+                                 np.maximum(corners[..., :2], corners[..., 2:])], axis=-1)
+    truth = [candidates[0, :2] + 1, candidates[1, :1], candidates[2] * 0.9, candidates[3, 1:] - 2,
+             np.array([[0, 0, 50, 50.0]])]
+    padded, valid = best._padded_truth(truth)
+    got = best.best_overlap(candidates, padded, valid)
+    expected = np.array([[iou(c, t).max() for c in cs] for cs, t in zip(candidates, truth)])
+    np.testing.assert_allclose(got, expected)
+
+
+def test_mixed_heat_is_the_geometric_mean_of_khan_maps_with_the_border_mask(rng):
+    maps = [rng.normal(size=(3, 30, 30)), rng.random((3, 30, 30))]
+    mix = best.mixed_heat(maps, 2.0, 0.2, 0.5)
+    khan = [pr.khan_heat(m, True, 2.0, 0.2, 0.5) for m in maps]
+    np.testing.assert_allclose(mix, np.sqrt(khan[0] * khan[1]), rtol=1e-5, atol=1e-7)
+    assert mix.dtype == np.float32 and mix.min() >= 0
+    with pytest.raises(ValueError, match="share one"):
+        best.mixed_heat([maps[0], maps[1][:2]], 2.0)
+
+
+def test_fit_and_predict_recover_the_boxes():
+    maps, boxes = blob_maps()
+    protocol = best.BestBoxes((A, B)).fit(maps, boxes)
+    assert protocol.sigma in best.SIGMAS and protocol.border_width in best.BORDER_WIDTHS
+    assert protocol.fraction in pr.FRACTIONS and protocol.scale in best.SCALES
+    assert protocol.train_corloc == 1.0
+    predicted = protocol.predict(maps)
+    assert predicted.shape == (40, 4)
+    assert np.all(predicted[:, :2] <= predicted[:, 2:])
+    assert np.all((predicted >= 0) & (predicted <= SIZE))
+    assert corloc(predicted, boxes) == 1.0
+
+
+def test_params_round_trip_through_json():
+    maps, boxes = blob_maps(seed=1)
+    protocol = best.BestBoxes((A, B), sigmas=(1.0, 3.0)).fit(maps, boxes)
+    params = json.loads(json.dumps(protocol.params()))
+    again = best.BestBoxes.from_params(params)
+    assert again.map_specs == (A, B) and again.sigmas == (1.0, 3.0)
+    assert (again.sigma, again.border_width, again.fraction, again.scale) == \
+        (protocol.sigma, protocol.border_width, protocol.fraction, protocol.scale)
+    np.testing.assert_array_equal(again.predict(maps), protocol.predict(maps))
+    assert again.describe().startswith("best(")
+
+
+def test_fit_chooses_the_scale_its_training_labels_ask_for():
+    maps, boxes = blob_maps(seed=2, noise=0.0)
+    grid = dict(sigmas=(0.0,), threshold=0.95)  # unsmoothed maps: the union box is the blob
+    for scale in (0.9, 1.1):
+        protocol = best.BestBoxes((A, B), **grid).fit(maps, scaled_truth(boxes, scale))
+        assert protocol.scale == scale and protocol.train_corloc == 1.0
+    # The scores the choice was made from are the training CorLoc of every grid point.
+    protocol = best.BestBoxes((A, B), **grid)
+    table = protocol.scores(maps, scaled_truth(boxes, 1.1))
+    assert set(table) == {(0.0, w, s) for w in best.BORDER_WIDTHS for s in best.SCALES}
+    assert table[(0.0, 0.1, 1.1)].max() == 1.0 and table[(0.0, 0.1, 1.0)].max() == 0.0
+
+
+def test_cross_validation_fits_on_the_training_folds_only():
+    # Images of fold 0 say "boxes 10% larger than the blob", those of fold 1 "10% smaller":
+    # each fold's protocol must learn the *other* fold's scale and so miss every test image.
+    maps, boxes = blob_maps(n=30, seed=3, noise=0.0)
+    fold = pr.folds(30, 2, seed=0)
+    truth = [best.scale_about_centre(b, 1.1 if f == 0 else 0.9, np.array([SIZE, SIZE]))
+             for b, f in zip(boxes, fold)]
+    factory = lambda: best.BestBoxes((A, B), sigmas=(0.0,), threshold=0.95)  # noqa: E731
+    predicted, fitted = pr.cross_validated_boxes(factory, maps, truth, k=2, seed=0)
+    assert [p.scale for p in fitted] == [0.9, 1.1]
+    assert all(p.train_corloc == 1.0 for p in fitted)
+    hits = [iou(p, t).max() >= 0.95 for p, t in zip(predicted, truth)]
+    assert not any(hits)
+    # Fitted on everything instead, it can only please one half.
+    everything = factory().fit(maps, truth)
+    assert everything.train_corloc == pytest.approx(max(np.mean(fold == 0), np.mean(fold == 1)))
+
+
+def test_errors_and_presets():
+    maps, boxes = blob_maps(n=5)
+    with pytest.raises(ValueError, match="not fitted"):
+        best.BestBoxes((A, B)).predict(maps)
+    with pytest.raises(KeyError, match="needs the maps"):
+        best.BestBoxes((A, B)).fit({A: maps[A]}, boxes)
+    with pytest.raises(ValueError, match="ground truth for 4"):
+        best.BestBoxes((A, B)).fit(maps, boxes[:4])
+    with pytest.raises(ValueError, match="at least one"):
+        best.BestBoxes(())
+    squeeze, vgg = best.best_protocol("squeezenet1_0"), best.best_protocol("vgg16")
+    assert squeeze.kind == "best" and isinstance(squeeze, pr.Protocol)
+    assert squeeze.map_specs[-1].options == (("layer", "fire9"),)
+    assert vgg.map_specs[-1].options == (("layer", "relu5_3"),)
+    assert squeeze.map_specs[0].options == (("reference", "blur"),)
+    assert not squeeze.fitted and squeeze.params()["scale"] is None
