@@ -1,0 +1,126 @@
+"""The benchmarked calls: each method of this library beside its PyTorch/Captum equivalent.
+
+``ours(method, net, x, cfg)`` and ``reference(method, model, net_name, x, cfg)`` return
+zero-argument callables that compute one map and return it as a NumPy array (so that the
+two sides can be checked against each other on the warm-up call).
+
+Pairings (``cfg`` holds ``ig_steps``, ``sg_samples``, ``batch_size``):
+
+==================== ========================================= ===========================================
+method               sensloc                                   PyTorch / Captum
+==================== ========================================= ===========================================
+forward              ``net(x)`` (keeps the trace)              ``model(x)`` under ``torch.no_grad()``
+gradient             ``saliency.gradient``                     ``Saliency(abs=False)``
+guided               ``saliency.guided_backprop``              ``GuidedBackprop``
+deconvnet            ``saliency.deconvnet``                    ``Deconvolution``
+deeplift             ``saliency.deeplift`` (zero reference,    ``DeepLift`` (zero baseline)
+                     Captum's max-pool choice)
+gradient_x_input     ``saliency.gradient_x_input``             ``InputXGradient``
+integrated_gradients ``integrated_gradients(steps, batch 8)``  ``IntegratedGradients(n_steps,
+                     Gauss-Legendre, 8 path points per pass     gausslegendre, internal_batch_size=8)``:
+                                                                8 images per pass, as ours
+smoothgrad           ``smoothgrad(samples, sigma=0.15,         ``NoiseTunnel(Saliency)`` smoothgrad,
+                     batch 8)``: 8 noisy copies per pass        ``nt_samples_batch_size=max(1, 8 // N)``
+                                                                (8 images per pass, as ours),
+                                                                stdev 0.15 * (max - min) of the batch
+grad_cam             ``saliency.grad_cam`` at relu5_3 / fire9  ``LayerGradCam`` at the same module,
+                                                                ``relu_attributions=True``
+==================== ========================================= ===========================================
+"""
+from benchmarks._setup import GRADCAM_LAYER, TARGET
+
+METHODS = ("forward", "gradient", "guided", "deconvnet", "deeplift", "gradient_x_input",
+           "integrated_gradients", "smoothgrad", "grad_cam")
+#: Methods whose cost grows with ig-steps / sg-samples (many passes per map).
+EXPENSIVE = ("integrated_gradients", "smoothgrad")
+SIGMA = 0.15
+
+
+def ours(method, net, x, cfg):
+    import saliency
+    t, bs = TARGET, cfg["batch_size"]
+    calls = {
+        "forward": lambda: net(x),
+        "gradient": lambda: saliency.gradient(net, x, t),
+        "guided": lambda: saliency.guided_backprop(net, x, t),
+        "deconvnet": lambda: saliency.deconvnet(net, x, t),
+        "deeplift": lambda: saliency.deeplift(net, x, t, reference="zero", max_pool="difference"),
+        "gradient_x_input": lambda: saliency.gradient_x_input(net, x, t),
+        "integrated_gradients": lambda: saliency.integrated_gradients(
+            net, x, t, reference="zero", steps=cfg["ig_steps"], method="gausslegendre",
+            batch_size=bs),
+        "smoothgrad": lambda: saliency.smoothgrad(net, x, t, samples=cfg["sg_samples"],
+                                                  sigma=SIGMA, batch_size=bs),
+        "grad_cam": lambda: saliency.grad_cam(net, x, t, layer=GRADCAM_LAYER[net.name]),
+    }
+    return calls[method]
+
+
+def gradcam_module(model, net_name):
+    """The twin's module whose output is nets' Grad-CAM layer (relu5_3 / fire9)."""
+    import torch.nn as nn
+    if net_name == "vgg16":
+        return [m for m in model.features if isinstance(m, nn.ReLU)][-1]   # relu5_3
+    if net_name == "squeezenet1_0":
+        return model.features[-1]                                         # fire9
+    raise ValueError(net_name)
+
+
+def reference(method, model, net_name, x, cfg):
+    import numpy as np
+    import torch
+    from captum import attr
+
+    xt = torch.from_numpy(np.ascontiguousarray(x).copy())
+    t, bs, n = TARGET, cfg["batch_size"], len(x)
+
+    def forward():
+        with torch.no_grad():
+            return model(xt).numpy()
+
+    def run(explainer, **kwargs):
+        return lambda: explainer.attribute(xt, target=t, **kwargs).detach().numpy()
+
+    if method == "forward":
+        return forward
+    if method == "gradient":
+        return run(attr.Saliency(model), abs=False)
+    if method == "guided":
+        return run(attr.GuidedBackprop(model))
+    if method == "deconvnet":
+        return run(attr.Deconvolution(model))
+    if method == "deeplift":
+        return run(attr.DeepLift(model), baselines=torch.zeros_like(xt))
+    if method == "gradient_x_input":
+        return run(attr.InputXGradient(model))
+    if method == "integrated_gradients":
+        return run(attr.IntegratedGradients(model), baselines=torch.zeros_like(xt),
+                   n_steps=cfg["ig_steps"], method="gausslegendre", internal_batch_size=bs)
+    if method == "smoothgrad":
+        stdev = float(SIGMA * (x.max() - x.min()))
+        return run(attr.NoiseTunnel(attr.Saliency(model)), nt_type="smoothgrad",
+                   nt_samples=cfg["sg_samples"], nt_samples_batch_size=max(1, bs // n),
+                   stdevs=stdev, abs=False)
+    if method == "grad_cam":
+        cam = attr.LayerGradCam(model, gradcam_module(model, net_name))
+        return lambda: cam.attribute(xt, target=t, relu_attributions=True).detach().numpy()[:, 0]
+    raise ValueError(f"unknown method {method!r}")
+
+
+def agreement(method, ours_out, ref_out):
+    """``||a - b|| / ||b||`` (Frobenius) between the two sides' maps, or why it is not comparable.
+
+    A relative L2 error rather than a max-norm one: rounding differences between the two GEMMs
+    flip a few max-pool switches and ReLUs at near-ties (millions of windows), which moves a
+    little signal by one pixel; that shows as ~1e-2 in the max norm but ~1e-4 in L2.
+    """
+    import numpy as np
+    if method == "smoothgrad":
+        return "n/a (noise)"
+    a, b = np.asarray(ours_out, np.float64), np.asarray(ref_out, np.float64)
+    if a.shape != b.shape:
+        return f"shape {a.shape} vs {b.shape}"
+    scale = np.linalg.norm(b)
+    if scale == 0:
+        return "0" if np.linalg.norm(a) == 0 else "ref is 0"
+    return f"{np.linalg.norm(a - b) / scale:.1e}"
