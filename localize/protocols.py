@@ -331,7 +331,9 @@ def preset(name, architecture):
         return KhanBoxes(MapSpec.make("deeplift", "sum", reference="zero"),
                          MapSpec.make("guided", "max_abs"))
     if name == "dwaraknath":
-        return ThresholdBoxes(MapSpec.make("neuron_selection", "max_abs", layer=layer, k=5),
+        # k = 20: the top 5 neurons cluster on the most discriminative part and box only it
+        # (35.5% CV CorLoc on the development photos, against 55.3% with 20).
+        return ThresholdBoxes(MapSpec.make("neuron_selection", "max_abs", layer=layer, k=20),
                               mode="union")
     if name == "gradient":
         return ThresholdBoxes(gradient, mode="union")
@@ -347,7 +349,7 @@ def preset(name, architecture):
 PRESETS = {
     "ebrahimpour": "vanilla sensitivity map (max |grad| over channels), 16x16 grid, ridge regression",
     "khan": "DeepLIFT (zero reference) x guided backprop: smooth, cut, border mask, geometric mean, union box",
-    "dwaraknath": "top-5 neurons of the last spatial layer by activation x gradient, guided backprop, union box",
+    "dwaraknath": "top-20 neurons of the last spatial layer by activation x gradient, guided backprop, union box",
     "gradient": "vanilla sensitivity map, union box at a tuned threshold",
     "grad_cam": "Grad-CAM at the last spatial layer, largest component at a tuned threshold",
     "best": "DeepLIFT (blur reference), |guided|, |gradient| and Grad-CAM through Khan's recipe, "
