@@ -120,8 +120,8 @@ def machine():
 def fill_random_inplace(net, seed=0):
     """He-normal weights drawn in place in float32, like ``nets.random_parameters`` but lean.
 
-    ``nets.random_parameters`` draws float64 arrays and converts them (VGG16: ~5 s and a
-    transient ~1 GB for fc6), which would dominate a first-call time and a peak-memory figure
+    ``nets.random_parameters`` draws float64 arrays and converts them (VGG16: ~4 s against ~1 s,
+    and a transient ~1 GB for fc6), which would dominate a first-call time and a peak-memory figure
     that are meant to show the library's own costs. Same distribution, no temporaries.
     """
     import numpy as np

@@ -9,8 +9,8 @@ weights and the input drawn), ``t_first`` (first map done), and ``compute``: the
 further maps in the same process, i.e. compute alone.
 
 Weights: ours are drawn with ``_setup.fill_random_inplace`` and the twin keeps PyTorch's own
-initialisation, two comparable costs (< 1 s); ``nets.random_parameters`` alone takes ~5 s on
-VGG16 because it draws float64, which would hide the library's own start-up costs.
+initialisation, comparable costs (~1 s and ~0.6 s); ``nets.random_parameters`` takes ~4 s on
+VGG16 (against ~1 s) because it draws float64, which would hide the library's own start-up costs.
 """
 import time
 

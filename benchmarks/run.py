@@ -1,6 +1,6 @@
 """Benchmark sensloc against PyTorch + Captum in the same process.
 
-    python -m benchmarks                 # full run (~30 min on 2 busy cores)
+    python -m benchmarks                 # full run (~15 min on 2 quiet cores, longer under load)
     python -m benchmarks --quick         # batch 1, 3 repeats, 8 IG steps, 4 SmoothGrad samples
     python benchmarks/run.py --nets vgg16 --methods gradient,deeplift --batch 1,8
     python -m benchmarks --memory --first-call --skip-timing
@@ -74,6 +74,10 @@ def parse_args(argv=None):
                    help="process start to first VGG16 gradient map, Numba cache cold and warm")
     p.add_argument("--skip-timing", action="store_true",
                    help="only the --memory / --first-call sections")
+    p.add_argument("--no-spin", action="store_true",
+                   help="set OMP_WAIT_POLICY=PASSIVE and OPENBLAS_THREAD_TIMEOUT=4 before NumPy "
+                        "loads (stops OpenBLAS and Numba's OpenMP workers busy-waiting against "
+                        "each other; see thread_pools.py and RESULTS.md)")
     args = p.parse_args(argv)
     preset = QUICK if args.quick else FULL
     for key, value in preset.items():
@@ -267,6 +271,9 @@ def run_first_call(args, use_ref):
 def main(argv=None):
     args = parse_args(argv)
     configure_threads(args.threads)
+    if args.no_spin:
+        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+        os.environ["OPENBLAS_THREAD_TIMEOUT"] = "4"
     # Captum warns on every call (inputs without requires_grad, hooks on ReLUs): noise here.
     warnings.filterwarnings("ignore", category=UserWarning)
     add_paths()
@@ -284,7 +291,7 @@ def main(argv=None):
               "",
               f"- machine: {host['cpu']}, {host['cores']} cores; load average at start "
               f"{host['loadavg']}",
-              f"- threads: {args.threads} (OpenBLAS, Numba, PyTorch)",
+              f"- threads: {args.threads} (OpenBLAS, Numba, PyTorch); " + _spin_env(),
               "- versions: " + ", ".join(f"{k} {v}" for k, v in versions().items()),
               f"- settings: repeats {args.repeats}, ig-steps {args.ig_steps}, sg-samples "
               f"{args.sg_samples}, {args.batch_size} images per pass in IG/SmoothGrad; IG and "
@@ -325,6 +332,13 @@ def main(argv=None):
                   f"{machine()['loadavg']}")
     (out / "results.md").write_text("\n".join(header) + "\n\n" + "\n\n".join(sections) + "\n")
     print(f"\nwrote {out / 'results.md'}")
+
+
+def _spin_env():
+    names = ("OMP_WAIT_POLICY", "OPENBLAS_THREAD_TIMEOUT", "OPENBLAS_CORETYPE",
+             "NUMBA_THREADING_LAYER")
+    found = [f"{n}={os.environ[n]}" for n in names if n in os.environ]
+    return "environment: " + (", ".join(found) if found else "default wait policies")
 
 
 def _command_line():
