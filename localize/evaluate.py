@@ -19,9 +19,10 @@ from multiprocessing import get_context
 import numpy as np
 
 import weights as weight_files
+from weights._files import sha256_file
 
 from .boxes import clip_boxes, iou
-from .maps import MapCache, file_sha256, network_key
+from .maps import MapCache, network_key
 from .metrics import bootstrap_ci, per_class_corloc
 from .protocols import CenterBox, WholeImage, cross_validated_boxes
 
@@ -68,7 +69,7 @@ class Dataset:
         if not self.records:
             raise ValueError("the dataset is empty")
         if self.digests is None:
-            self.digests = [file_sha256(r.path) for r in self.records]
+            self.digests = [sha256_file(r.path) for r in self.records]
 
 
 def compute_missing(net, cache, dataset, indices, specs, batch_size=8):

@@ -15,8 +15,6 @@ interrupted run leaves complete entries or none, and resumes where it stopped.
 """
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +22,7 @@ import numpy as np
 
 import saliency
 from saliency import postprocess
+from weights._files import atomic_write
 
 #: Methods a map kind may name, and the options each accepts.
 METHOD_OPTIONS = {
@@ -96,14 +95,6 @@ class MapSpec:
         return postprocess.reduce_channels(attribution, self.reduce)
 
 
-def file_sha256(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for chunk in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def network_key(net):
     """16 hex digits naming a network's weights and preprocessing (the cache's first level)."""
     if net.preprocessing is None or getattr(net, "source", None) is None:
@@ -112,20 +103,6 @@ def network_key(net):
                 "preprocessing": {k: np.asarray(v).tolist()
                                   for k, v in net.preprocessing.to_attrs().items()}}
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def save_atomic(path, array):
-    """``np.save`` to a temporary file beside ``path``, then rename: never a half-written entry."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(descriptor, "wb") as stream:
-            np.save(stream, array)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 class MapCache:
@@ -158,4 +135,5 @@ class MapCache:
             raise ValueError(f"{path}: damaged cache entry ({error}); delete it to recompute") from error
 
     def store(self, path, array):
-        save_atomic(path, np.asarray(array, np.float32))
+        with atomic_write(path) as temporary, open(temporary, "wb") as stream:
+            np.save(stream, np.asarray(array, np.float32))
