@@ -12,11 +12,13 @@ from .layers import (Concat, Conv2d, Fire, Flatten, GlobalAvgPool2d, Layer, Line
                      PoolCache, ReLU)
 from .network import Network, Trace, softmax
 from .squeezenet import squeezenet1_0
-from .vgg import CONFIGURATIONS, vgg
+from . import training
+from .vgg import CONFIGURATIONS, vgg, vgg_small
 
 #: Architecture name -> builder with no required arguments.
 ARCHITECTURES = {name: partial(vgg, name) for name in CONFIGURATIONS}
 ARCHITECTURES["squeezenet1_0"] = squeezenet1_0
+ARCHITECTURES["vgg_small"] = vgg_small
 
 
 def build(name, **options):
@@ -25,7 +27,7 @@ def build(name, **options):
     Parameters
     ----------
     name : str
-        One of :data:`ARCHITECTURES`: vgg11, vgg13, vgg16, vgg19, squeezenet1_0.
+        One of :data:`ARCHITECTURES`: vgg11, vgg13, vgg16, vgg19, squeezenet1_0, vgg_small.
     **options
         Passed to the builder (e.g. ``num_classes``).
     """
@@ -54,4 +56,5 @@ def random_parameters(net, seed=0):
 
 __all__ = ["ARCHITECTURES", "CONFIGURATIONS", "Concat", "Conv2d", "Fire", "Flatten",
            "GlobalAvgPool2d", "Layer", "Linear", "MaxPool2d", "Network", "PoolCache", "ReLU",
-           "Trace", "build", "random_parameters", "softmax", "squeezenet1_0", "vgg"]
+           "Trace", "build", "random_parameters", "softmax", "squeezenet1_0", "training", "vgg",
+           "vgg_small"]

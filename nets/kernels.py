@@ -7,11 +7,12 @@ Shapes follow the library's convention: batches are ``(N, C, H, W)`` float32, co
 weights are ``(O, C, KH, KW)`` (OIHW), square kernels, the same stride and zero padding on
 both axes.
 
-Convolution is a matrix product. With the input unrolled into columns,
-``cols[(c, i, j), (oh, ow)] = x_pad[c, s*oh + i, s*ow + j]``, the forward pass is
-``y = W.reshape(O, C*KH*KW) @ cols + b`` and the input signal is
-``dx = col2im(W.reshape(O, C*KH*KW).T @ dy)``: the transpose of the same linear map,
-``sum_k w_ki s_k`` in the notation of Eq. 1, i.e. a transposed convolution.
+Convolution is a matrix product. With a chunk of images unrolled into columns,
+``cols[(c, i, j), (n, oh, ow)] = x_pad[n, c, s*oh + i, s*ow + j]``, the forward pass is
+``Y = W.reshape(O, C*KH*KW) @ cols + b`` and the input signal is
+``dx = col2im(W.reshape(O, C*KH*KW).T @ dY)``: the transpose of the same linear map,
+``sum_k w_ki s_k`` in the notation of Eq. 1, i.e. a transposed convolution. Training reads the
+same product a third way: the weight gradient is ``dY @ cols^T``.
 """
 import numpy as np
 from numba import njit, prange
@@ -97,49 +98,83 @@ def conv2d_backward_input_naive(dy, w, input_shape, stride, padding):
 
 
 # ---------------------------------------------------------------------------------------------
-# Convolution: fast (Numba unrolling + one BLAS GEMM per image)
+# Convolution: fast (Numba unrolling + BLAS GEMMs over chunks of images)
 # ---------------------------------------------------------------------------------------------
+
+#: Most elements one unrolled chunk may hold (32 MB in float32). Small images (a 64x64 scene) are
+#: unrolled many at a time so that a layer is a few large GEMMs, not hundreds of tiny ones;
+#: large ones (VGG16's 224x224 blocks) one image at a time, so memory stays bounded.
+COLUMN_BUDGET = 1 << 23
+
+
+def _chunks(count, per_image):
+    """``(start, stop)`` ranges of images whose unrolled columns fit :data:`COLUMN_BUDGET`."""
+    size = max(1, min(count, COLUMN_BUDGET // max(per_image, 1)))
+    return [(start, min(start + size, count)) for start in range(0, count, size)]
+
 
 @njit(parallel=True, cache=True, fastmath=False)
 def _im2col(x, kh, kw, stride, padding, oh, ow, cols):
+    # x is a chunk (B, C, H, W); column (b, r, q) of cols is output pixel (r, q) of image b.
     # Each thread owns whole rows of `cols` (one input channel), so writes never collide.
-    c_in, h, w = x.shape
+    count, c_in, h, w = x.shape
     for c in prange(c_in):
         for i in range(kh):
             for j in range(kw):
                 row = (c * kh + i) * kw + j
-                for r in range(oh):
-                    hi = stride * r + i - padding
-                    base = r * ow
-                    if hi < 0 or hi >= h:
+                for b in range(count):
+                    for r in range(oh):
+                        hi = stride * r + i - padding
+                        base = (b * oh + r) * ow
+                        if hi < 0 or hi >= h:
+                            for q in range(ow):
+                                cols[row, base + q] = 0.0
+                            continue
                         for q in range(ow):
-                            cols[row, base + q] = 0.0
-                        continue
-                    for q in range(ow):
-                        wj = stride * q + j - padding
-                        cols[row, base + q] = x[c, hi, wj] if 0 <= wj < w else 0.0
+                            wj = stride * q + j - padding
+                            cols[row, base + q] = x[b, c, hi, wj] if 0 <= wj < w else 0.0
 
 
 @njit(parallel=True, cache=True, fastmath=False)
 def _col2im(cols, kh, kw, stride, padding, oh, ow, dx):
     # Overlapping windows add into the same pixel: a thread owns a whole input channel.
-    c_in, h, w = dx.shape
+    count, c_in, h, w = dx.shape
     for c in prange(c_in):
         for i in range(kh):
             for j in range(kw):
                 row = (c * kh + i) * kw + j
-                for r in range(oh):
-                    hi = stride * r + i - padding
-                    if hi < 0 or hi >= h:
-                        continue
-                    for q in range(ow):
-                        wj = stride * q + j - padding
-                        if 0 <= wj < w:
-                            dx[c, hi, wj] += cols[row, r * ow + q]
+                for b in range(count):
+                    for r in range(oh):
+                        hi = stride * r + i - padding
+                        if hi < 0 or hi >= h:
+                            continue
+                        base = (b * oh + r) * ow
+                        for q in range(ow):
+                            wj = stride * q + j - padding
+                            if 0 <= wj < w:
+                                dx[b, c, hi, wj] += cols[row, base + q]
 
 
 def _is_pointwise(w, stride, padding):
     return w.shape[2] == 1 and w.shape[3] == 1 and stride == 1 and padding == 0
+
+
+def _unroll(x, kh, kw, stride, padding, oh, ow, pointwise):
+    """The chunk ``x`` (B, C, H, W) as columns (C*KH*KW, B*OH*OW) (see the module docstring)."""
+    count, c = x.shape[:2]
+    if pointwise:  # a 1x1 convolution reads the pixels themselves
+        return x[0].reshape(c, -1) if count == 1 else \
+            np.ascontiguousarray(x.swapaxes(0, 1)).reshape(c, -1)
+    cols = np.empty((c * kh * kw, count * oh * ow), x.dtype)
+    _im2col(x, kh, kw, stride, padding, oh, ow, cols)
+    return cols
+
+
+def _channels_first(dy):
+    """A chunk of signals (B, O, OH, OW) as the matrix (O, B*OH*OW) the GEMMs read."""
+    count, o = dy.shape[:2]
+    return dy[0].reshape(o, -1) if count == 1 else \
+        np.ascontiguousarray(dy.swapaxes(0, 1)).reshape(o, -1)
 
 
 def conv2d_forward(x, w, b, stride, padding):
@@ -147,18 +182,18 @@ def conv2d_forward(x, w, b, stride, padding):
     n, c, h, wd = x.shape
     o, _, kh, kw = w.shape
     oh, ow = conv_output_size(h, kh, stride, padding), conv_output_size(wd, kw, stride, padding)
+    pointwise = _is_pointwise(w, stride, padding)
     w_mat = w.reshape(o, -1)
     y = np.empty((n, o, oh, ow), dtype=x.dtype)
-    cols = None if _is_pointwise(w, stride, padding) else np.empty((c * kh * kw, oh * ow), x.dtype)
-    for k in range(n):
-        if cols is None:
-            src = x[k].reshape(c, h * wd)
+    for start, stop in _chunks(n, c * kh * kw * oh * ow):
+        cols = _unroll(x[start:stop], kh, kw, stride, padding, oh, ow, pointwise)
+        if stop - start == 1:  # write straight into the output: no copy for large images
+            out = y[start].reshape(o, oh * ow)
+            np.matmul(w_mat, cols, out=out)
         else:
-            _im2col(x[k], kh, kw, stride, padding, oh, ow, cols)
-            src = cols
-        out = y[k].reshape(o, oh * ow)
-        np.matmul(w_mat, src, out=out)
-        out += b[:, None]
+            out = (w_mat @ cols).reshape(o, stop - start, oh, ow)
+            y[start:stop] = out.swapaxes(0, 1)
+    y += b[None, :, None, None]
     return y
 
 
@@ -167,17 +202,64 @@ def conv2d_backward_input(dy, w, input_shape, stride, padding):
     n, c, h, wd = input_shape
     o, _, kh, kw = w.shape
     oh, ow = dy.shape[2:]
+    pointwise = _is_pointwise(w, stride, padding)
     w_mat_t = w.reshape(o, -1).T
     dx = np.zeros((n, c, h, wd), dtype=dy.dtype)
-    pointwise = _is_pointwise(w, stride, padding)
-    cols = np.empty((c * kh * kw, oh * ow), dy.dtype)
-    for k in range(n):
-        np.matmul(w_mat_t, dy[k].reshape(o, oh * ow), out=cols)
+    for start, stop in _chunks(n, c * kh * kw * oh * ow):
+        cols = w_mat_t @ _channels_first(dy[start:stop])
         if pointwise:
-            dx[k] = cols.reshape(c, h, wd)
+            dx[start:stop] = cols.reshape(c, stop - start, h, wd).swapaxes(0, 1)
         else:
-            _col2im(cols, kh, kw, stride, padding, oh, ow, dx[k])
+            _col2im(cols, kh, kw, stride, padding, oh, ow, dx[start:stop])
     return dx
+
+
+def conv2d_backward_weight_naive(dy, x, kernel_size, stride, padding):
+    """Reference parameter gradients of a convolution, one kernel tap at a time.
+
+    ``dw[o, c, i, j] = sum_{n,oh,ow} dy[n, o, oh, ow] * x_pad[n, c, s*oh + i, s*ow + j]`` and
+    ``db[o] = sum_{n,oh,ow} dy[n, o, oh, ow]``: every weight collects the signal of each output
+    it touched, times the input it read there.
+
+    Parameters
+    ----------
+    dy : (N, O, OH, OW) array
+    x : (N, C, H, W) array
+        The forward input.
+    kernel_size, stride, padding : int
+
+    Returns
+    -------
+    dw : (O, C, K, K) array
+    db : (O,) array
+    """
+    oh, ow = dy.shape[2:]
+    xp = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding))).astype(np.float64)
+    dw = np.zeros((dy.shape[1], x.shape[1], kernel_size, kernel_size))
+    for i in range(kernel_size):
+        for j in range(kernel_size):
+            patch = xp[:, :, i:i + stride * oh:stride, j:j + stride * ow:stride]
+            dw[:, :, i, j] = np.einsum("nohw,nchw->oc", dy, patch)
+    return dw.astype(dy.dtype), dy.sum(axis=(0, 2, 3), dtype=np.float64).astype(dy.dtype)
+
+
+def conv2d_backward_weight(dy, x, kernel_size, stride, padding):
+    """Fast parameter gradients; same contract as :func:`conv2d_backward_weight_naive`.
+
+    The weight gradient is the forward's GEMM read the other way: ``dw = dY @ cols^T`` with
+    ``dY`` the signal as (O, B*OH*OW) and ``cols`` the forward's unrolled input, summed over
+    chunks of images.
+    """
+    n, c, h, wd = x.shape
+    o = dy.shape[1]
+    oh, ow = dy.shape[2:]
+    pointwise = kernel_size == 1 and stride == 1 and padding == 0
+    dw = np.zeros((o, c * kernel_size * kernel_size), dy.dtype)
+    for start, stop in _chunks(n, c * kernel_size * kernel_size * oh * ow):
+        cols = _unroll(x[start:stop], kernel_size, kernel_size, stride, padding, oh, ow,
+                       pointwise)
+        dw += _channels_first(dy[start:stop]) @ cols.T
+    return dw.reshape(o, c, kernel_size, kernel_size), dy.sum(axis=(0, 2, 3))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -77,6 +77,21 @@ class Conv2d(Layer):
         """``dx = sum_o w[o, c] (*)^T dy[n, o]``: a transposed convolution. Rule-independent."""
         return kernels.conv2d_backward_input(dy, self.weight, cache.shape, self.stride, self.padding)
 
+    def backward_parameters(self, dy, cache):
+        """Gradients of the parameters, for training.
+
+        ``dw[o, c] = sum_n dy[n, o] (*) x[n, c]`` (each weight meets every input it read) and
+        ``db[o] = sum_{n, oh, ow} dy[n, o, oh, ow]``.
+
+        Returns
+        -------
+        dict
+            ``{"weight": (O, C, K, K), "bias": (O,)}``
+        """
+        dw, db = kernels.conv2d_backward_weight(dy, cache, self.kernel_size, self.stride,
+                                                self.padding)
+        return {"weight": dw, "bias": db}
+
     def parameters(self):
         return {self.name: {"weight": self.weight, "bias": self.bias}}
 
@@ -103,6 +118,10 @@ class Linear(Layer):
     def backward(self, dy, cache, rule=None, ref_cache=None):
         """``dx_i = sum_k w_ki dy_k``, i.e. ``dy @ W``. Rule-independent."""
         return dy @ self.weight
+
+    def backward_parameters(self, dy, cache):
+        """``dW = dy^T x`` (D_out, D_in) and ``db = sum_n dy[n]`` (D_out,), for training."""
+        return {"weight": dy.T @ cache, "bias": dy.sum(axis=0)}
 
     def parameters(self):
         return {self.name: {"weight": self.weight, "bias": self.bias}}

@@ -239,3 +239,49 @@ class Network:
             ref = None if ref_trace is None else ref_trace.caches[layer.name]
             signal = layer.backward(signal, trace.caches[layer.name], rule, ref)
         return signal
+
+    def backward_parameters(self, trace, signal):
+        """Gradients of every parameter, for training: plain backpropagation of ``signal``.
+
+        The same recursion as :meth:`backward` with the gradient rule; at each layer with
+        parameters, the signal arriving at its output also gives ``dL/dw`` and ``dL/db``
+        (:meth:`nets.Conv2d.backward_parameters`, :meth:`nets.Linear.backward_parameters`).
+
+        Parameters
+        ----------
+        trace : Trace
+            From :meth:`forward` over the whole network.
+        signal : (N, num_classes) array
+            ``dL/d logits`` of the loss being minimized (e.g. from
+            :func:`nets.training.softmax_cross_entropy`).
+
+        Returns
+        -------
+        dict
+            ``{qualified layer name: {"weight": array, "bias": array}}``, the layout of
+            :meth:`parameters`.
+
+        Raises
+        ------
+        TypeError
+            For a network with composite layers (SqueezeNet's fire modules): training is for
+            plain layer sequences.
+        """
+        composite = [layer.name for layer in self.layers
+                     if layer.parameters() and not hasattr(layer, "backward_parameters")]
+        if composite:
+            raise TypeError(f"{self.name}: cannot train composite layers {composite}; "
+                            "backward_parameters supports sequences of Conv2d/Linear/ReLU/pooling")
+        last = self.layer_names[-1]
+        if last not in trace.caches or signal.shape != trace.output.shape:
+            raise ValueError(f"backward_parameters needs a full forward trace and a signal of "
+                             f"the logits' shape {trace.output.shape}, got {signal.shape}")
+        grads = {}
+        for index in range(len(self.layers) - 1, -1, -1):
+            layer = self.layers[index]
+            cache = trace.caches[layer.name]
+            if layer.parameters():
+                grads[layer.name] = layer.backward_parameters(signal, cache)
+            if index > 0:  # the signal at the image itself is not needed
+                signal = layer.backward(signal, cache)
+        return dict(reversed(grads.items()))

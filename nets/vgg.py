@@ -55,3 +55,13 @@ def vgg(name, configuration=None, num_classes=1000, input_size=224, hidden=4096,
     ]
     return Network(name, layers, in_channels, (input_size, input_size), (input_size, input_size),
                    num_classes)
+
+
+#: A VGG scaled down for 64x64 scenes: one 3x3 convolution per block, 16 to 128 channels,
+#: four 2x2 pools (64 -> 4), then the fully connected head at width 128.
+SMALL = [16, "M", 32, "M", 64, "M", 128, "M"]
+
+
+def vgg_small(num_classes=10, input_size=64, hidden=128):
+    """The small VGG that ``sensloc train-demo`` trains on generated scenes (see :data:`SMALL`)."""
+    return vgg("vgg_small", SMALL, num_classes=num_classes, input_size=input_size, hidden=hidden)

@@ -37,6 +37,39 @@ def test_conv_backward_input_matches_naive(seed):
     np.testing.assert_allclose(fast, naive, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("seed", range(12))
+def test_conv_backward_weight_matches_naive(seed):
+    rng = np.random.default_rng(100 + seed)
+    x, w, b, s, p = random_conv_case(rng)
+    y = kernels.conv2d_forward_naive(x, w, b, s, p)
+    dy = rng.normal(size=y.shape).astype(np.float32)
+    dw, db = kernels.conv2d_backward_weight(dy, x, w.shape[2], s, p)
+    dw_naive, db_naive = kernels.conv2d_backward_weight_naive(dy.astype(np.float64),
+                                                              x.astype(np.float64), w.shape[2], s, p)
+    assert dw.shape == w.shape and db.shape == b.shape and dw.dtype == np.float32
+    np.testing.assert_allclose(dw, dw_naive, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(db, db_naive, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("k,stride,padding", [(3, 1, 1), (1, 1, 0), (3, 2, 0)])
+def test_chunked_unrolling_equals_naive(monkeypatch, rng, k, stride, padding):
+    # A budget of two images' columns splits a batch of 5 into chunks of 2, 2 and 1.
+    x = rng.normal(size=(5, 3, 9, 8))
+    w, b = rng.normal(size=(4, 3, k, k)), rng.normal(size=4)
+    y = kernels.conv2d_forward_naive(x, w, b, stride, padding)
+    per_image = 3 * k * k * y.shape[2] * y.shape[3]
+    monkeypatch.setattr(kernels, "COLUMN_BUDGET", 2 * per_image)
+    assert kernels._chunks(5, per_image) == [(0, 2), (2, 4), (4, 5)]
+    dy = rng.normal(size=y.shape)
+    np.testing.assert_allclose(kernels.conv2d_forward(x, w, b, stride, padding), y, rtol=1e-12)
+    np.testing.assert_allclose(kernels.conv2d_backward_input(dy, w, x.shape, stride, padding),
+                               kernels.conv2d_backward_input_naive(dy, w, x.shape, stride, padding),
+                               rtol=1e-12, atol=1e-12)
+    for fast, naive in zip(kernels.conv2d_backward_weight(dy, x, k, stride, padding),
+                           kernels.conv2d_backward_weight_naive(dy, x, k, stride, padding)):
+        np.testing.assert_allclose(fast, naive, rtol=1e-12, atol=1e-12)
+
+
 def test_pointwise_conv_shortcut_matches_naive(rng):
     x = rng.normal(size=(2, 7, 5, 6)).astype(np.float32)
     w = rng.normal(size=(4, 7, 1, 1)).astype(np.float32)

@@ -86,6 +86,37 @@ def test_linear(rng):
     check_layer(layer, rng.normal(size=(3, 7)).astype(np.float32), lambda v: v @ w.T + b, rng)
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_conv2d_parameter_gradients(seed):
+    """``dL/dw`` and ``dL/db`` for ``L = sum(y * dy)`` equal autograd's, in float64."""
+    rng = np.random.default_rng(200 + seed)
+    k, s, p = int(rng.choice([1, 3, 5])), int(rng.integers(1, 3)), int(rng.integers(0, 2))
+    c, o = int(rng.integers(1, 5)), int(rng.integers(1, 5))
+    layer = Conv2d("conv", c, o, k, stride=s, padding=p)
+    layer.weight, layer.bias = rng.normal(size=layer.weight.shape), rng.normal(size=o)
+    x = rng.normal(size=(3, c, k + int(rng.integers(0, 9)), k + int(rng.integers(0, 9))))
+    y, cache = layer.forward(x)
+    dy = rng.normal(size=y.shape)
+    grads = layer.backward_parameters(dy, cache)
+    dw = grad(lambda w: anp.sum(ag_conv(x, w, layer.bias, s, p) * dy))(layer.weight)
+    db = grad(lambda b: anp.sum(ag_conv(x, layer.weight, b, s, p) * dy))(layer.bias)
+    np.testing.assert_allclose(grads["weight"], dw, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(grads["bias"], db, rtol=1e-10, atol=1e-10)
+
+
+def test_linear_parameter_gradients(rng):
+    layer = Linear("fc", 7, 5)
+    layer.weight, layer.bias = rng.normal(size=(5, 7)), rng.normal(size=5)
+    x = rng.normal(size=(4, 7))
+    y, cache = layer.forward(x)
+    dy = rng.normal(size=y.shape)
+    grads = layer.backward_parameters(dy, cache)
+    dw = grad(lambda w: anp.sum((x @ w.T + layer.bias) * dy))(layer.weight)
+    db = grad(lambda b: anp.sum((x @ layer.weight.T + b) * dy))(layer.bias)
+    np.testing.assert_allclose(grads["weight"], dw, rtol=1e-12)
+    np.testing.assert_allclose(grads["bias"], db, rtol=1e-12)
+
+
 def test_relu(rng):
     check_layer(ReLU("relu"), rng.normal(size=(2, 3, 4, 5)).astype(np.float32),
                 lambda v: anp.maximum(v, 0.0), rng)
