@@ -9,6 +9,8 @@
     sensloc evaluate DATASET... [--net NAME] (--boxes FILE... | --cv K --preset NAME...)
                      [--summary-json S.json] [--plot DIR] [--jobs N]
     sensloc grade ASSIGNMENT [FILE] [--seed S]
+    sensloc demo [--count 4] [--seed S] [--image PHOTO... --net NAME] [--out FIGURE]
+    sensloc train-demo [--seed S] [--steps N] [--out FILE]
 
 Errors a user can cause (a missing or corrupt photo, weights that are not installed, a bad
 argument) end with one line ``sensloc: error: ...`` and exit status 2, never a stack trace.
@@ -289,6 +291,31 @@ def draw_box(path, photo, box, title):
     plt.close(fig)
 
 
+# ------------------------------------------------------------------------------- demo
+
+def cmd_demo(args):
+    import weights
+    from .demo import demo
+    net = weights.load(args.weights if args.weights else args.net)
+    demo(args.out, count=args.count, seed=args.seed, images=args.image, net=net)
+
+
+def cmd_train_demo(args):
+    import json
+    from .demo import Recipe, train
+    recipe = Recipe(seed=args.seed, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                    warmup=args.warmup, weight_decay=args.weight_decay, init_seed=args.init_seed)
+    training = train(args.out, recipe, progress=not args.quiet)
+    quality = training["held_out"]
+    print(f"wrote {args.out}: held-out accuracy {quality['accuracy']:.3f} on "
+          f"{quality['count']} scenes, {training['train_seconds']:.0f} s of training")
+    for name, row in quality["corloc"].items():
+        print(f"  CorLoc {name}: {100 * row['gt_known']:.1f}% "
+              f"[{100 * row['ci95'][0]:.1f}-{100 * row['ci95'][1]:.1f}]")
+    if args.summary_json:
+        Path(args.summary_json).write_text(json.dumps(training, indent=2))
+
+
 # ------------------------------------------------------------------------------- parser
 
 def add_net_options(parser):
@@ -364,6 +391,30 @@ def build_parser():
             p.add_argument("--results", metavar="CSV", help="per-image results (resumed if present)")
             p.add_argument("--summary-json", metavar="FILE")
             p.add_argument("--plot", metavar="DIR")
+
+    p = commands.add_parser("demo", help="classify, explain and box generated scenes "
+                                         "(no download, no data)")
+    p.add_argument("--count", type=int, default=4, help="scenes (default 4)")
+    p.add_argument("--seed", type=int, default=0, help="scene stream (default 0)")
+    p.add_argument("--image", nargs="+", metavar="PHOTO", help="photos instead of scenes")
+    p.add_argument("--net", default="vgg_small",
+                   help="network (default vgg_small, packaged; photos want an ImageNet net)")
+    p.add_argument("--weights", metavar="FILE", help="a weight file in the project's HDF5 format")
+    p.add_argument("--out", default="sensloc-demo.png", help="figure (default sensloc-demo.png)")
+    p.set_defaults(run=cmd_demo)
+
+    from .demo import Recipe
+    defaults = Recipe()
+    p = commands.add_parser("train-demo", help="train vgg_small on generated scenes (reproduces "
+                                               "the packaged weights from the seed)")
+    p.add_argument("--out", default="vgg_small.h5", help="weight file (default vgg_small.h5)")
+    for field in ("seed", "steps", "batch_size", "lr", "warmup", "weight_decay", "init_seed"):
+        value = getattr(defaults, field)
+        p.add_argument(f"--{field.replace('_', '-')}", type=type(value), default=value,
+                       help=f"default {value}")
+    p.add_argument("--summary-json", metavar="FILE", help="also write the training record here")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(run=cmd_train_demo)
 
     from .grade import add_parser as add_grade_parser
     add_grade_parser(commands)

@@ -317,8 +317,11 @@ def cross_validated_boxes(make_protocol, maps, gt_boxes, k=5, seed=0):
 # ------------------------------------------------------------------------------------ presets
 
 def last_spatial_layer(architecture):
-    """The layer whose output Grad-CAM and neuron selection read by default."""
-    return "fire9" if architecture.startswith("squeezenet") else "relu5_3"
+    """The layer whose output Grad-CAM and neuron selection read by default: the last
+    convolutional feature map before the classifier (VGG16's ``relu5_3``)."""
+    if architecture.startswith("squeezenet"):
+        return "fire9"
+    return "relu4_1" if architecture == "vgg_small" else "relu5_3"
 
 
 def preset(name, architecture):

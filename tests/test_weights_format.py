@@ -48,7 +48,8 @@ def test_round_trip_is_exact(saved):
     assert loaded.preprocessing == CAFFE_SQUEEZENET
     assert loaded.class_names == _names(1000)
     assert loaded.source == {"path": str(path), "file": "compressed_SqueezeNet.net",
-                             "sha256": SHA, "created_by": "test", "format_version": 1}
+                             "sha256": SHA, "created_by": "test", "format_version": 1,
+                             "training": None}
     x = np.random.default_rng(1).normal(0, 50, (1, 3, 227, 227)).astype(np.float32)
     np.testing.assert_array_equal(loaded(x), net(x))
 
@@ -257,3 +258,16 @@ def test_read_header_reads_no_arrays(saved):
                       "architecture_options": {"num_classes": 1000},
                       "source_file": "compressed_SqueezeNet.net", "source_sha256": SHA,
                       "created_by": "test"}
+
+
+def test_training_record_round_trips_and_is_checked(tmp_path):
+    net = nets.random_parameters(nets.vgg_small())
+    record = {"seed": 3, "command": "sensloc train-demo --seed 3", "held_out": {"accuracy": 0.9}}
+    path = weight_format.save(tmp_path / "small.h5", net, CAFFE_SQUEEZENET, _names(10), "recipe.json",
+                              SHA, training=record)
+    assert weight_format.read_header(path)["training"] == record
+    assert weight_format.load(path).source["training"] == record
+    with pytest.raises(ValueError, match="seed"):
+        weight_format.save(tmp_path / "bad.h5", net, CAFFE_SQUEEZENET, _names(10), "recipe.json",
+                           SHA, training={"command": "no seed"})
+    assert not (tmp_path / "bad.h5").exists()

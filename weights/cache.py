@@ -8,7 +8,9 @@ The cache folder is, first match wins:
 
 Installed networks are ``<cache>/weights/<architecture>.h5`` (one per architecture, in the
 format of :mod:`weights.format`); downloads in progress and kept source files go to
-``<cache>/downloads/``.
+``<cache>/downloads/``. Networks that ship inside the package (``weights/data/<name>.h5``: the
+small VGG that sensloc trains itself) need no installation; an installed file of the same name
+takes precedence.
 """
 import os
 import warnings
@@ -18,8 +20,8 @@ import nets
 
 from . import format as weight_format
 
-__all__ = ["default_cache_dir", "weights_dir", "downloads_dir", "installed_path", "installed",
-           "resolve", "load"]
+__all__ = ["default_cache_dir", "weights_dir", "downloads_dir", "installed_path", "packaged_path",
+           "installed", "resolve", "load"]
 
 
 def default_cache_dir():
@@ -61,6 +63,11 @@ def installed_path(architecture, cache_dir=None):
         raise ValueError(f"unknown architecture {architecture!r}; known: "
                          f"{sorted(nets.ARCHITECTURES)}")
     return weights_dir(cache_dir) / f"{architecture}.h5"
+
+
+def packaged_path(architecture):
+    """``weights/data/<architecture>.h5`` inside the package (it may not exist)."""
+    return Path(__file__).parent / "data" / f"{architecture}.h5"
 
 
 def installed(cache_dir=None):
@@ -128,6 +135,8 @@ def resolve(name_or_path, cache_dir=None):
         target = installed_path(name, cache_dir)
         if target.is_file():
             return target
+        if packaged_path(name).is_file():
+            return packaged_path(name)
         raise FileNotFoundError(
             f"{name} is not installed (no {target}). Install it with "
             f"`sensloc weights fetch {name}` (downloads and converts the official file), or, "
@@ -162,7 +171,8 @@ def load(name_or_path, architecture=None, cache_dir=None, download=False):
     """
     is_name = isinstance(name_or_path, str) and name_or_path in nets.ARCHITECTURES \
         and not Path(name_or_path).is_file()
-    if download and is_name and not installed_path(name_or_path, cache_dir).is_file():
+    if download and is_name and not installed_path(name_or_path, cache_dir).is_file() \
+            and not packaged_path(name_or_path).is_file():
         from .sources import fetch
         print(f"{name_or_path} is not installed: downloading it (checksum verified)")
         fetch(name_or_path, cache_dir=cache_dir)

@@ -22,6 +22,9 @@ Root attributes
 ``source_file``        name (not path) of the file the weights were converted from
 ``source_sha256``      SHA-256 of that file, 64 lowercase hex digits
 ``created_by``         free text, e.g. ``"sensloc 0.1.0 weights convert"``
+``training``           optional, for networks sensloc trained itself: a JSON object with at
+                       least ``seed`` and ``command`` (the command that reproduces the file),
+                       plus the recipe and the measured quality
 =====================  ======================================================================
 
 The six preprocessing attributes are those of :meth:`weights.images.Preprocessing.to_attrs`:
@@ -87,7 +90,7 @@ def created_by_text(action=None):
 # --------------------------------------------------------------------------------------------
 
 def save(path, net, preprocessing, class_names, source_file, source_sha256, *,
-         architecture_options=None, created_by=None):
+         architecture_options=None, created_by=None, training=None):
     """Write a network's parameters and metadata to ``path`` (atomically).
 
     Parameters
@@ -110,6 +113,9 @@ def save(path, net, preprocessing, class_names, source_file, source_sha256, *,
         Default ``{"num_classes": net.num_classes}``.
     created_by : str, optional
         Provenance text, e.g. ``"sensloc 0.1.0 weights convert"``.
+    training : dict, optional
+        For networks trained by sensloc: JSON-serialisable, with at least ``seed`` and
+        ``command``; stored as the ``training`` attribute.
 
     Returns
     -------
@@ -145,6 +151,11 @@ def save(path, net, preprocessing, class_names, source_file, source_sha256, *,
         raise ValueError(f"nets.build({net.name!r}, **{options!r}) has other parameter shapes "
                          "than the network being saved; pass the options it was built with")
     names = _check_class_names(class_names, net.num_classes, "class_names")
+    if training is not None and not (isinstance(training, dict)
+                                     and {"seed", "command"} <= training.keys()):
+        raise ValueError(f"training must be a dict with at least 'seed' and 'command', "
+                         f"got {training!r}")
+    training_json = None if training is None else json.dumps(training, sort_keys=True)
     if not isinstance(source_file, str) or not source_file:
         raise ValueError(f"source_file must be a non-empty file name, got {source_file!r}")
     if not isinstance(source_sha256, str) or not _SHA256_PATTERN.fullmatch(source_sha256):
@@ -167,6 +178,8 @@ def save(path, net, preprocessing, class_names, source_file, source_sha256, *,
             attrs["source_file"] = os.path.basename(source_file)
             attrs["source_sha256"] = source_sha256
             attrs["created_by"] = created_by or created_by_text()
+            if training_json is not None:
+                attrs["training"] = training_json
             file.create_dataset("class_names", data=names,
                                 dtype=h5py.string_dtype(encoding="utf-8"))
             for name, arrays in params.items():
@@ -251,6 +264,7 @@ def _header(file, path):
         "source_file": _text(attrs["source_file"]),
         "source_sha256": _text(attrs["source_sha256"]),
         "created_by": _text(attrs["created_by"]),
+        "training": json.loads(_text(attrs["training"])) if "training" in attrs else None,
     }
 
 
@@ -265,7 +279,8 @@ def read_header(path):
     -------
     dict
         ``format_version`` (int), ``architecture`` (str), ``architecture_options`` (dict),
-        ``source_file``, ``source_sha256``, ``created_by`` (str).
+        ``source_file``, ``source_sha256``, ``created_by`` (str), ``training`` (dict, or
+        None for converted networks).
 
     Raises
     ------
@@ -368,7 +383,7 @@ def _load_open(file, path, architecture):
                          f"{net.num_classes} classes")
     net.source = {"path": str(Path(path)), "file": header["source_file"],
                   "sha256": header["source_sha256"], "created_by": header["created_by"],
-                  "format_version": header["format_version"]}
+                  "format_version": header["format_version"], "training": header["training"]}
     return net
 
 
