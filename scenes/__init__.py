@@ -1,0 +1,23 @@
+"""Seeded synthetic scenes for weakly supervised localization: one object, its class, its box.
+
+Each scene is an RGB image with one object of one of :data:`CLASS_NAMES` (a filled shape with a
+random colour, texture, size, rotation and position, sometimes partly occluded) over a
+cluttered background, together with the object's class, pixel mask and exact bounding box.
+The class can only be told from the object's shape (see :mod:`scenes.generate`).
+
+    import scenes
+    batch = scenes.generate(1000, seed=0, size=64)   # scenes 0..999 of stream 0
+    batch.images   # (1000, 64, 64, 3) uint8
+    batch.labels   # (1000,) int64 into scenes.CLASS_NAMES
+    batch.boxes    # (1000, 4) float64 (xmin, ymin, xmax, ymax), the box of batch.masks
+    scenes.save_scenes("scenes-val", batch)          # PNGs + manifest.csv for `sensloc evaluate`
+
+``python -m scenes.preview out.png`` draws a grid of example scenes with their boxes.
+
+This package imports nothing from the rest of the library except ``weights._files`` (atomic
+file writes), so it can be used to make data before any network exists.
+"""
+from .generate import CLASS_NAMES, Scenes, generate, mask_boxes
+from .save import save_scenes
+
+__all__ = ["CLASS_NAMES", "Scenes", "generate", "mask_boxes", "save_scenes"]
