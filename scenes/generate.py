@@ -193,7 +193,8 @@ def _scene(rng, label, size):
 
     occluded = 0.0
     if occluder:
-        # Shrink the occluder about its centre until it hides at most MAX_OCCLUSION of the object.
+        # Shrink the occluder about its centre until it hides at most MAX_OCCLUSION of the object
+        # (after four tries it is left out: rare, as most strokes and blobs hide under 15%).
         colour = _random_colour(rng)
         for _ in range(4):
             o_rows, o_cols, o_cover = layers[-1]
