@@ -15,7 +15,8 @@ The class can only be told from the object's shape (see :mod:`scenes.generate`).
 ``python -m scenes.preview out.png`` draws a grid of example scenes with their boxes.
 
 This package imports nothing from the rest of the library except ``weights._files`` (atomic
-file writes), so it can be used to make data before any network exists.
+file writes), and that only when :func:`save_scenes` is called: ``import scenes`` loads only
+NumPy and Pillow, so data-loader workers start fast.
 """
 from .generate import CLASS_NAMES, Scenes, generate, mask_boxes
 from .save import save_scenes

@@ -15,8 +15,9 @@ Why the class can only be told from the shape: every colour (background, distrac
 occluder) is drawn from the same distribution, uniform in the RGB cube; textures come from the
 same four families for the object and the background; and the object's size is drawn
 independently of its class, normalized so that its *box* has the same size distribution in
-every class (the geometric mean of the box sides is drawn, whatever the shape). What differs
-between classes is the outline, and what the outline implies (how much of the box it fills).
+every class (the box's width and height are drawn, and the rotated outline is stretched to
+fit them). What differs between classes is the outline, and what the outline implies (how
+much of its box it fills).
 
 Scene ``k`` of stream ``seed`` uses only the generator ``np.random.default_rng([SCENE_STREAM,
 seed, k])`` and its label, so any chunking of the stream, in any process, gives the same bytes.
@@ -40,6 +41,9 @@ MIN_SIZE = 32
 
 #: Object size: the geometric mean of its box sides, as a fraction of the image side.
 SIDE_RANGE = (0.35, 0.75)
+
+#: Object box aspect: ``log(width / height)`` is uniform in ``[-ASPECT, ASPECT]`` (0.78 to 1.28).
+ASPECT = 0.25
 
 #: Share of scenes with an occluder, and the largest share of the object's pixels it may hide.
 OCCLUSION_PROBABILITY = 0.5
@@ -189,7 +193,8 @@ def _scene(rng, label, size):
 
     occluded = 0.0
     if occluder:
-        # Shrink the occluder about its centre until it hides at most MAX_OCCLUSION of the object.
+        # Shrink the occluder about its centre until it hides at most MAX_OCCLUSION of the object
+        # (after four tries it is left out: rare, as most strokes and blobs hide under 15%).
         colour = _random_colour(rng)
         for _ in range(4):
             o_rows, o_cols, o_cover = layers[-1]
@@ -318,9 +323,15 @@ def _blob(rng, centre, radius):
 
 
 def _place_object(rng, label, size):
-    """The outline of class ``label``, rotated by a uniform angle, scaled so that the geometric
-    mean of its box sides is ``side ~ U(SIDE_RANGE) * size`` and moved to a uniform position
-    with its box at least one pixel inside the image.
+    """The outline of class ``label``, rotated by a uniform angle, stretched along x and y to a
+    box of random size and shape, and moved to a uniform position with its box at least one
+    pixel inside the image.
+
+    The box is drawn first, the same way for every class: the geometric mean of its sides is
+    ``side ~ U(SIDE_RANGE) * size`` and its aspect ``width / height = exp(U(-ASPECT, ASPECT))``.
+    Normalizing the box (not only its scale) matters: rotated, an arrow's box is longer than a
+    disk's, and a classifier could read the class from the box's aspect. The stretch this takes
+    is mild (at most ~1.5 for the arrow, usually much less) and keeps every class recognizable.
 
     Returns
     -------
@@ -332,13 +343,11 @@ def _place_object(rng, label, size):
     rings = [ring @ rotation for ring in SHAPES[CLASS_NAMES[label]]]
     low = np.min([ring.min(axis=0) for ring in rings], axis=0)
     high = np.max([ring.max(axis=0) for ring in rings], axis=0)
-    extent = high - low
     side = rng.uniform(*SIDE_RANGE) * size
-    # Normalizing the box (not the area) makes box size carry no class information; the
-    # longer side of an elongated box is capped so that it still fits with a 1 px margin.
-    scale = min(side / np.sqrt(extent[0] * extent[1]), (size - 2) / extent.max())
-    extent = extent * scale
-    corner = 1 + rng.uniform(0, 1, 2) * (size - 2 - extent)
+    half_log_aspect = 0.5 * rng.uniform(-ASPECT, ASPECT)
+    box = np.minimum(side * np.exp([half_log_aspect, -half_log_aspect]), size - 2)  # (width, height)
+    scale = box / (high - low)
+    corner = 1 + rng.uniform(0, 1, 2) * (size - 2 - box)
     return [(ring - low) * scale + corner for ring in rings], side
 
 

@@ -6,8 +6,6 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from weights._files import atomic_write
-
 from .generate import Scenes
 
 #: The columns of the project's manifest format (``localize.datasets.MANIFEST_COLUMNS``, plus
@@ -59,6 +57,10 @@ def save_scenes(folder, batch):
         If ``folder/manifest.csv`` exists with a different content (saving the same batch again
         is allowed and rewrites the same files).
     """
+    # Imported here, not at the top: importing the ``weights`` package loads ``nets``, Numba and
+    # h5py (~0.2 s), which generating scenes (e.g. in data-loader workers) never needs.
+    from weights._files import atomic_write
+
     if not isinstance(batch, Scenes):
         raise TypeError(f"batch must be scenes.Scenes (from scenes.generate); got {type(batch).__name__}")
     folder = Path(folder)
