@@ -15,6 +15,7 @@ import json
 import math
 import sys
 import time
+from collections import deque
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from .boxes import iou
 from .maps import MapSpec
 from .metrics import bootstrap_ci
 from .protocols import CenterBox, KhanBoxes, RegressionBoxes, ThresholdBoxes, WholeImage
+from .workers import single_threaded, spawn_pool
 
 #: The committed weights, found by ``weights.load("vgg_small")``.
 PACKAGED_WEIGHTS = Path(weights.__file__).parent / "data" / "vgg_small.h5"
@@ -51,7 +53,7 @@ class Recipe:
     ``batch_size`` fresh scenes, so there is nothing to overfit and no epochs.
     """
     seed: int = 0
-    steps: int = 4000
+    steps: int = 7000
     batch_size: int = 64
     lr: float = 2e-3
     warmup: int = 200
@@ -84,6 +86,27 @@ def accuracy(net, batch, batch_size=256):
     return correct / len(batch.labels)
 
 
+def _scene_batch(seed, start, count):
+    batch = scenes.generate(count, seed=seed, start=start)
+    return batch.images, batch.labels
+
+
+def training_batches(recipe, ahead=4):
+    """``(images, labels)`` for every step of ``recipe``, in order.
+
+    A worker process generates them up to ``ahead`` steps in advance, so scene making (one
+    core) overlaps the training step (the other core) and memory stays bounded.
+    """
+    with spawn_pool(1) as pool:
+        pending = deque()
+        for step in range(recipe.steps):
+            while len(pending) < ahead and step + len(pending) < recipe.steps:
+                start = (step + len(pending)) * recipe.batch_size
+                pending.append(pool.apply_async(_scene_batch,
+                                                (recipe.seed, start, recipe.batch_size)))
+            yield pending.popleft().get()
+
+
 def train(out, recipe=Recipe(), progress=True, held_out=2000):
     """Train ``vgg_small`` on generated scenes and write it in the project's format.
 
@@ -112,22 +135,22 @@ def train(out, recipe=Recipe(), progress=True, held_out=2000):
     optimizer = Adam(net.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
     started = time.perf_counter()
     running_loss, running_correct, seen = None, 0.0, 0
-    bar = tqdm(range(recipe.steps), disable=not progress, file=sys.stderr, unit="step",
-               desc="train-demo")
-    for step in bar:
-        batch = scenes.generate(recipe.batch_size, seed=recipe.seed, start=step * recipe.batch_size)
-        optimizer.lr = recipe.learning_rate(step)
-        loss, correct = train_step(net, scene_inputs(batch.images), batch.labels, optimizer)
-        # Exponential running means: the bar shows the recent past, not the whole run.
-        running_loss = loss if running_loss is None else 0.98 * running_loss + 0.02 * loss
-        running_correct = 0.98 * running_correct + 0.02 * correct / recipe.batch_size
-        seen += recipe.batch_size
-        if step % 10 == 0 or step == recipe.steps - 1:
-            bar.set_postfix(loss=f"{running_loss:.3f}",
-                            acc=f"{running_correct / (1 - 0.98 ** (step + 1)):.3f}",
-                            img_s=f"{seen / (time.perf_counter() - started):.0f}")
-    seconds = time.perf_counter() - started
-    quality = held_out_quality(net, recipe.seed, count=held_out)
+    bar = tqdm(training_batches(recipe), total=recipe.steps, disable=not progress,
+               file=sys.stderr, unit="step", desc="train-demo")
+    with single_threaded():
+        for step, (images, labels) in enumerate(bar):
+            optimizer.lr = recipe.learning_rate(step)
+            loss, correct = train_step(net, scene_inputs(images), labels, optimizer)
+            # Exponential running means: the bar shows the recent past, not the whole run.
+            running_loss = loss if running_loss is None else 0.98 * running_loss + 0.02 * loss
+            running_correct = 0.98 * running_correct + 0.02 * correct / recipe.batch_size
+            seen += recipe.batch_size
+            if step % 10 == 0 or step == recipe.steps - 1:
+                bar.set_postfix(loss=f"{running_loss:.3f}",
+                                acc=f"{running_correct / (1 - 0.98 ** (step + 1)):.3f}",
+                                img_s=f"{seen / (time.perf_counter() - started):.0f}")
+        seconds = time.perf_counter() - started
+        quality = held_out_quality(net, recipe.seed, count=held_out)
     recipe_json = json.dumps(asdict(recipe), sort_keys=True)
     training = {"seed": recipe.seed, "command": recipe.command(), "recipe": asdict(recipe),
                 "classes": list(scenes.CLASS_NAMES), "train_seconds": round(seconds, 1),

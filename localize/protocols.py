@@ -321,7 +321,7 @@ def last_spatial_layer(architecture):
     convolutional feature map before the classifier (VGG16's ``relu5_3``)."""
     if architecture.startswith("squeezenet"):
         return "fire9"
-    return "relu4_1" if architecture == "vgg_small" else "relu5_3"
+    return "relu4_2" if architecture == "vgg_small" else "relu5_3"
 
 
 def preset(name, architecture):
