@@ -34,6 +34,7 @@ weight file, the photos and the map cache folder (``--cache``), e.g. on a shared
 and its workers need ``sensloc`` installed. ``dask[distributed]`` is an optional extra:
 ``pip install "sensloc[dask]"``.
 """
+import logging
 from contextlib import contextmanager, nullcontext
 
 from .evaluate import SINGLE_THREAD_ENV, environment
@@ -61,6 +62,10 @@ def local_cluster(workers):
     """A client of a temporary ``LocalCluster``: ``workers`` processes, one thread each, single-
     threaded BLAS and Numba (as the local ``--jobs`` processes), no dashboard.
 
+    The workers' own logs are silenced: an error in a task is raised again here, with its
+    message, and a worker that dies is replaced and its shard re-run, so the terminal shows only
+    the progress bar and, on failure, the one-line error (no worker tracebacks).
+
     Yields
     ------
     distributed.Client
@@ -75,7 +80,8 @@ def local_cluster(workers):
     with environment(SINGLE_THREAD_ENV), \
             dask.config.set({"distributed.nanny.pre-spawn-environ": spawn_env}), \
             distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                     dashboard_address=None) as cluster, \
+                                     dashboard_address=None, silence_logs=logging.CRITICAL) \
+            as cluster, \
             distributed.Client(cluster) as client:
         yield client
 

@@ -66,9 +66,11 @@ def test_killed_worker_loses_nothing_and_numbers_equal_a_local_run(scene, tmp_pa
         client.register_plugin(KillAfterStores(marker, after=3))
         before = set(client.run(os.getpid).values())
         # 12 images in shards of 2: six tasks; a worker dies after its third cache write,
-        # i.e. half-way through its first shard.
+        # i.e. half-way through its first shard. The run connects by address, as to an
+        # existing cluster.
         summary, _ = ev.evaluate(scene["weights"], records, configs(), tmp_path / "dask-cache",
-                                 dask_csv, k=3, batch_size=2, progress=False, dask=client)
+                                 dask_csv, k=3, batch_size=2, progress=False,
+                                 dask=client.scheduler.address)
         after = set(client.run(os.getpid).values())
         loads = client.run(ev.weight_loads)
     killed = int(marker.read_text())
@@ -132,3 +134,27 @@ def test_real_squeezenet_on_dask_equals_local_run(squeezenet_file, tmp_path):
         runs[name] = summary
     assert (tmp_path / "local.csv").read_bytes() == (tmp_path / "dask.csv").read_bytes()
     assert runs["local"].rows == runs["dask"].rows and runs["dask"].n == 8
+
+
+def test_worker_refuses_a_weight_file_other_than_the_clients(scene, tmp_path):  # noqa: F811
+    records = read_manifest(scene["data"])[:1]
+    job = ev.ShardJob(str(scene["weights"]), "0" * 64, str(tmp_path), tuple(records),
+                      ("ab" * 32,), configs()[0].specs, 1)
+    with pytest.raises(ValueError, match="workers must read the same weight file"):
+        ev.run_shard(job)
+
+
+def test_a_corrupt_photo_stops_the_dask_run_naming_it(scene, tmp_path, capsys):  # noqa: F811
+    folder = tmp_path / "data"
+    folder.mkdir()
+    manifest = (scene["data"] / "manifest.csv").read_text().splitlines()
+    (folder / "manifest.csv").write_text("\n".join(manifest[:4]) + "\n")
+    for line in manifest[1:4]:
+        name = line.split(",")[0]
+        (folder / name).write_bytes((scene["data"] / name).read_bytes())
+    (folder / "p1.png").write_bytes(b"\x89PNG not really")
+    assert main(["evaluate", str(folder), "--weights", str(scene["weights"]), "--preset", "gradient",
+                 "--cv", "2", "--cache", str(tmp_path / "cache"), "--results", str(tmp_path / "r.csv"),
+                 "--dask", "local"]) == 2
+    err = capsys.readouterr().err
+    assert "sensloc: error:" in err and "p1.png" in err and "Traceback" not in err
