@@ -319,6 +319,12 @@ def ensure_maps(weight_path, net, dataset, specs, cache_root, jobs=1, batch_size
                 computed += count
                 bar.update(done)
         bar.close()
+    unseen = missing_images(cache, dataset, [i for b in pending for i in b], specs)
+    if unseen:  # the workers wrote where this process cannot read
+        raise OSError(f"the workers finished, but {len(unseen)} images' maps are missing from "
+                      f"{cache.folder} here (e.g. {dataset.records[unseen[0]].path}): the map "
+                      "cache must be one folder that this machine and every worker reach at the "
+                      "same path (a shared file system; choose it with --cache)")
     return computed, time.time() - started
 
 

@@ -158,3 +158,30 @@ def test_a_corrupt_photo_stops_the_dask_run_naming_it(scene, tmp_path, capsys): 
                  "--dask", "local"]) == 2
     err = capsys.readouterr().err
     assert "sensloc: error:" in err and "p1.png" in err and "Traceback" not in err
+
+
+class CacheElsewhere(distributed.WorkerPlugin):
+    """Makes the workers store their maps under another folder, as on a cluster whose workers
+    do not share the client's file system."""
+
+    def __init__(self, folder):
+        self.folder = str(folder)
+
+    def setup(self, worker):
+        from localize.maps import MapCache
+        original, folder = MapCache.__init__, self.folder
+
+        def init(cache, root, net_key):
+            original(cache, folder, net_key)
+
+        MapCache.__init__ = init
+
+
+def test_a_cache_the_client_cannot_see_is_named(scene, tmp_path):  # noqa: F811
+    records = read_manifest(scene["data"])[:4]
+    with local_cluster(1) as client:
+        client.register_plugin(CacheElsewhere(tmp_path / "worker-disk"))
+        with pytest.raises(OSError, match="must be one folder that this machine and every worker"):
+            ev.evaluate(scene["weights"], records, configs(), tmp_path / "client-disk",
+                        tmp_path / "r.csv", k=2, progress=False, dask=client)
+    assert not (tmp_path / "r.csv").exists()
