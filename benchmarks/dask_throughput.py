@@ -49,6 +49,8 @@ def main(argv=None):
     parser.add_argument("--batch", type=int, default=2,
                         help="batch size (default 2: 20 batches of 40 photos spread evenly on 4 workers)")
     parser.add_argument("--pool", action="store_true", help="also time the local --jobs N pool")
+    parser.add_argument("--skip-in-process", action="store_true",
+                        help="do not time --jobs 1 in this process (slow on a loaded machine)")
     args = parser.parse_args(argv)
 
     import weights
@@ -79,9 +81,10 @@ def main(argv=None):
 
     rows = []
     ensure_maps(weight_path, net, Dataset(records[:1]), specs, scratch / "warm", progress=False)
-    seconds = timed("in-process")
-    rows.append(("this process, --jobs 1 (all cores)", "", "", seconds, n / seconds, "", "", ""))
-    print(f"  in-process: {seconds:.1f} s ({load_average()})", flush=True)
+    if not args.skip_in_process:
+        seconds = timed("in-process")
+        rows.append(("this process, --jobs 1 (all cores)", "", "", seconds, n / seconds, "", "", ""))
+        print(f"  in-process: {seconds:.1f} s ({load_average()})", flush=True)
 
     warm_job = ShardJob(str(weight_path), sha256_file(weight_path), str(scratch / "warm-workers"),
                         tuple(records[:1]), (sha256_file(records[0].path),), specs, 1)
