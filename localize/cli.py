@@ -7,7 +7,7 @@
     sensloc localize IMAGE... [--net NAME] [--preset NAME | --boxes FILE]
     sensloc fit-boxes DATASET... [--net NAME] (--preset NAME | --method M --protocol P) --out FILE
     sensloc evaluate DATASET... [--net NAME] (--boxes FILE... | --cv K --preset NAME...)
-                     [--summary-json S.json] [--plot DIR] [--jobs N]
+                     [--summary-json S.json] [--plot DIR] [--jobs N] [--dask ADDRESS|local]
     sensloc grade ASSIGNMENT [FILE] [--seed S]
     sensloc demo [--count 4] [--seed S] [--image PHOTO... --net NAME] [--out FIGURE]
     sensloc train-demo [--seed S] [--steps N] [--out FILE]
@@ -225,10 +225,16 @@ def cmd_evaluate(args):
                               factory=lambda name=name: preset(name, net.name)))
     if not configs:
         raise UsageError("give --boxes FILE... or --preset NAME... (with --cv K)")
+    if args.dask:
+        from .distributed import require_distributed
+        try:
+            require_distributed()
+        except ImportError as error:
+            raise UsageError(str(error)) from error
     records = open_datasets(args.datasets)
     results = args.results or f"results-{net.name}.csv"
     summary, photo_boxes = evaluate(source, records, configs, cache_root(args), results,
-                                    k=args.cv, seed=args.seed, jobs=args.jobs)
+                                    k=args.cv, seed=args.seed, jobs=args.jobs, dask=args.dask)
     print(summary.markdown())
     print(f"\nper-image results: {results}")
     if args.summary_json:
@@ -391,6 +397,12 @@ def build_parser():
             p.add_argument("--results", metavar="CSV", help="per-image results (resumed if present)")
             p.add_argument("--summary-json", metavar="FILE")
             p.add_argument("--plot", metavar="DIR")
+            p.add_argument("--dask", metavar="ADDRESS",
+                           help="compute the maps on a Dask cluster: a scheduler address "
+                                "(tcp://host:8786), a scheduler file (.json), or `local` for a "
+                                "LocalCluster of --jobs workers; photos, weights and --cache "
+                                "must be at the same paths on the workers (needs "
+                                "pip install \"sensloc[dask]\")")
 
     p = commands.add_parser("demo", help="classify, explain and box generated scenes "
                                          "(no download, no data)")

@@ -6,15 +6,28 @@ regression, cross-validation, scoring) reads the cache and takes seconds. Per-im
 appended to a CSV one complete line at a time, so an interrupted evaluation resumes: finished
 maps are not recomputed and finished rows are neither lost nor written twice.
 
+The maps are computed in shards of whole batches, by :func:`compute_missing` in this process
+(``jobs=1``) or by one shard function, :func:`run_shard`, in worker processes: local ones
+(``jobs > 1``) or the workers of a Dask cluster (``dask=...``, :mod:`localize.distributed`).
+Batches sit at fixed positions in the dataset, so an image's maps are the same floats whatever
+the number of workers, local or Dask (one BLAS thread each), and however often a shard is re-run;
+only ``jobs=1``, on this process's BLAS threads, may round differently (see
+tests/test_localize_evaluate.py). Boxes, cross-validation, metrics and the results CSV always
+run in the calling process, after every map exists.
+
 Boxes are fitted and predicted in the network input's pixels; IoU is measured in the photo's
 own pixels, against its ground-truth boxes (:func:`input_to_photo`).
 """
 import csv
 import io
 import os
+import socket
+import threading
 import time
-from dataclasses import dataclass, field
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field, replace
 from multiprocessing import get_context
+from pathlib import Path
 
 import numpy as np
 
@@ -72,47 +85,128 @@ class Dataset:
             self.digests = [sha256_file(r.path) for r in self.records]
 
 
+def missing_images(cache, dataset, indices, specs):
+    """The indices (list of int) of images whose logits or any map ``cache`` lacks."""
+    records, digests = dataset.records, dataset.digests
+    return [i for i in indices
+            if not cache.has(cache.logits_path(digests[i]))
+            or any(not cache.has(cache.map_path(s, digests[i], records[i].class_index)) for s in specs)]
+
+
 def compute_missing(net, cache, dataset, indices, specs, batch_size=8):
     """Compute and store the logits and maps that ``cache`` lacks for the given images.
+
+    ``indices`` are cut into consecutive batches of ``batch_size``, and a batch lacking anything
+    is computed whole: a network's floats can depend on the batch an image shares (BLAS picks
+    other kernels for other matrix shapes; measured on VGG's dense layers), so an image is always
+    computed with the same neighbours, however often its shard is re-run and whatever part of it
+    a killed worker had stored. Callers pass whole aligned batches (:func:`batch_ranges`).
 
     Returns the number of images that needed any work.
     """
     records, digests = dataset.records, dataset.digests
-    todo = [i for i in indices
-            if not cache.has(cache.logits_path(digests[i]))
-            or any(not cache.has(cache.map_path(s, digests[i], records[i].class_index)) for s in specs)]
-    for start in range(0, len(todo), batch_size):
-        chunk = todo[start:start + batch_size]
+    indices = list(indices)
+    todo = 0
+    for start in range(0, len(indices), batch_size):
+        chunk = indices[start:start + batch_size]
+        lacking = missing_images(cache, dataset, chunk, specs)
+        if not lacking:
+            continue
+        todo += len(lacking)
         x = weight_files.load_batch([records[i].path for i in chunk], net.preprocessing)
         targets = np.array([records[i].class_index for i in chunk])
         logits = net(x)
         for row, i in zip(logits, chunk):
-            cache.store(cache.logits_path(digests[i]), row)
+            if not cache.has(cache.logits_path(digests[i])):
+                cache.store(cache.logits_path(digests[i]), row)
         for spec in specs:
-            missing = [j for j, i in enumerate(chunk)
-                       if not cache.has(cache.map_path(spec, digests[i], targets[j]))]
-            if not missing:
+            paths = [cache.map_path(spec, digests[i], t) for i, t in zip(chunk, targets)]
+            if all(cache.has(path) for path in paths):
                 continue
-            maps = spec.compute(net, x[missing], targets[missing])
-            for j, heat in zip(missing, maps):
-                cache.store(cache.map_path(spec, digests[chunk[j]], targets[j]), heat)
-    return len(todo)
+            for path, heat in zip(paths, spec.compute(net, x, targets)):
+                if not cache.has(path):
+                    cache.store(path, heat)
+    return todo
 
 
-_worker = {}
+def batch_ranges(n, batch_size):
+    """Batches of the whole dataset: ``range(0, b)``, ``range(b, 2b)``, ... whatever the
+    executor or the number of workers, so every run computes an image in the same batch."""
+    return [range(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
 
 
-def _start_worker(weight_path, cache_root):
-    # Each process loads the network once and keeps it for all its shards.
-    net = weight_files.load(weight_path)
-    _worker.update(net=net, cache=MapCache(cache_root, network_key(net)))
+@dataclass(frozen=True)
+class ShardJob:
+    """Everything a worker process needs to compute one shard's maps; small, no pixels.
+
+    Attributes
+    ----------
+    weight_path : str
+        Absolute path of the weight file, as the worker sees it.
+    weight_sha256 : str
+        SHA-256 of the file the client read; a worker whose file differs refuses to run.
+    cache_root : str
+        The map cache folder, where the worker stores the shard's logits and maps.
+    records : tuple of ImageRecord
+        The shard's images (read by the worker from ``record.path``).
+    digests : tuple of str
+        Their SHA-256 digests (the cache keys).
+    specs : tuple of MapSpec
+    batch_size : int
+    """
+    weight_path: str
+    weight_sha256: str
+    cache_root: str
+    records: tuple
+    digests: tuple
+    specs: tuple
+    batch_size: int
 
 
-def _work_on_shard(job):
-    records, digests, specs, batch_size = job
-    shard = Dataset(records, digests)
-    return len(records), compute_missing(_worker["net"], _worker["cache"], shard,
-                                         range(len(records)), specs, batch_size)
+#: This process's network: loaded by the first shard, reused by every later one (a worker reads
+#: the weight file once, not once per image). Keyed by (path, SHA-256); one at a time.
+_loaded = {"key": None, "net": None, "loads": 0}
+# Layers keep forward caches for the backward pass, so one network serves one thread at a time;
+# a worker with several threads runs its shards one after another.
+_network_lock = threading.Lock()
+
+
+def run_shard(job):
+    """Compute and cache the logits and maps a shard lacks, in this (worker) process.
+
+    The one shard function of both executors: local ``--jobs`` processes and Dask workers.
+
+    Parameters
+    ----------
+    job : ShardJob
+
+    Returns
+    -------
+    images : int
+        Images in the shard.
+    computed : int
+        Images that needed any work (0 when a re-run finds everything cached).
+    """
+    with _network_lock:
+        key = (job.weight_path, job.weight_sha256)
+        if _loaded["key"] != key:
+            found = sha256_file(job.weight_path)
+            if found != job.weight_sha256:
+                raise ValueError(f"{job.weight_path} on worker {socket.gethostname()} has SHA-256 "
+                                 f"{found[:16]}..., not the client's {job.weight_sha256[:16]}...: "
+                                 "workers must read the same weight file")
+            _loaded.update(key=None, net=None)  # free the previous network before loading
+            _loaded.update(key=key, net=weight_files.load(job.weight_path), loads=_loaded["loads"] + 1)
+        net = _loaded["net"]
+        cache = MapCache(job.cache_root, network_key(net))
+        computed = compute_missing(net, cache, Dataset(list(job.records), list(job.digests)),
+                                   range(len(job.records)), job.specs, job.batch_size)
+    return len(job.records), computed
+
+
+def weight_loads():
+    """How many times this process has read a weight file (tests check: once per worker)."""
+    return _loaded["loads"]
 
 
 #: Worker processes run one BLAS / Numba thread each: the processes share the cores instead.
@@ -120,12 +214,65 @@ SINGLE_THREAD_ENV = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_N
                      "NUMBA_NUM_THREADS": "1"}
 
 
-def ensure_maps(weight_path, net, dataset, specs, cache_root, jobs=1, batch_size=8, progress=True):
+@contextmanager
+def environment(values):
+    """Set environment variables for the duration (child processes inherit them), then restore."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@contextmanager
+def process_pool(jobs):
+    """The local executor: ``jobs`` fresh processes (spawned, not forked: Numba's and
+    OpenBLAS's thread pools do not survive a fork), one BLAS thread each.
+
+    Yields ``(map_unordered, workers)``: ``map_unordered(function, items)`` yields
+    ``function(item)`` for every item as each completes.
+    """
+    with environment(SINGLE_THREAD_ENV), get_context("spawn").Pool(jobs) as pool:
+        yield pool.imap_unordered, jobs
+
+
+def shards_of(batches, batch_size, workers):
+    """Group batches (lists of indices) into shards (flat lists of indices): about four shards
+    per worker, so that a slow or lost shard is a small part of the run, each at least one
+    batch and at most 64 images (a shard is also the unit of progress and of re-runs)."""
+    images = sum(len(b) for b in batches)
+    per_shard = max(1, min(64, images // max(1, 4 * workers)) // batch_size)
+    return [[i for batch in batches[s:s + per_shard] for i in batch]
+            for s in range(0, len(batches), per_shard)]
+
+
+def ensure_maps(weight_path, net, dataset, specs, cache_root, jobs=1, batch_size=8, progress=True,
+                dask=None):
     """Make sure the cache holds every image's logits and maps, computing what is missing.
 
-    With ``jobs > 1`` the images are split into shards computed by fresh worker processes
-    (spawned, not forked: Numba's and OpenBLAS's thread pools do not survive a fork), each
-    loading the weights once; the cache's atomic writes make them safe to interrupt.
+    With ``jobs > 1`` the images are split into shards computed by fresh local worker processes;
+    with ``dask`` by the workers of a Dask cluster (:mod:`localize.distributed`). Either way each
+    worker process loads the weights once and runs :func:`run_shard`, and the cache's atomic
+    writes make shards safe to interrupt and re-run.
+
+    Parameters
+    ----------
+    weight_path : path
+        The weight file ``net`` was loaded from (workers load it by path).
+    net : nets.Network
+    dataset : Dataset
+    specs : sequence of MapSpec
+    cache_root : path
+    jobs : int
+        Local worker processes; with ``dask="local"``, the workers of the local Dask cluster.
+    dask : None, "local", str or distributed.Client
+        None: run locally. "local": a temporary ``LocalCluster`` of ``jobs`` workers. A scheduler
+        address such as ``"tcp://10.0.0.5:8786"``, or a connected ``distributed.Client``.
 
     Returns
     -------
@@ -135,33 +282,49 @@ def ensure_maps(weight_path, net, dataset, specs, cache_root, jobs=1, batch_size
     """
     from tqdm import tqdm
     cache = MapCache(cache_root, network_key(net))
-    n = len(dataset.records)
-    shard = max(batch_size, min(64, n // max(1, 4 * jobs)))
-    shards = [range(s, min(s + shard, n)) for s in range(0, n, shard)]
-    bar = tqdm(total=n, unit="img", desc="maps", disable=not progress, smoothing=0.1)
-    started, computed = time.time(), 0
-    if jobs <= 1:
-        for indices in shards:
-            computed += compute_missing(net, cache, dataset, indices, specs, batch_size)
-            bar.update(len(indices))
+    started = time.time()
+    # Only batches lacking something go out, so a resumed run starts no workers for nothing and
+    # its shards are all real work.
+    pending = [list(b) for b in batch_ranges(len(dataset.records), batch_size)
+               if missing_images(cache, dataset, b, specs)]
+    if not pending:
+        return 0, time.time() - started
+    if jobs <= 1 and dask is None:
+        executor = nullcontext((None, 1))
+    elif dask is None:
+        executor = process_pool(jobs)
     else:
-        work = [([dataset.records[i] for i in idx], [dataset.digests[i] for i in idx], specs,
-                 batch_size) for idx in shards]
-        saved = {k: os.environ.get(k) for k in SINGLE_THREAD_ENV}
-        os.environ.update(SINGLE_THREAD_ENV)
-        try:
-            with get_context("spawn").Pool(jobs, _start_worker,
-                                           (str(weight_path), str(cache_root))) as pool:
-                for done, count in pool.imap_unordered(_work_on_shard, work):
-                    computed += count
-                    bar.update(done)
-        finally:
-            for key, value in saved.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
-    bar.close()
+        from .distributed import dask_executor
+        executor = dask_executor(dask, jobs)
+    computed = 0
+    with executor as (map_unordered, workers):
+        shards = shards_of(pending, batch_size, workers)
+        bar = tqdm(total=sum(map(len, shards)), unit="img", desc="maps", disable=not progress,
+                   smoothing=0.1)
+        if map_unordered is None:  # in this process, with its own network and threads
+            for indices in shards:
+                computed += compute_missing(net, cache, dataset, indices, specs, batch_size)
+                bar.update(len(indices))
+        else:
+            # Absolute paths: workers need not share this process's working directory.
+            weight_path = os.path.abspath(weight_path)
+            weight_sha256 = sha256_file(weight_path)
+            work = [ShardJob(weight_path, weight_sha256, os.path.abspath(cache_root),
+                             tuple(replace(dataset.records[i],
+                                           path=Path(os.path.abspath(dataset.records[i].path)))
+                                   for i in indices),
+                             tuple(dataset.digests[i] for i in indices), tuple(specs), batch_size)
+                    for indices in shards]
+            for done, count in map_unordered(run_shard, work):
+                computed += count
+                bar.update(done)
+        bar.close()
+    unseen = missing_images(cache, dataset, [i for b in pending for i in b], specs)
+    if unseen:  # the workers wrote where this process cannot read
+        raise OSError(f"the workers finished, but {len(unseen)} images' maps are missing from "
+                      f"{cache.folder} here (e.g. {dataset.records[unseen[0]].path}): the map "
+                      "cache must be one folder that this machine and every worker reach at the "
+                      "same path (a shared file system; choose it with --cache)")
     return computed, time.time() - started
 
 
@@ -306,7 +469,7 @@ def summarize(rows, names, image_ids):
 
 
 def evaluate(weight_path, records, configs, cache_root, results_path, k=5, seed=0, jobs=1,
-             batch_size=8, progress=True):
+             batch_size=8, progress=True, dask=None):
     """Evaluate box configurations on a dataset.
 
     Parameters
@@ -321,6 +484,11 @@ def evaluate(weight_path, records, configs, cache_root, results_path, k=5, seed=
         The map cache folder.
     results_path : path
         Per-image CSV, appended to (and resumed from).
+    jobs : int
+        Local worker processes for the maps (the workers of the cluster with ``dask="local"``).
+    dask : None, "local", str or distributed.Client
+        Compute the maps on a Dask cluster instead (see :func:`ensure_maps`); everything after
+        the maps runs here, in this process, so the numbers equal a local run's.
 
     Returns
     -------
@@ -329,7 +497,7 @@ def evaluate(weight_path, records, configs, cache_root, results_path, k=5, seed=
     net = weight_files.load(weight_path)
     dataset = Dataset(list(records))
     specs = tuple(dict.fromkeys(s for c in configs for s in c.specs))
-    ensure_maps(weight_path, net, dataset, specs, cache_root, jobs, batch_size, progress)
+    ensure_maps(weight_path, net, dataset, specs, cache_root, jobs, batch_size, progress, dask)
     maps, logits = load_maps(net, dataset, specs, cache_root)
     prep = net.preprocessing
     gt_input = [photo_to_input(r.boxes, (r.width, r.height), prep) for r in dataset.records]
