@@ -129,12 +129,17 @@ def cmd_explain(args):
 
 def cmd_weights_list(args):
     import weights
+    from nets import ARCHITECTURES
     rows = weights.installed()
     if not rows:
         print(f"no weights installed in {weights.default_cache_dir()}; "
               "install with `sensloc weights fetch ARCH` or `sensloc weights convert FILE`")
     for row in rows:
         print("  ".join(str(v) for v in row))
+    installed = {row[0] for row in rows}
+    for name in sorted(ARCHITECTURES):
+        if name not in installed and weights.packaged_path(name).is_file():
+            print(f"{name}  {weights.packaged_path(name)}  (packaged: trained by sensloc)")
 
 
 def cmd_weights_fetch(args):

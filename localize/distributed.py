@@ -37,7 +37,7 @@ and its workers need ``sensloc`` installed. ``dask[distributed]`` is an optional
 import logging
 from contextlib import contextmanager, nullcontext
 
-from .evaluate import SINGLE_THREAD_ENV, environment
+from .workers import SINGLE_THREAD_ENV, environment
 
 INSTALL_HINT = 'pip install "sensloc[dask]"'
 

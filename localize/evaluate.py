@@ -26,7 +26,6 @@ import threading
 import time
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
-from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +37,7 @@ from .boxes import clip_boxes, iou
 from .maps import MapCache, network_key
 from .metrics import bootstrap_ci, per_class_corloc
 from .protocols import CenterBox, WholeImage, cross_validated_boxes
+from .workers import spawn_pool
 
 RESULT_COLUMNS = ("config", "image_id", "true_class", "predicted_class", "xmin", "ymin", "xmax",
                   "ymax", "iou", "hit", "hit_top1")
@@ -209,26 +209,6 @@ def weight_loads():
     return _loaded["loads"]
 
 
-#: Worker processes run one BLAS / Numba thread each: the processes share the cores instead.
-SINGLE_THREAD_ENV = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-                     "NUMBA_NUM_THREADS": "1"}
-
-
-@contextmanager
-def environment(values):
-    """Set environment variables for the duration (child processes inherit them), then restore."""
-    saved = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
 @contextmanager
 def process_pool(jobs):
     """The local executor: ``jobs`` fresh processes (spawned, not forked: Numba's and
@@ -237,7 +217,7 @@ def process_pool(jobs):
     Yields ``(map_unordered, workers)``: ``map_unordered(function, items)`` yields
     ``function(item)`` for every item as each completes.
     """
-    with environment(SINGLE_THREAD_ENV), get_context("spawn").Pool(jobs) as pool:
+    with spawn_pool(jobs) as pool:
         yield pool.imap_unordered, jobs
 
 

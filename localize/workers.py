@@ -16,7 +16,8 @@ SINGLE_THREAD_ENV = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_N
 
 
 @contextmanager
-def _environment(values):
+def environment(values):
+    """Set environment variables for the duration (child processes inherit them), then restore."""
     saved = {key: os.environ.get(key) for key in values}
     os.environ.update(values)
     try:
@@ -35,7 +36,7 @@ def spawn_pool(processes, initializer=None, initargs=()):
     Spawned, not forked: Numba's and OpenBLAS's thread pools do not survive a fork. Use it as a
     context manager, like ``multiprocessing.Pool``.
     """
-    with _environment(SINGLE_THREAD_ENV):
+    with environment(SINGLE_THREAD_ENV):
         # The children read the environment when they start, inside Pool().
         return get_context("spawn").Pool(processes, initializer, initargs)
 

@@ -26,7 +26,7 @@ from conftest import shared_path
 REPO = Path(__file__).resolve().parents[1]
 TUTORIALS = REPO / "tutorials"
 NOTEBOOKS = ["01_sensitivity_analysis", "02_guided_backprop_and_deconvnet", "03_deeplift",
-             "04_maps_to_boxes", "05_comparison"]
+             "04_maps_to_boxes", "05_comparison", "06_training_on_scenes"]
 SINGLE_THREAD = ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
@@ -135,6 +135,9 @@ EQUATIONS = [
     ("04_maps_to_boxes", "y = [x, 1] W", "localize/regression.py"),
     ("04_maps_to_boxes", "||[X, 1] W - Y||^2 + lam ||W_without_bias||^2", "localize/regression.py"),
     ("04_maps_to_boxes", "W = (X1^T X1 + lam I')^-1 X1^T Y", "localize/regression.py"),
+    ("06_training_on_scenes", "dL/dz[n, k] = (p[n, k] - 1[k == y_n]) / N", "nets/training.py"),
+    ("06_training_on_scenes", "dw[o, c] = sum_n dy[n, o] (*) x[n, c]", "nets/layers.py"),
+    ("06_training_on_scenes", "dW = dy^T x", "nets/layers.py"),
     ("1_backward_recursion.py", "s_i = g'(eta_i) * sum_k w_ki s_k", "nets/layers.py"),
     ("1_backward_recursion.py", "dx_i = sum_k w_ki dy_k", "nets/layers.py"),
     ("1_backward_recursion.py", "s_in = g'(eta) * s = 1[eta > 0] * s", "saliency/rules.py"),
@@ -195,11 +198,11 @@ def jupyter_path(tmp_path_factory):
 
 
 @pytest.fixture
-def tutorial_env(monkeypatch, user_cache, jupyter_path):
-    """The environment the notebook kernel inherits: fast mode, the temporary cache, one thread."""
+def offline_env(monkeypatch, jupyter_path, tmp_path):
+    """The environment the notebook kernel inherits: fast mode, one thread, an empty cache."""
     monkeypatch.setenv("JUPYTER_PATH", str(jupyter_path))
     monkeypatch.setenv("SENSLOC_TUTORIAL_FAST", "1")
-    monkeypatch.setenv("SENSLOC_CACHE_DIR", str(user_cache))
+    monkeypatch.setenv("SENSLOC_CACHE_DIR", str(tmp_path / "empty-cache"))
     monkeypatch.delenv("SENSLOC_TUTORIAL_DATA", raising=False)
     monkeypatch.delenv("SENSLOC_TUTORIAL_IMAGES", raising=False)
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
@@ -208,6 +211,13 @@ def tutorial_env(monkeypatch, user_cache, jupyter_path):
         if variable not in os.environ:
             monkeypatch.setenv(variable, "1")
     return monkeypatch
+
+
+@pytest.fixture
+def tutorial_env(offline_env, user_cache):
+    """As :func:`offline_env`, with the real SqueezeNet weights in the user cache."""
+    offline_env.setenv("SENSLOC_CACHE_DIR", str(user_cache))
+    return offline_env
 
 
 def execute(name):
@@ -264,3 +274,16 @@ def test_comparison_falls_back_to_a_labelled_demonstration(tutorial_env, tmp_pat
     assert "4 photos: DEMONSTRATION ONLY" in text and "boxes drawn by hand" in text
     assert "These numbers rank nothing" in text
     assert figures(nb) >= 3
+
+
+def test_training_notebook_runs_offline(offline_env):
+    # Nothing from the shared folder and nothing installed: scenes and the packaged vgg_small.
+    nb = execute("06_training_on_scenes")
+    text = text_outputs(nb)
+    assert "fast mode" in text and "command: sensloc train-demo --seed 0" in text
+    assert figures(nb) >= 3
+    # The finite differences agree with the backward pass to the printed 8 decimals.
+    rows = [line.split() for line in text.splitlines() if "finite difference" in line]
+    assert len(rows) == 4
+    for row in rows:
+        assert abs(float(row[2]) - float(row[5])) <= 2e-8, row

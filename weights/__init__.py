@@ -13,7 +13,7 @@ and their checksums), :mod:`~weights.convert` with the readers :mod:`~weights.ke
 :mod:`~weights.classes`. The ``sensloc weights list|fetch|convert`` commands live in
 :mod:`localize.cli`.
 """
-from .cache import default_cache_dir, installed, installed_path, load, resolve
+from .cache import default_cache_dir, installed, installed_path, load, packaged_path, resolve
 from .classes import imagenet_class_names, imagenet_classes
 from .convert import FORMATS, convert, detect_format
 from .download import ChecksumError, DownloadError, download
@@ -26,7 +26,7 @@ from .torch_pth import UnsafePickleError, load_state_dict
 __all__ = [
     # format and cache
     "FORMAT", "FORMAT_VERSION", "save", "load", "read_header", "default_cache_dir", "installed",
-    "installed_path", "resolve",
+    "installed_path", "packaged_path", "resolve",
     # getting weights
     "convert", "detect_format", "FORMATS", "fetch", "download", "Source", "SOURCES",
     "DEFAULT_SOURCE", "get_source", "DownloadError", "ChecksumError", "load_state_dict",
