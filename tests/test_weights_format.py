@@ -257,7 +257,7 @@ def test_read_header_reads_no_arrays(saved):
     assert header == {"format_version": 1, "architecture": "squeezenet1_0",
                       "architecture_options": {"num_classes": 1000},
                       "source_file": "compressed_SqueezeNet.net", "source_sha256": SHA,
-                      "created_by": "test"}
+                      "created_by": "test", "training": None}
 
 
 def test_training_record_round_trips_and_is_checked(tmp_path):
