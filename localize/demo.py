@@ -124,8 +124,8 @@ def train(out, recipe=Recipe(), progress=True, held_out=2000):
     Returns
     -------
     dict
-        The ``training`` attribute written: seed, command, recipe, seconds, held-out quality,
-        and the threshold fraction the demo's boxes use.
+        The ``training`` attribute written: seed, command, recipe, seconds, and the held-out
+        quality with the fitted box protocols' parameters (the demo's threshold among them).
     """
     from tqdm import tqdm
 
@@ -154,9 +154,7 @@ def train(out, recipe=Recipe(), progress=True, held_out=2000):
     recipe_json = json.dumps(asdict(recipe), sort_keys=True)
     training = {"seed": recipe.seed, "command": recipe.command(), "recipe": asdict(recipe),
                 "classes": list(scenes.CLASS_NAMES), "train_seconds": round(seconds, 1),
-                "images_seen": seen, "held_out": quality,
-                # The demo's threshold box uses the fraction tuned on the box-fitting scenes.
-                "box_fraction": quality["corloc"]["vanilla, threshold box"]["params"]["fraction"]}
+                "images_seen": seen, "held_out": quality}
     # The "source" of a trained network is its recipe: the SHA-256 names it exactly.
     weights.save(out, net, SCENE_PREPROCESSING, net.class_names, source_file="recipe.json",
                  source_sha256=hashlib.sha256(recipe_json.encode()).hexdigest(),
@@ -242,8 +240,27 @@ def held_out_quality(net, seed=0, count=1000, fit_count=1000):
 
 # ------------------------------------------------------------------------------ the demo
 
-#: Threshold fraction for photos explained by an ImageNet network (the ``gradient`` preset's).
-PHOTO_BOX_FRACTION = 0.18
+#: The protocol that boxes the demo's objects: Khan et al.'s mix of DeepLIFT and guided backprop.
+DEMO_BOXES = "khan (deeplift x guided)"
+
+
+def demo_protocol(net, photos):
+    """Khan et al.'s protocol with a fitted threshold: for scenes, the fraction tuned on the
+    box-fitting scenes when the network was trained (recorded in its file); for photos, the
+    ``khan`` preset's (:data:`localize.cli.PRESET_FRACTIONS`)."""
+    from .cli import PRESET_FRACTIONS
+    from .protocols import preset
+    if photos:
+        protocol = preset("khan", net.name)
+        protocol.fraction = PRESET_FRACTIONS["khan"]
+        return protocol
+    training = (getattr(net, "source", None) or {}).get("training")
+    if not training:
+        raise ValueError(f"{net.name} has no training record with a fitted box threshold; "
+                         "give photos with --image, or use a network trained by train-demo")
+    protocol = box_protocols()[DEMO_BOXES]
+    protocol.fraction = training["held_out"]["corloc"][DEMO_BOXES]["params"]["fraction"]
+    return protocol
 
 
 def demo(out="sensloc-demo.png", count=4, seed=0, images=None, net=None):
@@ -253,7 +270,8 @@ def demo(out="sensloc-demo.png", count=4, seed=0, images=None, net=None):
     ----------
     out : str or os.PathLike
         The figure: one row per image; the image with its true box (green) and the box from
-        the vanilla map (red), then the vanilla, guided and DeepLIFT maps.
+        Khan et al.'s mix of the DeepLIFT and guided maps (red), then the vanilla, guided and
+        DeepLIFT maps.
     count, seed : int
         How many scenes, and their stream: held-out scenes (from :data:`HELD_OUT_START`), never
         seen in training whatever the stream. Ignored when photos are given.
@@ -275,20 +293,18 @@ def demo(out="sensloc-demo.png", count=4, seed=0, images=None, net=None):
         pictures = [weights.resize_image(weights.load_image(p), prep.input_size, prep.resize)
                     for p in images]
         names, true_classes, true_boxes = [str(p) for p in images], None, None
-        fraction = PHOTO_BOX_FRACTION
     else:
         if count < 1:
             raise ValueError(f"count must be at least 1, got {count}")
         batch = scenes.generate(count, seed=seed, start=HELD_OUT_START)
         pictures, true_classes, true_boxes = list(batch.images), batch.labels, batch.boxes
         names = [f"scene {i + 1}" for i in range(count)]
-        fraction = (net.source.get("training") or {}).get("box_fraction", PHOTO_BOX_FRACTION)
+    protocol = demo_protocol(net, bool(images))
     x = np.stack([prep.apply(picture) for picture in pictures])
     probabilities = softmax(net(x).astype(np.float64))
     predicted = probabilities.argmax(axis=1)
     maps = {name: spec.compute(net, x, predicted) for name, spec in DEMO_MAPS.items()}
-    boxes = ThresholdBoxes(DEMO_MAPS["vanilla"], "union", fraction).predict(
-        {DEMO_MAPS["vanilla"]: maps["vanilla"]})
+    boxes = protocol.predict({spec: maps[name] for name, spec in DEMO_MAPS.items()})
     results = []
     for i, name in enumerate(names):
         result = {"name": name, "predicted": net.class_names[predicted[i]],
@@ -296,7 +312,7 @@ def demo(out="sensloc-demo.png", count=4, seed=0, images=None, net=None):
                   "box": [round(float(v), 1) for v in boxes[i]]}
         line = f"{name}: {result['predicted']} ({result['probability']:.2f})"
         if true_classes is not None:
-            overlap = float(iou(boxes[i], true_boxes[i]).max())
+            overlap = float(np.max(iou(boxes[i], true_boxes[i])))
             result.update(true_class=net.class_names[true_classes[i]],
                           true_box=[round(float(v), 1) for v in true_boxes[i]],
                           iou=round(overlap, 2))
@@ -342,6 +358,7 @@ def _demo_figure(path, pictures, maps, boxes, true_boxes, results):
             else:
                 ax.imshow(maps[key][i], cmap="inferno")
                 ax.set_title(title, fontsize=9)
-    fig.suptitle("true box green, box from the vanilla map red", fontsize=10)
+    fig.suptitle("true box green; red: box from the DeepLIFT and guided maps (Khan et al.)",
+                 fontsize=10)
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -283,7 +283,7 @@ def test_training_notebook_runs_offline(offline_env):
     assert "fast mode" in text and "command: sensloc train-demo --seed 0" in text
     assert figures(nb) >= 3
     # The finite differences agree with the backward pass to the printed 8 decimals.
-    rows = [line.split() for line in text.splitlines() if "finite difference" in line]
+    rows = re.findall(r"backward\s+(\S+)\s+finite difference\s+(\S+)", text)
     assert len(rows) == 4
-    for row in rows:
-        assert abs(float(row[2]) - float(row[5])) <= 2e-8, row
+    for backward, numeric in rows:
+        assert abs(float(backward) - float(numeric)) <= 2e-8, (backward, numeric)

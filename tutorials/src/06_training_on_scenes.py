@@ -165,7 +165,7 @@ fit_maps, test_maps = demo.scene_maps(small, fit, [vanilla]), demo.scene_maps(sm
 for name in ("vanilla, threshold box", "baseline: center box"):
     protocol = demo.box_protocols()[name].fit(fit_maps, list(fit.boxes[:, None]))
     predicted = protocol.predict(test_maps)
-    hits = np.array([iou(p, g).max() >= 0.5 for p, g in zip(predicted, held_out.boxes)])
+    hits = np.array([np.max(iou(p, g)) >= 0.5 for p, g in zip(predicted, held_out.boxes)])
     print(f"CorLoc {name}: {hits.mean():.3f}")
 
 fig, axes = plt.subplots(2, 6, figsize=(15, 5.4))
