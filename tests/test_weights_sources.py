@@ -19,8 +19,11 @@ from weights.download import ChecksumError, DownloadError
 SQUEEZENET_SHA256 = "e4ab6960ae8cd81505e1c2136921201507e930966c53deaf15862a395b3a3261"
 
 
-def test_every_architecture_has_a_default_source():
-    assert set(sources.DEFAULT_SOURCE) == set(nets.ARCHITECTURES)
+def test_every_architecture_has_a_default_source_or_ships_with_the_package():
+    from weights import packaged_path
+    packaged = {name for name in nets.ARCHITECTURES if packaged_path(name).is_file()}
+    assert packaged == {"vgg_small"}
+    assert set(sources.DEFAULT_SOURCE) == set(nets.ARCHITECTURES) - packaged
     for architecture, name in sources.DEFAULT_SOURCE.items():
         assert sources.get_source(architecture).name == name
 
