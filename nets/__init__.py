@@ -3,6 +3,12 @@
 >>> net = build("vgg16")          # parameters are zero until loaded (weights.load)
 >>> trace = net.forward(x)         # x: (N, 3, 224, 224) float32
 >>> signal = net.backward(trace, one_hot)   # the input gradient, Eq. 1
+
+Training reads the same backward pass a second time at every layer with weights
+(:mod:`nets.training`):
+
+>>> loss, signal = training.softmax_cross_entropy(trace.output, labels)
+>>> optimizer.step(net.backward_parameters(trace, signal))   # dL/dw, dL/db of every layer
 """
 from functools import partial
 
