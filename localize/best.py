@@ -46,6 +46,39 @@ other cuts than the mean; weighted geometric means; Grad-CAM of lower layers (fi
 65.2% alone, no gain mixed); SmoothGrad (58.8% alone, 64-66% mixed); DeepLIFT with a black
 reference (69.2%).
 
+Views of the image (measured, none adopted). :class:`localize.maps.MapSpec` can explain the
+mirrored photo (``mirror=True``, the map mirrored back) or the photo resized by ``zoom`` (the
+map resized back; SqueezeNet is fully convolutional), and a factor of the geometric mean can be
+the :func:`view_average` of several views of one method (``BestBoxes([(spec, mirrored), ...])``).
+Same photos, folds and nested search (dl, gb, gr, gc: the four maps above; ``:m`` mirrored,
+``:z1.5`` zoomed by 1.5 to 340 px; ``a,b`` one factor averaging views, ``|`` between factors):
+
+=============================================================  ======================
+factors of the geometric mean                                  CV CorLoc (95% CI)
+=============================================================  ======================
+dl | gb | gr | gc (this protocol, reproduced)                  70.4% (66.9-73.7)
+dl,dl:m | gb,gb:m | gr,gr:m | gc,gc:m (flip averaging)         69.5% (66.0-72.8)
+dl | dl:m | gb | gb:m | gr | gr:m | gc | gc:m (8 factors)      69.4% (65.9-72.7)
+dl | gb | gr | gc,gc:m                                         69.1% (65.6-72.5)
+dl,dl:z1.5 | gb,gb:z1.5 | gr,gr:z1.5 | gc,gc:z1.5              69.8% (66.3-73.1)
+the same, sigma searched over 4, 6, 8, 10 (6 was the edge)     69.5% (66.0-72.8)
+dl:z1.5 | gb:z1.5 | gr:z1.5 | gc:z1.5 (zoomed maps only)       68.6% (65.2-72.1)
+dl,dl:m,dl:z1.5 | ... (image, mirror and zoom averaged)        69.8% (66.3-73.1)
+dl | gb | gr | gc,gc:z1.5 (finer Grad-CAM cells)               70.5% (67.1-73.8)
+dl | gb | gr | gc:z1.5                                         69.1% (65.6-72.5)
+nested search also choosing among the plain, flip-averaged,
+zoom-averaged and finer-Grad-CAM mixes (by training CorLoc)    68.5% (65.0-72.0)
+=============================================================  ======================
+
+Averaged views are smoother maps (the search moves to sigma 6 and higher fractions), but the
+union box's failures, stray context blobs and small or repeated objects, are shown by every
+view alike, so they stay. Every difference lies well inside the 95% intervals (about
++-3.4 points). Occlusion sensitivity was not tried: a SqueezeNet forward pass took 0.2 s per
+image (batch 25, one thread, other jobs running) here, so even a coarse 5 x 5 grid of patches
+would cost about an hour for the 692 photos. The recipe family of this protocol was
+itself chosen by looking at cross-validated results on these same 692 photos (a mild selection
+effect on the numbers above; the half of the data kept aside is the independent check).
+
 The limit is in the maps: objects smaller than a quarter of the image are rarely boxed (3% of
 the 67 objects below 10% of the image area, 37% of the 122 between 10% and 25%, against 83%
 and 91% above), nor are images with several instances (35% of 136, the union box spans the
@@ -90,6 +123,35 @@ def recipe(heat, sigma):
     m = postprocess.positive_part(np.asarray(heat, np.float32))
     m = postprocess.normalize(postprocess.gaussian_smooth(postprocess.normalize(m), sigma))
     return postprocess.zero_below_mean(m)
+
+
+def view_average(views):
+    """One map from several views of the same method, (N, H, W): ``mean_v m_v^+ / max m_v^+``.
+
+    Each view (the image, its mirror, a zoomed copy: :class:`localize.maps.MapSpec`'s
+    ``mirror`` and ``zoom``) is made positive and divided by its own maximum first, because a
+    zoomed view's gradients have another scale; a view with no positive value counts as zero.
+    Evidence that only one of ``V`` views shows (noise, an asymmetric stray blob) is divided
+    by ``V``, evidence that all show is kept.
+
+    Parameters
+    ----------
+    views : sequence of V arrays (N, H, W)
+
+    Returns
+    -------
+    (N, H, W) float32 array in [0, 1]
+    """
+    views = [np.asarray(v) for v in views]
+    if not views:
+        raise ValueError("view_average needs at least one view")
+    if any(v.shape != views[0].shape or v.ndim != 3 for v in views):
+        raise ValueError("the views must share one (N, H, W) shape; got "
+                         f"{[v.shape for v in views]}")
+    total = np.zeros(views[0].shape, np.float32)
+    for v in views:
+        total += postprocess.normalize(postprocess.positive_part(np.asarray(v, np.float32)))
+    return total / len(views)
 
 
 def mixed_heat(maps, sigma, border_width=0.0, border_weight=0.5):
@@ -186,8 +248,9 @@ class BestBoxes(Protocol):
 
     Parameters
     ----------
-    specs : sequence of MapSpec
-        The maps mixed (see :func:`best_protocol`).
+    specs : sequence of MapSpec, or of tuples of MapSpec
+        The factors of the geometric mean (see :func:`best_protocol`); a tuple is one factor,
+        the :func:`view_average` of its maps (views of one method: mirrored, zoomed).
     sigmas, border_widths, fractions, scales : sequences of float
         The grid :meth:`fit` searches.
     border_weight : float
@@ -210,9 +273,12 @@ class BestBoxes(Protocol):
     def __init__(self, specs, sigmas=SIGMAS, border_widths=BORDER_WIDTHS, fractions=FRACTIONS,
                  scales=SCALES, border_weight=0.5, sigma=None, border_width=None, fraction=None,
                  scale=None, threshold=0.5, train_corloc=None):
-        self.map_specs = tuple(specs)
-        if not self.map_specs:
-            raise ValueError("BestBoxes needs at least one map kind")
+        self.factors = tuple((f,) if isinstance(f, MapSpec) else tuple(f) for f in specs)
+        if not self.factors or not all(self.factors):
+            raise ValueError("BestBoxes needs at least one map kind, and every factor one map")
+        if not all(isinstance(s, MapSpec) for f in self.factors for s in f):
+            raise ValueError("the factors of BestBoxes must be MapSpecs or tuples of MapSpecs")
+        self.map_specs = tuple(dict.fromkeys(s for f in self.factors for s in f))
         self.sigmas = tuple(float(s) for s in sigmas)
         self.border_widths = tuple(float(b) for b in border_widths)
         self.fractions = tuple(float(f) for f in fractions)
@@ -232,7 +298,8 @@ class BestBoxes(Protocol):
         missing = [s.name for s in self.map_specs if s not in maps]
         if missing:
             raise KeyError(f"{self.kind} needs the maps {missing}")
-        return [maps[s] for s in self.map_specs]
+        return [maps[f[0]] if len(f) == 1 else view_average([maps[s] for s in f])
+                for f in self.factors]
 
     def grid(self):
         """The (sigma, border_width, scale) settings in preference order (ties go first)."""
@@ -283,7 +350,8 @@ class BestBoxes(Protocol):
         return scale_about_centre(boxes, self.scale, size)
 
     def params(self):
-        return {"specs": [s.to_json() for s in self.map_specs], "sigmas": list(self.sigmas),
+        return {"specs": [[s.to_json() for s in f] for f in self.factors],
+                "sigmas": list(self.sigmas),
                 "border_widths": list(self.border_widths), "fractions": list(self.fractions),
                 "scales": list(self.scales), "border_weight": self.border_weight,
                 "threshold": self.threshold, "sigma": self.sigma,
@@ -292,8 +360,10 @@ class BestBoxes(Protocol):
 
     @classmethod
     def from_params(cls, p):
-        return cls([MapSpec.from_json(s) for s in p["specs"]], p["sigmas"], p["border_widths"],
-                   p["fractions"], p["scales"], p["border_weight"], p["sigma"],
+        # Box models written before factors existed list one JSON string per factor.
+        factors = [[f] if isinstance(f, str) else f for f in p["specs"]]
+        return cls([tuple(MapSpec.from_json(s) for s in f) for f in factors], p["sigmas"],
+                   p["border_widths"], p["fractions"], p["scales"], p["border_weight"], p["sigma"],
                    p["border_width"], p["fraction"], p["scale"], p["threshold"],
                    p.get("train_corloc"))
 

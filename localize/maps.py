@@ -6,7 +6,7 @@ resolution. Evaluations ask for many box protocols over the same maps, so every 
 under a key made of
 
 * the network: architecture, the SHA-256 of its source weights, its preprocessing;
-* the map kind: method, options, reduction;
+* the map kind: method, options, reduction, and the view of the image (mirrored, zoomed);
 * the image: SHA-256 of the file's bytes (so a renamed photo is still found, an edited one is not);
 * the explained class.
 
@@ -49,10 +49,22 @@ class MapSpec:
     options : tuple of (name, value) pairs
         Keyword arguments of the method, e.g. ``(("reference", "zero"),)``; give a dict to
         :meth:`make`.
+    mirror : bool
+        Explain the horizontally mirrored image and mirror the map back,
+        ``m(x)[:, j] = M(x[:, ::-1])[:, W - 1 - j]``: the same photo seen through the other
+        half of every asymmetric filter, so averaging the two views cancels part of the maps'
+        noise (:func:`localize.best.view_average`).
+    zoom : float
+        Explain the preprocessed image resized bilinearly by ``zoom`` (``round(zoom H) x
+        round(zoom W)``; only for fully convolutional networks, ``net.input_size is None``)
+        and resize the map back to ``H x W``: an object spans ``zoom^2`` times more of the
+        network's cells, so small objects get finer maps.
     """
     method: str
     reduce: str = "max_abs"
     options: tuple = field(default=())
+    mirror: bool = False
+    zoom: float = 1.0
 
     def __post_init__(self):
         if self.method not in METHOD_OPTIONS:
@@ -63,36 +75,63 @@ class MapSpec:
                              f"not {unknown}")
         if self.reduce not in postprocess.CHANNEL_REDUCTIONS:
             raise ValueError(f"reduce must be one of {postprocess.CHANNEL_REDUCTIONS}")
+        if not isinstance(self.mirror, bool):
+            raise ValueError(f"mirror must be True or False, got {self.mirror!r}")
+        if not (isinstance(self.zoom, (int, float)) and 0.25 <= self.zoom <= 4):
+            raise ValueError(f"zoom must be a number in [0.25, 4], got {self.zoom!r}")
 
     @classmethod
-    def make(cls, method, reduce="max_abs", **options):
-        return cls(method, reduce, tuple(sorted(options.items())))
+    def make(cls, method, reduce="max_abs", mirror=False, zoom=1.0, **options):
+        return cls(method, reduce, tuple(sorted(options.items())), bool(mirror), float(zoom))
 
     @property
     def name(self):
-        """A readable, unique, file-system-safe name, e.g. ``deeplift-reference=zero-sum``."""
+        """A readable, unique, file-system-safe name, e.g. ``deeplift-reference=zero-sum`` or
+        ``gradient-max_abs-mirror-zoom=1.5`` (the view is named only when it is not the
+        image itself, so older caches keep their names)."""
         parts = [self.method] + [f"{k}={v}" for k, v in self.options]
         if self.method != "grad_cam":
             parts.append(self.reduce)
+        if self.mirror:
+            parts.append("mirror")
+        if self.zoom != 1.0:
+            parts.append(f"zoom={self.zoom:g}")
         return "-".join(parts).replace("/", "_")
 
     def to_json(self):
         return json.dumps({"method": self.method, "reduce": self.reduce,
-                           "options": dict(self.options)}, sort_keys=True)
+                           "options": dict(self.options), "mirror": self.mirror,
+                           "zoom": self.zoom}, sort_keys=True)
 
     @classmethod
     def from_json(cls, text):
-        d = json.loads(text)
-        return cls.make(d["method"], d["reduce"], **d["options"])
+        d = json.loads(text)  # box models written before views existed have neither key
+        return cls.make(d["method"], d["reduce"], d.get("mirror", False), d.get("zoom", 1.0),
+                        **d["options"])
 
     def compute(self, net, x, targets):
         """Heat maps (N, H, W) at the input resolution for a preprocessed batch (N, C, H, W)."""
+        n, channels, height, width = x.shape
+        if self.zoom != 1.0:
+            if net.input_size is not None:
+                raise ValueError(f"zoom={self.zoom:g} needs a fully convolutional network; "
+                                 f"{net.name} takes only {net.input_size} inputs")
+            size = (round(self.zoom * height), round(self.zoom * width))
+            x = postprocess.upsample(x.reshape(n * channels, height, width), size)
+            x = x.reshape(n, channels, *size)
+        if self.mirror:
+            x = np.ascontiguousarray(x[..., ::-1])
         options = dict(self.options)
         if self.method == "grad_cam":
-            cam = saliency.grad_cam(net, x, targets, **options)
-            return postprocess.upsample(cam, x.shape[2:])
-        attribution = saliency.METHODS[self.method](net, x, targets, **options)
-        return postprocess.reduce_channels(attribution, self.reduce)
+            heat = saliency.grad_cam(net, x, targets, **options)
+        else:
+            attribution = saliency.METHODS[self.method](net, x, targets, **options)
+            heat = postprocess.reduce_channels(attribution, self.reduce)
+        if self.mirror:
+            heat = heat[..., ::-1]
+        if heat.shape[1:] != (height, width):  # Grad-CAM's cells, or a zoomed view
+            heat = postprocess.upsample(heat, (height, width))
+        return np.ascontiguousarray(heat)
 
 
 def network_key(net):

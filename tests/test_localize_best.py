@@ -142,3 +142,89 @@ def test_errors_and_presets():
     assert vgg.map_specs[-1].options == (("layer", "relu5_3"),)
     assert squeeze.map_specs[0].options == (("reference", "blur"),)
     assert not squeeze.fitted and squeeze.params()["scale"] is None
+
+
+# --------------------------------------------------------------------------- views of the image
+
+def small_squeezenet(symmetric):
+    """A random SqueezeNet with 10 classes; ``symmetric`` makes every kernel its own mirror
+    image, ``w = (w + w[..., ::-1]) / 2``, so that the network commutes with mirroring."""
+    import nets
+    net = nets.random_parameters(nets.squeezenet1_0(num_classes=10), seed=0)
+    if symmetric:
+        net.load_parameters({name: {"weight": (a["weight"] + a["weight"][..., ::-1]) / 2,
+                                    "bias": a["bias"]} for name, a in net.parameters().items()})
+    return net
+
+
+def test_mirrored_views_of_a_mirror_symmetric_network_equal_the_image_s_map(rng):
+    # 67 pixels: every convolution and pool grid of SqueezeNet covers the input exactly, so
+    # with mirror-symmetric kernels the map of the mirrored photo is the mirrored map.
+    x = rng.normal(size=(2, 3, 67, 67)).astype(np.float32)
+    targets = np.array([3, 7])
+    plain, mirrored = MapSpec.make("grad_cam", layer="fire9"), \
+        MapSpec.make("grad_cam", layer="fire9", mirror=True)
+    symmetric = small_squeezenet(True)
+    np.testing.assert_allclose(mirrored.compute(symmetric, x, targets),
+                               plain.compute(symmetric, x, targets), rtol=1e-4, atol=1e-6)
+    # An ordinary network does not commute with mirroring: the view is then the map of the
+    # mirrored photo, mirrored back, and a different map.
+    net = small_squeezenet(False)
+    got = mirrored.compute(net, x, targets)
+    np.testing.assert_allclose(got, plain.compute(net, x[..., ::-1].copy(), targets)[..., ::-1],
+                               rtol=1e-5, atol=1e-7)
+    assert np.abs(got - plain.compute(net, x, targets)).max() > 0.05 * got.max()
+
+
+def test_zoomed_views_explain_the_resized_image_and_return_the_input_size(rng):
+    import nets
+    from saliency import postprocess
+    x = rng.normal(size=(2, 3, 67, 67)).astype(np.float32)
+    targets = np.array([1, 2])
+    net = small_squeezenet(False)
+    zoomed = MapSpec.make("gradient", "max_abs", zoom=1.5)
+    got = zoomed.compute(net, x, targets)
+    assert got.shape == (2, 67, 67) and zoomed.name == "gradient-max_abs-zoom=1.5"
+    big = postprocess.upsample(x.reshape(6, 67, 67), (100, 100)).reshape(2, 3, 100, 100)
+    expected = postprocess.upsample(MapSpec.make("gradient").compute(net, big, targets), (67, 67))
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-8)
+    with pytest.raises(ValueError, match="fully convolutional"):
+        zoomed.compute(nets.vgg_small(), np.zeros((1, 3, 32, 32), np.float32), [0])
+    with pytest.raises(ValueError, match="zoom must be"):
+        MapSpec.make("gradient", zoom=0)
+
+
+def test_views_have_their_own_cache_names_and_survive_json():
+    plain = MapSpec.make("deeplift", "sum", reference="blur")
+    view = MapSpec.make("deeplift", "sum", reference="blur", mirror=True, zoom=1.5)
+    assert plain.name == "deeplift-reference=blur-sum"  # unchanged: older caches stay valid
+    assert view.name == "deeplift-reference=blur-sum-mirror-zoom=1.5" and view != plain
+    assert MapSpec.from_json(view.to_json()) == view
+    old = json.dumps({"method": "guided", "reduce": "max_abs", "options": {}})
+    assert MapSpec.from_json(old) == MapSpec.make("guided")
+
+
+def test_view_average_normalizes_each_view_before_averaging():
+    first = np.array([[[2.0, -1.0], [0.0, 1.0]]])
+    second = np.array([[[10.0, 10.0], [0.0, -5.0]]])
+    np.testing.assert_allclose(best.view_average([first, second]),
+                               [[[1.0, 0.5], [0.0, 0.25]]])
+    np.testing.assert_array_equal(best.view_average([first, np.zeros_like(first)]),
+                                  [[[0.5, 0.0], [0.0, 0.25]]])
+    with pytest.raises(ValueError, match="share one"):
+        best.view_average([first, second[:, :1]])
+
+
+def test_a_factor_of_views_is_their_average_in_the_mix():
+    maps, boxes = blob_maps(n=6, seed=4)
+    mirror = MapSpec.make("deeplift", "sum", reference="blur", mirror=True)
+    maps[mirror] = maps[A][:, :, ::-1].copy()
+    protocol = best.BestBoxes([(A, mirror), B], sigmas=(2.0,), border_widths=(0.1,),
+                              scales=(1.0,)).fit(maps, boxes)
+    assert protocol.map_specs == (A, mirror, B)
+    expected = best.mixed_heat([best.view_average([maps[A], maps[mirror]]), maps[B]], 2.0,
+                               0.1, 0.5)
+    np.testing.assert_array_equal(protocol.heat(maps), expected)
+    again = best.BestBoxes.from_params(json.loads(json.dumps(protocol.params())))
+    assert again.factors == protocol.factors
+    np.testing.assert_array_equal(again.predict(maps), protocol.predict(maps))
