@@ -143,3 +143,16 @@ def test_relu_multipliers_match_numpy(rng, dtype):
     np.testing.assert_array_equal(out, expected)
     # Views (a concatenation's split) are accepted.
     np.testing.assert_array_equal(kernels.relu_gate(s[:, 1:3], eta[:, 1:3]), (s * (eta > 0))[:, 1:3])
+
+
+@pytest.mark.parametrize("preset, expected", [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
+def test_openmp_workers_wait_passively_unless_the_user_says_otherwise(preset, expected):
+    import os
+    import subprocess
+    import sys
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    if preset is not None:
+        env["OMP_WAIT_POLICY"] = preset
+    out = subprocess.run([sys.executable, "-c", "import os, nets; print(os.environ['OMP_WAIT_POLICY'])"],
+                         env=env, capture_output=True, text=True, check=True).stdout
+    assert out.strip() == expected
