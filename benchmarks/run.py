@@ -271,6 +271,10 @@ def run_first_call(args, use_ref):
 def main(argv=None):
     args = parse_args(argv)
     configure_threads(args.threads)
+    # What a user of the library gets: nets sets a passive OpenMP wait policy at import, but
+    # PyTorch's OpenMP runtime, loaded first here, would otherwise read the environment before
+    # it. Set it (unless given) before either loads, so both sides run as in their own process.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     if args.no_spin:
         os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
         os.environ["OPENBLAS_THREAD_TIMEOUT"] = "4"
