@@ -305,17 +305,15 @@ def draw_box(path, photo, box, title):
 # ------------------------------------------------------------------------------- demo
 
 def cmd_demo(args):
-    import weights
     from .demo import demo
-    net = weights.load(args.weights if args.weights else args.net)
-    demo(args.out, count=args.count, seed=args.seed, images=args.image, net=net)
+    demo(args.out, count=args.count, seed=args.seed, images=args.image, net=load_network(args))
 
 
 def cmd_train_demo(args):
     import json
+    from dataclasses import fields
     from .demo import Recipe, train
-    recipe = Recipe(seed=args.seed, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                    warmup=args.warmup, weight_decay=args.weight_decay, init_seed=args.init_seed)
+    recipe = Recipe(**{field.name: getattr(args, field.name) for field in fields(Recipe)})
     training = train(args.out, recipe, progress=not args.quiet)
     quality = training["held_out"]
     print(f"wrote {args.out}: held-out accuracy {quality['accuracy']:.3f} on "
@@ -420,15 +418,14 @@ def build_parser():
     p.add_argument("--out", default="sensloc-demo.png", help="figure (default sensloc-demo.png)")
     p.set_defaults(run=cmd_demo)
 
+    from dataclasses import fields
     from .demo import Recipe
-    defaults = Recipe()
     p = commands.add_parser("train-demo", help="train vgg_small on generated scenes (reproduces "
                                                "the packaged weights from the seed)")
     p.add_argument("--out", default="vgg_small.h5", help="weight file (default vgg_small.h5)")
-    for field in ("seed", "steps", "batch_size", "lr", "warmup", "weight_decay", "init_seed"):
-        value = getattr(defaults, field)
-        p.add_argument(f"--{field.replace('_', '-')}", type=type(value), default=value,
-                       help=f"default {value}")
+    for field in fields(Recipe):  # one option per recipe field, as Recipe.command() writes them
+        p.add_argument(f"--{field.name.replace('_', '-')}", type=field.type,
+                       default=field.default, help=f"default {field.default}")
     p.add_argument("--summary-json", metavar="FILE", help="also write the training record here")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=cmd_train_demo)

@@ -73,17 +73,21 @@ class Recipe:
 
 
 def scene_inputs(images, preprocessing=SCENE_PREPROCESSING):
-    """Scenes (N, H, W, 3) uint8 RGB as the network's input batch (N, 3, H, W) float32."""
+    """Scenes (or photos at the input size), (N, H, W, 3) uint8 RGB, as the network's input
+    batch (N, 3, H, W) float32."""
     return np.stack([preprocessing.apply(image) for image in images])
 
 
-def accuracy(net, batch, batch_size=256):
-    """Share of ``batch`` (a :class:`scenes.SceneBatch`) classified right."""
-    correct = 0
-    for start in range(0, len(batch.labels), batch_size):
-        x = scene_inputs(batch.images[start:start + batch_size], net.preprocessing)
-        correct += int((net(x).argmax(axis=1) == batch.labels[start:start + batch_size]).sum())
-    return correct / len(batch.labels)
+def predicted_classes(net, images, batch_size=250):
+    """The class ``net`` gives each of ``images`` (N, H, W, 3) uint8, as (N,) int."""
+    return np.concatenate([
+        net(scene_inputs(images[start:start + batch_size], net.preprocessing)).argmax(axis=1)
+        for start in range(0, len(images), batch_size)])
+
+
+def accuracy(net, batch):
+    """Share of ``batch`` (a :class:`scenes.Scenes`) classified right."""
+    return float(np.mean(predicted_classes(net, batch.images) == batch.labels))
 
 
 def _scene_batch(seed, start, count):
@@ -217,10 +221,7 @@ def held_out_quality(net, seed=0, count=1000, fit_count=1000):
     """
     fit = scenes.generate(fit_count, seed=seed, start=BOX_FIT_START)
     test = scenes.generate(count, seed=seed, start=HELD_OUT_START)
-    predicted = np.concatenate([
-        net(scene_inputs(test.images[s:s + 250], net.preprocessing)).argmax(axis=1)
-        for s in range(0, count, 250)])
-    correct = predicted == test.labels
+    correct = predicted_classes(net, test.images) == test.labels
     specs = list(DEMO_MAPS.values())
     fit_maps, test_maps = scene_maps(net, fit, specs), scene_maps(net, test, specs)
     fit_gt, test_gt = list(fit.boxes[:, None, :]), list(test.boxes[:, None, :])
@@ -300,7 +301,7 @@ def demo(out="sensloc-demo.png", count=4, seed=0, images=None, net=None):
         pictures, true_classes, true_boxes = list(batch.images), batch.labels, batch.boxes
         names = [f"scene {i + 1}" for i in range(count)]
     protocol = demo_protocol(net, bool(images))
-    x = np.stack([prep.apply(picture) for picture in pictures])
+    x = scene_inputs(pictures, prep)
     probabilities = softmax(net(x).astype(np.float64))
     predicted = probabilities.argmax(axis=1)
     maps = {name: spec.compute(net, x, predicted) for name, spec in DEMO_MAPS.items()}

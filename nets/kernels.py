@@ -164,26 +164,25 @@ def _col2im(cols, kh, kw, stride, padding, oh, ow, dx):
                                 dx[b, c, hi, wj] += cols[row, base + q]
 
 
-def _is_pointwise(w, stride, padding):
-    return w.shape[2] == 1 and w.shape[3] == 1 and stride == 1 and padding == 0
+def _is_pointwise(kernel_size, stride, padding):
+    """A 1x1 convolution with stride 1 and no padding reads the pixels themselves."""
+    return kernel_size == 1 and stride == 1 and padding == 0
 
 
-def _unroll(x, kh, kw, stride, padding, oh, ow, pointwise):
-    """The chunk ``x`` (B, C, H, W) as columns (C*KH*KW, B*OH*OW) (see the module docstring)."""
-    count, c = x.shape[:2]
-    if pointwise:  # a 1x1 convolution reads the pixels themselves
-        return x[0].reshape(c, -1) if count == 1 else \
-            np.ascontiguousarray(x.swapaxes(0, 1)).reshape(c, -1)
-    cols = np.empty((c * kh * kw, count * oh * ow), x.dtype)
-    _im2col(x, kh, kw, stride, padding, oh, ow, cols)
+def _channels_first(a):
+    """A chunk (B, C, H, W) as the matrix (C, B*H*W) the GEMMs read (no copy for one image)."""
+    count, c = a.shape[:2]
+    return a[0].reshape(c, -1) if count == 1 else \
+        np.ascontiguousarray(a.swapaxes(0, 1)).reshape(c, -1)
+
+
+def _unroll(x, k, stride, padding, oh, ow):
+    """The chunk ``x`` (B, C, H, W) as columns (C*K*K, B*OH*OW) (see the module docstring)."""
+    if _is_pointwise(k, stride, padding):
+        return _channels_first(x)
+    cols = np.empty((x.shape[1] * k * k, x.shape[0] * oh * ow), x.dtype)
+    _im2col(x, k, k, stride, padding, oh, ow, cols)
     return cols
-
-
-def _channels_first(dy):
-    """A chunk of signals (B, O, OH, OW) as the matrix (O, B*OH*OW) the GEMMs read."""
-    count, o = dy.shape[:2]
-    return dy[0].reshape(o, -1) if count == 1 else \
-        np.ascontiguousarray(dy.swapaxes(0, 1)).reshape(o, -1)
 
 
 def conv2d_forward(x, w, b, stride, padding):
@@ -191,11 +190,10 @@ def conv2d_forward(x, w, b, stride, padding):
     n, c, h, wd = x.shape
     o, _, kh, kw = w.shape
     oh, ow = conv_output_size(h, kh, stride, padding), conv_output_size(wd, kw, stride, padding)
-    pointwise = _is_pointwise(w, stride, padding)
     w_mat = w.reshape(o, -1)
     y = np.empty((n, o, oh, ow), dtype=x.dtype)
     for start, stop in _chunks(n, c * kh * kw * oh * ow):
-        cols = _unroll(x[start:stop], kh, kw, stride, padding, oh, ow, pointwise)
+        cols = _unroll(x[start:stop], kh, stride, padding, oh, ow)
         if stop - start == 1:  # write straight into the output: no copy for large images
             out = y[start].reshape(o, oh * ow)
             np.matmul(w_mat, cols, out=out)
@@ -211,7 +209,7 @@ def conv2d_backward_input(dy, w, input_shape, stride, padding):
     n, c, h, wd = input_shape
     o, _, kh, kw = w.shape
     oh, ow = dy.shape[2:]
-    pointwise = _is_pointwise(w, stride, padding)
+    pointwise = _is_pointwise(kh, stride, padding)
     w_mat_t = w.reshape(o, -1).T
     dx = np.zeros((n, c, h, wd), dtype=dy.dtype)
     for start, stop in _chunks(n, c * kh * kw * oh * ow):
@@ -262,11 +260,9 @@ def conv2d_backward_weight(dy, x, kernel_size, stride, padding):
     n, c, h, wd = x.shape
     o = dy.shape[1]
     oh, ow = dy.shape[2:]
-    pointwise = kernel_size == 1 and stride == 1 and padding == 0
     dw = np.zeros((o, c * kernel_size * kernel_size), dy.dtype)
     for start, stop in _chunks(n, c * kernel_size * kernel_size * oh * ow):
-        cols = _unroll(x[start:stop], kernel_size, kernel_size, stride, padding, oh, ow,
-                       pointwise)
+        cols = _unroll(x[start:stop], kernel_size, stride, padding, oh, ow)
         dw += _channels_first(dy[start:stop]) @ cols.T
     return dw.reshape(o, c, kernel_size, kernel_size), dy.sum(axis=(0, 2, 3))
 
