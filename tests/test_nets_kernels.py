@@ -156,3 +156,55 @@ def test_openmp_workers_wait_passively_unless_the_user_says_otherwise(preset, ex
     out = subprocess.run([sys.executable, "-c", "import os, nets; print(os.environ['OMP_WAIT_POLICY'])"],
                          env=env, capture_output=True, text=True, check=True).stdout
     assert out.strip() == expected
+
+
+# Winograd F(2x2, 3x3), written out with the matrices of Lavin & Gray (2016) as the reference.
+B_T = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], float)
+G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])
+A_T = np.array([[1, 1, 1, 0], [0, 1, -1, -1]], float)
+
+
+def test_winograd_tile_identity_and_weight_transforms(rng):
+    # One tile: A^T [(G g G^T) * (B^T d B)] A is the 3x3 correlation of d with g.
+    d, g = rng.normal(size=(4, 4)), rng.normal(size=(3, 3))
+    direct = np.array([[np.sum(d[i:i + 3, j:j + 3] * g) for j in range(2)] for i in range(2)])
+    np.testing.assert_allclose(A_T @ ((G @ g @ G.T) * (B_T @ d @ B_T.T)) @ A_T.T, direct, rtol=1e-12)
+    # The kernel's transform, and the one its transpose (flipped, channels swapped) reads.
+    w = rng.normal(size=(5, 4, 3, 3))
+    u = kernels.winograd_weights(w)
+    expected = np.einsum("ki,ocij,lj->kloc", G, w, G).reshape(16, 5, 4)
+    np.testing.assert_allclose(u, expected, rtol=1e-12, atol=1e-15)
+    flipped = w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)
+    np.testing.assert_allclose(np.stack(kernels.winograd_transpose(u)),
+                               kernels.winograd_weights(np.ascontiguousarray(flipped)), rtol=1e-12)
+
+
+@pytest.mark.parametrize("dtype, tolerance", [(np.float32, 1e-5), (np.float64, 1e-12)])
+@pytest.mark.parametrize("seed", range(6))
+def test_winograd_convolution_matches_naive(seed, dtype, tolerance):
+    # Random channel counts at or above the threshold, odd and even sizes, paddings 0-2.
+    rng = np.random.default_rng(300 + seed)
+    n, c, o = int(rng.integers(1, 4)), int(rng.integers(8, 20)), int(rng.integers(8, 20))
+    h, w_, p = int(rng.integers(3, 14)), int(rng.integers(3, 14)), int(rng.integers(0, 3))
+    assert kernels.uses_winograd(3, 1, p, c, o)
+    x = rng.normal(size=(n, c, h, w_)).astype(dtype)
+    w, b = rng.normal(size=(o, c, 3, 3)).astype(dtype), rng.normal(size=o).astype(dtype)
+    y = kernels.conv2d_forward(x, w, b, 1, p)
+    naive = kernels.conv2d_forward_naive(x.astype(float), w.astype(float), b.astype(float), 1, p)
+    assert y.dtype == dtype
+    np.testing.assert_allclose(y, naive, rtol=tolerance, atol=tolerance)
+    dy = rng.normal(size=y.shape).astype(dtype)
+    dx = kernels.conv2d_backward_input(dy, w, x.shape, 1, p)
+    assert dx.dtype == dtype and dx.shape == x.shape
+    np.testing.assert_allclose(
+        dx, kernels.conv2d_backward_input_naive(dy.astype(float), w.astype(float), x.shape, 1, p),
+        rtol=tolerance, atol=tolerance)
+
+
+def test_winograd_chunks_of_images_equal_naive(monkeypatch, rng):
+    x, w, b = rng.normal(size=(5, 8, 7, 6)), rng.normal(size=(9, 8, 3, 3)), rng.normal(size=9)
+    per_image = kernels.WINOGRAD_POSITIONS * 9 * 4 * 3  # 4 x 3 tiles of the 7 x 6 output
+    monkeypatch.setattr(kernels, "COLUMN_BUDGET", 2 * per_image)
+    assert kernels._chunks(5, per_image) == [(0, 2), (2, 4), (4, 5)]
+    np.testing.assert_allclose(kernels.conv2d_forward(x, w, b, 1, 1),
+                               kernels.conv2d_forward_naive(x, w, b, 1, 1), rtol=1e-12)
