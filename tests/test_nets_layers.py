@@ -163,3 +163,25 @@ def test_layers_run_in_float64(rng):
     assert y.dtype == np.float64
     np.testing.assert_allclose(y, ag_conv(x, layer.weight, layer.bias, 1, 1), rtol=1e-12)
     assert layer.backward(np.ones_like(y), cache).dtype == np.float64
+
+
+def test_conv_winograd_memo_follows_in_place_weight_changes(rng):
+    # The layer keeps the transformed kernels between passes; changing the weights in place
+    # (as optimizers and the randomization sanity check do) or replacing them must show.
+    conv = Conv2d("c", 8, 9, 3, padding=1)
+    x = rng.normal(size=(2, 8, 6, 5)).astype(np.float32)
+    conv.weight[...] = rng.normal(size=conv.weight.shape)
+    for change in (None, "in place", "replaced", "float64"):
+        if change == "in place":
+            conv.weight *= -0.5
+        elif change == "replaced":
+            conv.weight = rng.normal(size=conv.weight.shape).astype(np.float32)
+        elif change == "float64":
+            conv.weight, conv.bias, x = (a.astype(np.float64) for a in (conv.weight, conv.bias, x))
+        y, cache = conv.forward(x)
+        expected = kernels.conv2d_forward_naive(x, conv.weight, conv.bias, 1, 1)
+        np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-5)
+        dy = rng.normal(size=y.shape).astype(y.dtype)
+        np.testing.assert_allclose(conv.backward(dy, cache),
+                                   kernels.conv2d_backward_input_naive(dy, conv.weight, x.shape, 1, 1),
+                                   rtol=1e-5, atol=1e-5)
