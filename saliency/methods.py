@@ -383,7 +383,7 @@ def patch_starts(length, window, stride):
 
 
 def patch_cover(length, window, stride):
-    """(K, L) 0/1 matrix along one axis: ``cover[k, i] = 1`` where patch ``k`` covers index ``i``."""
+    """(K, L) 0/1 matrix along one axis: ``cover[k, i] = 1`` where patch ``k`` covers ``i``."""
     starts = patch_starts(length, window, stride)[:, None]
     index = np.arange(length)[None, :]
     return ((index >= starts) & (index < starts + window)).astype(np.float64)

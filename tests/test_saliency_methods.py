@@ -1,4 +1,5 @@
-"""The methods against closed forms: integrated gradients, SmoothGrad, Grad-CAM, neuron selection."""
+"""The methods against closed forms: integrated gradients, SmoothGrad, Grad-CAM, neuron selection,
+occlusion."""
 import numpy as np
 import pytest
 
