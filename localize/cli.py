@@ -26,7 +26,8 @@ from .protocols import PRESETS
 
 DEFAULT_NET = "squeezenet1_0"
 EXPLAIN_METHODS = ("gradient", "gradient_x_input", "guided", "deconvnet", "deeplift",
-                   "integrated_gradients", "smoothgrad", "grad_cam", "neuron_selection")
+                   "integrated_gradients", "smoothgrad", "grad_cam", "neuron_selection",
+                   "occlusion")
 
 
 class UsageError(Exception):

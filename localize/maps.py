@@ -32,6 +32,7 @@ METHOD_OPTIONS = {
     "smoothgrad": ("samples", "sigma", "seed"),
     "grad_cam": ("layer",),
     "neuron_selection": ("layer", "k"),
+    "occlusion": ("window", "stride", "baseline"),
 }
 
 

@@ -2,12 +2,12 @@
 from . import postprocess
 from .methods import (METHODS, backpropagate, deconvnet, deeplift, grad_cam, gradient,
                       gradient_x_input, guided_backprop, integrated_gradients, integration_points,
-                      make_reference, neuron_selection, score_signal, sensitivity_map, smoothgrad,
-                      targets_for)
+                      make_reference, neuron_selection, occlusion, patch_cover, patch_starts,
+                      score_signal, sensitivity_map, smoothgrad, targets_for)
 from .rules import RULES, Deconvnet, Gradient, Guided, Rescale, Rule
 
 __all__ = ["METHODS", "RULES", "Deconvnet", "Gradient", "Guided", "Rescale", "Rule",
            "backpropagate", "deconvnet", "deeplift", "grad_cam", "gradient", "gradient_x_input",
            "guided_backprop", "integrated_gradients", "integration_points", "make_reference",
-           "neuron_selection", "postprocess", "score_signal", "sensitivity_map", "smoothgrad",
-           "targets_for"]
+           "neuron_selection", "occlusion", "patch_cover", "patch_starts", "postprocess",
+           "score_signal", "sensitivity_map", "smoothgrad", "targets_for"]

@@ -228,3 +228,17 @@ def test_a_factor_of_views_is_their_average_in_the_mix():
     again = best.BestBoxes.from_params(json.loads(json.dumps(protocol.params())))
     assert again.factors == protocol.factors
     np.testing.assert_array_equal(again.predict(maps), protocol.predict(maps))
+
+
+def test_occlusion_map_kinds_run_the_method_and_name_their_patches(rng):
+    import saliency
+    x = rng.normal(size=(2, 3, 67, 67)).astype(np.float32)
+    targets = np.array([1, 2])
+    net = small_squeezenet(False)
+    spec = MapSpec.make("occlusion", "sum", window=24, stride=12, baseline=0.0)
+    assert spec.name == "occlusion-baseline=0.0-stride=12-window=24-sum"
+    assert MapSpec.from_json(spec.to_json()) == spec
+    expected = saliency.occlusion(net, x, targets, window=24, stride=12).sum(axis=1)
+    np.testing.assert_allclose(spec.compute(net, x, targets), expected, rtol=1e-6)
+    with pytest.raises(ValueError, match="takes options"):
+        MapSpec.make("occlusion", patch=8)

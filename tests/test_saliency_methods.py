@@ -1,4 +1,5 @@
-"""The methods against closed forms: integrated gradients, SmoothGrad, Grad-CAM, neuron selection."""
+"""The methods against closed forms: integrated gradients, SmoothGrad, Grad-CAM, neuron selection,
+occlusion."""
 import numpy as np
 import pytest
 
@@ -119,3 +120,77 @@ def test_upsample_matches_bilinear_half_pixel_interpolation():
     ref = torch.nn.functional.interpolate(torch.from_numpy(heat)[:, None], size=(227, 200),
                                           mode="bilinear", align_corners=False)[:, 0].numpy()
     np.testing.assert_allclose(ours, ref, rtol=1e-10, atol=1e-12)
+
+
+# ------------------------------------------------------------------------------ occlusion
+
+def linear_net(weight):
+    """score_t = sum w_t * x: occlusion's drops have a closed form on it."""
+    k, c, h, w = weight.shape
+    net = Network("linear", [Flatten("flat"), Linear("fc", c * h * w, k)], c, None, (h, w), k)
+    net.astype(np.float64)
+    net.layer("fc").weight[...] = weight.reshape(k, -1)
+    return net
+
+
+def test_patch_starts_follow_captum_and_cover_every_pixel():
+    np.testing.assert_array_equal(saliency.patch_starts(10, 4, 3), [0, 3, 6])
+    np.testing.assert_array_equal(saliency.patch_starts(10, 4, 2), [0, 2, 4, 6])
+    np.testing.assert_array_equal(saliency.patch_starts(7, 7, 1), [0])
+    np.testing.assert_array_equal(saliency.patch_starts(10, 4, 4), [0, 4, 8])
+    cover = saliency.patch_cover(10, 4, 4)  # the last patch is cut to 2 pixels
+    np.testing.assert_array_equal(cover.sum(axis=1), [4, 4, 2])
+    assert cover.sum(axis=0).min() >= 1
+
+
+def test_occlusion_of_a_linear_model_is_the_mean_patch_sum():
+    # Drop of patch p = sum_{(c,u,v) in p} w_t[c,u,v] (x - b)[c,u,v]; the value of a pixel is
+    # the mean drop over the patches covering it. Written as loops, independent of the einsum.
+    rng = np.random.default_rng(5)
+    weight = rng.normal(size=(3, 2, 7, 9))
+    x = rng.normal(size=(2, 2, 7, 9))
+    window, stride, baseline = 3, 2, 0.25
+    ours = saliency.occlusion(linear_net(weight), x, target=[1, 2], window=window,
+                              stride=stride, baseline=baseline, batch_size=5)
+    for n, t in enumerate([1, 2]):
+        total, count = np.zeros((7, 9)), np.zeros((7, 9))
+        for top in saliency.patch_starts(7, window, stride):
+            for left in saliency.patch_starts(9, window, stride):
+                patch = np.s_[:, top:top + window, left:left + window]
+                drop = (weight[t][patch] * (x[n][patch] - baseline)).sum()
+                total[patch[1:]] += drop
+                count[patch[1:]] += 1
+        for c in range(2):
+            np.testing.assert_allclose(ours[n, c], total / count, rtol=1e-12, atol=1e-12)
+
+
+def test_occlusion_peaks_on_the_only_informative_pixel():
+    # Only pixel (4, 6) moves the score, so only patches over it change the score, and the
+    # pixel itself is the one place every covering patch hides it: the largest mean drop, equal
+    # to its whole contribution w x; pixels sharing no patch with it get exactly 0.
+    weight = np.zeros((2, 3, 12, 12))
+    weight[1, :, 4, 6] = [2.0, -1.0, 0.5]
+    x = np.random.default_rng(6).uniform(1, 2, (1, 3, 12, 12))
+    heat = saliency.occlusion(linear_net(weight), x, target=1, window=3, stride=1)[0, 0]
+    assert np.unravel_index(heat.argmax(), heat.shape) == (4, 6)
+    assert np.isclose(heat[4, 6], weight[1, :, 4, 6] @ x[0, :, 4, 6])
+    assert np.sum(heat == heat.max()) == 1
+    assert heat[7:, :].max() == 0 and heat[:, :4].max() == 0
+
+
+def test_occlusion_batches_targets_and_bad_input(x):
+    net = small_net(seed=4)
+    a = saliency.occlusion(net, x, None, window=4, stride=3, batch_size=7)
+    np.testing.assert_allclose(a, saliency.occlusion(net, x, net(x).argmax(axis=1), window=4,
+                                                     stride=3, batch_size=100), rtol=1e-12)
+    np.testing.assert_array_equal(a[:, 0], a[:, 2])  # one value for all channels
+    blur = saliency.make_reference(net, x, "blur")
+    np.testing.assert_allclose(saliency.occlusion(net, x, 0, 4, 3, baseline="blur"),
+                               saliency.occlusion(net, x, 0, 4, 3, baseline=blur), rtol=1e-12)
+    assert saliency.METHODS["occlusion"] is saliency.occlusion
+    with pytest.raises(ValueError, match="window"):
+        saliency.occlusion(net, x, 0, window=13)
+    with pytest.raises(ValueError, match="stride"):
+        saliency.occlusion(net, x, 0, window=4, stride=5)
+    with pytest.raises(ValueError, match="batch_size"):
+        saliency.occlusion(net, x, 0, window=4, stride=2, batch_size=0)
