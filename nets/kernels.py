@@ -609,6 +609,29 @@ def max_pool_route(dy, argmax, input_shape):
 # ---------------------------------------------------------------------------------------------
 
 @njit(parallel=True, cache=True)
+def _relu(e, zero, o):
+    # `not e <= 0` keeps NaN (as np.maximum does) instead of hiding it as 0.
+    for k in prange(e.size):
+        o[k] = e[k] if not e[k] <= zero else zero
+
+
+def relu(eta):
+    """``max(eta, 0)`` elementwise (NaN stays NaN), in parallel: NumPy's ufunc is one thread.
+
+    Parameters
+    ----------
+    eta : array of any shape, float32 or float64
+
+    Returns
+    -------
+    array of ``eta``'s shape and dtype
+    """
+    out = np.empty(eta.shape, eta.dtype)
+    _relu(_flat(eta, eta.dtype), eta.dtype.type(0), out.reshape(-1))
+    return out
+
+
+@njit(parallel=True, cache=True)
 def _relu_gate(s, e, guided, o):
     # Flat (1-D) arrays; each index is written once, so threads never collide.
     for k in prange(s.size):

@@ -141,6 +141,11 @@ def test_relu_multipliers_match_numpy(rng, dtype):
     out = kernels.relu_secant(s, eta, ref, 1e-10)
     assert out.dtype == dtype
     np.testing.assert_array_equal(out, expected)
+    # The forward ReLU, NaN kept as np.maximum keeps it.
+    eta_nan = eta.copy()
+    eta_nan.flat[::7] = np.nan
+    np.testing.assert_array_equal(kernels.relu(eta_nan), np.maximum(eta_nan, 0))
+    assert kernels.relu(eta).dtype == dtype
     # Views (a concatenation's split) are accepted.
     np.testing.assert_array_equal(kernels.relu_gate(s[:, 1:3], eta[:, 1:3]), (s * (eta > 0))[:, 1:3])
 
