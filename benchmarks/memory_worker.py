@@ -2,8 +2,8 @@
 
     python benchmarks/memory_worker.py --side ours|reference --batch 1 --threads 2
 
-Prints one JSON line: ``setup_mb`` (ru_maxrss after imports, the model with its weights and the
-input), ``peak_mb`` (ru_maxrss after the map), their difference and the map's time.
+Prints one JSON line: ``setup_mb`` (peak RSS, VmHWM, after imports, the model with its weights and the
+input), ``peak_mb`` (after the map), their difference and the map's time.
 
 Setup is kept free of transients on both sides so that the peak is the map's: our weights are
 drawn in place in float32 (``_setup.fill_random_inplace``; ``nets.random_parameters`` would
@@ -24,6 +24,19 @@ from benchmarks._setup import (INPUT_SIDE, TARGET, apply_thread_setters,  # noqa
 
 
 def maxrss_mb():
+    """Peak resident memory of this process in MB.
+
+    Linux's ``ru_maxrss`` survives ``execve``: a worker spawned by a parent that had grown to
+    3 GB (after the timing runs) would report 3 GB before doing anything. ``VmHWM`` in
+    /proc/self/status belongs to this process's own address space; use it where it exists.
+    """
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
