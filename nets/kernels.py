@@ -396,7 +396,7 @@ def winograd_weights(w):
 
 
 #: Flipping a 3x3 kernel swaps rows 0 and 3 of ``G g`` (and leaves 1 and 2): the transformed
-#: position (i, j) of the flipped kernel is position (FLIP[i], FLIP[j]) of the original.
+#: position (i, j) of the flipped kernel is position (_FLIP[i], _FLIP[j]) of the original.
 _FLIP = (3, 1, 2, 0)
 _FLIPPED_POSITIONS = [4 * _FLIP[i] + _FLIP[j] for i in range(4) for j in range(4)]
 
