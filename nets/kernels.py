@@ -19,7 +19,6 @@ filtering F(2x2, 3x3) (Lavin & Gray, 2016; see :func:`winograd_conv2d`): 16 mult
 2x2 output tile and channel pair instead of 36, so 2.25x fewer GEMM flops than ``W @ cols``.
 """
 import os
-
 import threading
 
 import numpy as np
@@ -605,7 +604,8 @@ def max_pool_route(dy, argmax, input_shape):
 
 
 # ---------------------------------------------------------------------------------------------
-# ReLU backward multipliers: one fused pass instead of NumPy's mask, product and temporaries
+# ReLU, forward and backward multipliers: one parallel pass instead of NumPy's one-thread ufuncs,
+# masks, products and temporaries
 # ---------------------------------------------------------------------------------------------
 
 @njit(parallel=True, cache=True)
