@@ -5,9 +5,10 @@
 
 Instrumentation happens in this process only, by wrapping (never editing) library callables:
 every top-level layer's ``forward`` / ``backward`` (instance attributes), the Numba kernels
-``nets.kernels._im2col`` / ``_col2im`` / ``_max_pool_forward`` / ``_max_pool_route``, and the
-``np.matmul`` that ``nets.kernels`` calls for the convolution GEMMs (through a proxy of its
-``np``). Every figure is the median over ``repeats`` passes after one warm-up pass.
+``nets.kernels._im2col`` / ``_col2im`` / ``_winograd_input_transform`` /
+``_winograd_output_transform`` / ``_max_pool_forward`` / ``_max_pool_route``, and the GEMMs
+(``nets.kernels.gemm`` and ``winograd_products``; the fully connected layers' forward GEMMs
+count there too). Every figure is the median over ``repeats`` passes after one warm-up pass.
 
 Passes profiled: ``forward`` (``net.forward``), ``backward/gradient`` (``net.backward`` with the
 gradient rule) and ``backward/deeplift`` (``net.backward`` with the rescale rule and the
@@ -26,7 +27,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks._setup import (INPUT_SIDE, TARGET, add_paths, apply_thread_setters,  # noqa: E402
                                configure_threads, import_twins, reference_available)
 
-KERNELS = ("_im2col", "_col2im", "_max_pool_forward", "_max_pool_route")
+KERNELS = ("_im2col", "_col2im", "_winograd_input_transform", "_winograd_output_transform",
+           "_max_pool_forward", "_max_pool_route")
+GEMMS = ("gemm", "winograd_products")
 
 
 class _Clock:
@@ -45,23 +48,12 @@ class _Clock:
         return timed
 
 
-class _NumpyProxy:
-    """Stands in for ``nets.kernels.np``: times ``matmul``, forwards everything else."""
-
-    def __init__(self, np, clock):
-        self._np, self.matmul = np, clock.wrap("GEMM (np.matmul)", np.matmul)
-
-    def __getattr__(self, name):
-        return getattr(self._np, name)
-
-
 def instrument(net, clock):
-    import numpy as np
-
     from nets import kernels
     for name in KERNELS:
         setattr(kernels, name, clock.wrap(name, getattr(kernels, name)))
-    kernels.np = _NumpyProxy(np, clock)
+    for name in GEMMS:
+        setattr(kernels, name, clock.wrap("GEMM", getattr(kernels, name)))
     for layer in net.layers:
         layer.forward = clock.wrap(("layer", layer.name), layer.forward)
         layer.backward = clock.wrap(("layer", layer.name), layer.backward)
@@ -195,15 +187,17 @@ def main():
     for k, v in sorted(by_kind.items(), key=lambda kv: -sum(kv[1][:3])):
         row = f"  {k:10s} fwd {1e3 * v[0]:8.1f}  bwd grad {1e3 * v[1]:8.1f}  bwd dlift {1e3 * v[2]:8.1f}"
         print(row + (f"  torch fwd {1e3 * v[3]:8.1f}" if torch_fwd else ""))
-    print("\nby kernel (ms; conv 'rest' = conv layers minus im2col/GEMM/col2im: bias add, "
-          "zero-filling dx, Python):")
+    print("\nby kernel (ms; conv 'rest' = conv layers minus the kernels named: padding, bias "
+          "add, zero-filling dx, Python):")
     conv_names = [("layer", layer.name) for layer in net.layers if kind(layer) in ("Conv2d", "Fire")]
     for name in passes:
         runs = results[name]
-        kern = {k: med(runs, k) for k in KERNELS + ("GEMM (np.matmul)",)}
+        kern = {k: med(runs, k) for k in KERNELS + ("GEMM",)}
         conv_total = statistics.median(sum(r.get(c, 0.0) for c in conv_names) for r in runs)
-        rest = conv_total - kern["_im2col"] - kern["_col2im"] - kern["GEMM (np.matmul)"]
-        parts = [f"im2col {1e3 * kern['_im2col']:.0f}", f"GEMM {1e3 * kern['GEMM (np.matmul)']:.0f}",
+        transforms = kern["_winograd_input_transform"] + kern["_winograd_output_transform"]
+        rest = conv_total - kern["_im2col"] - kern["_col2im"] - kern["GEMM"] - transforms
+        parts = [f"im2col {1e3 * kern['_im2col']:.0f}", f"GEMM {1e3 * kern['GEMM']:.0f}",
+                 f"Winograd transforms {1e3 * transforms:.0f}",
                  f"col2im {1e3 * kern['_col2im']:.0f}", f"conv rest {1e3 * rest:.0f}",
                  f"maxpool fwd kernel {1e3 * kern['_max_pool_forward']:.0f}",
                  f"maxpool route kernel {1e3 * kern['_max_pool_route']:.0f}"]

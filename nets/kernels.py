@@ -20,9 +20,12 @@ filtering F(2x2, 3x3) (Lavin & Gray, 2016; see :func:`winograd_conv2d`): 16 mult
 """
 import os
 import threading
+from contextlib import contextmanager
 
+import numba
 import numpy as np
 from numba import njit, prange
+import threadpoolctl
 
 # Numba's OpenMP workers busy-wait after every parallel kernel, and a pass alternates between
 # them and OpenBLAS's GEMM threads: on a small machine each pool then waits for the other's
@@ -138,6 +141,89 @@ def _scratch(name, shape, dtype):
     return buffers[key][:size].reshape(shape)
 
 
+_blas = {"lock": threading.Lock(), "depth": 0, "controller": None, "limiter": None}
+
+
+@contextmanager
+def serial_blas():
+    """Every BLAS library single-threaded inside the block, for GEMMs run in Numba's threads.
+
+    Kernels that call BLAS from a ``prange`` (:func:`winograd_products`) must not let BLAS
+    start threads of its own. Multi-threaded BLAS from Python was the alternative, but
+    OpenBLAS's threads spin for a while after every call (``OPENBLAS_THREAD_TIMEOUT``, read
+    only when NumPy loads): on 2 cores the Numba kernel after each GEMM then shared its cores
+    with them, and VGG16's transforms ran 2-4x slower than on one thread. With all parallel
+    work in Numba's (passively waiting) pool nothing spins.
+
+    The limit is process-wide (BLAS has no per-thread setting), so the block nests and counts:
+    the first caller to enter sets 1 thread, the last to leave restores what was there, and
+    threads that enter meanwhile (a multi-threaded Dask worker) find the limit already set.
+    """
+    with _blas["lock"]:
+        if _blas["depth"] == 0:
+            if _blas["controller"] is None:
+                # The BLAS that Numba's np.dot calls is SciPy's (cython_blas): load it first.
+                import scipy.linalg.cython_blas  # noqa: F401
+                _blas["controller"] = threadpoolctl.ThreadpoolController().select(user_api="blas")
+            _blas["limiter"] = _as_any_thread(_blas["controller"].limit, limits=1)
+        _blas["depth"] += 1
+    try:
+        yield
+    finally:
+        with _blas["lock"]:
+            _blas["depth"] -= 1
+            if _blas["depth"] == 0:
+                _as_any_thread(_blas["limiter"].restore_original_limits)
+
+
+def _as_any_thread(call, **kwargs):
+    """Run a threadpoolctl call so that it acts whichever thread makes it.
+
+    threadpoolctl lets only the first thread that limits OpenBLAS change it again (others are
+    silently ignored); here the first caller to enter and the last to leave may differ, so the
+    claim is released around every call (the lock of :func:`serial_blas` orders them).
+    """
+    release = getattr(getattr(threadpoolctl, "OpenBLASController", None),
+                      "clear_controlling_thread", None)
+    if release is not None:
+        release(force=True)
+    try:
+        return call(**kwargs)
+    finally:
+        if release is not None:
+            release(force=True)
+
+
+def gemm(a, b, out=None):
+    """``a @ b`` with the rows of ``a`` split among Numba's threads, BLAS single-threaded inside.
+
+    Parameters
+    ----------
+    a : (M, K) array (copied if not C-contiguous)
+    b : (K, N) array of ``a``'s dtype (copied if not C-contiguous)
+    out : (M, N) C-contiguous array, optional
+
+    Returns
+    -------
+    (M, N) array
+    """
+    a, b = np.ascontiguousarray(a), np.ascontiguousarray(b, a.dtype)
+    if out is None:
+        out = np.empty((a.shape[0], b.shape[1]), a.dtype)
+    with serial_blas():
+        _gemm_rows(a, b, out, max(1, min(numba.get_num_threads(), a.shape[0])))
+    return out
+
+
+@njit(parallel=True, cache=True)
+def _gemm_rows(a, b, out, blocks):
+    # Block j of rows belongs to one thread; row slices of C-contiguous arrays stay contiguous.
+    rows = a.shape[0]
+    for j in prange(blocks):
+        first, last = j * rows // blocks, (j + 1) * rows // blocks
+        np.dot(a[first:last], b, out[first:last])
+
+
 def _chunks(count, per_image):
     """``(start, stop)`` ranges of images whose unrolled columns fit :data:`COLUMN_BUDGET`."""
     size = max(1, min(count, COLUMN_BUDGET // max(per_image, 1)))
@@ -224,10 +310,9 @@ def conv2d_forward(x, w, b, stride, padding, transformed=None):
     for start, stop in _chunks(n, c * kh * kw * oh * ow):
         cols = _unroll(x[start:stop], kh, stride, padding, oh, ow)
         if stop - start == 1:  # write straight into the output: no copy for large images
-            out = y[start].reshape(o, oh * ow)
-            np.matmul(w_mat, cols, out=out)
+            gemm(w_mat, cols, y[start].reshape(o, oh * ow))
         else:
-            out = (w_mat @ cols).reshape(o, stop - start, oh, ow)
+            out = gemm(w_mat, cols).reshape(o, stop - start, oh, ow)
             y[start:stop] = out.swapaxes(0, 1)
     y += b[None, :, None, None]
     return y
@@ -244,13 +329,13 @@ def conv2d_backward_input(dy, w, input_shape, stride, padding, transformed=None)
         # The transposed convolution of a 3x3 stride-1 one is a 3x3 stride-1 correlation of the
         # signal with the flipped kernels, input and output channels swapped, padding 2 - p.
         u = winograd_weights(w) if transformed is None else transformed
-        return winograd_conv2d(dy, winograd_transpose(u), np.zeros(c, dy.dtype), 2 - padding)
+        return winograd_conv2d(dy, u, np.zeros(c, dy.dtype), 2 - padding, transposed=True)
     oh, ow = dy.shape[2:]
     pointwise = _is_pointwise(kh, stride, padding)
-    w_mat_t = w.reshape(o, -1).T
+    w_mat_t = np.ascontiguousarray(w.reshape(o, -1).T)  # small; gemm splits its rows
     dx = np.zeros((n, c, h, wd), dtype=dy.dtype)
     for start, stop in _chunks(n, c * kh * kw * oh * ow):
-        cols = w_mat_t @ _channels_first(dy[start:stop])
+        cols = gemm(w_mat_t, _channels_first(dy[start:stop]))
         if pointwise:
             dx[start:stop] = cols.reshape(c, stop - start, h, wd).swapaxes(0, 1)
         else:
@@ -397,19 +482,46 @@ def winograd_weights(w):
 #: Flipping a 3x3 kernel swaps rows 0 and 3 of ``G g`` (and leaves 1 and 2): the transformed
 #: position (i, j) of the flipped kernel is position (_FLIP[i], _FLIP[j]) of the original.
 _FLIP = (3, 1, 2, 0)
-_FLIPPED_POSITIONS = [4 * _FLIP[i] + _FLIP[j] for i in range(4) for j in range(4)]
+#: Position k of the flipped kernel's transform is position ``FLIPPED_POSITIONS[k]`` of the
+#: original's.
+FLIPPED_POSITIONS = np.array([4 * _FLIP[i] + _FLIP[j] for i in range(4) for j in range(4)])
 
 
-def winograd_transpose(u):
-    """Transformed kernels of the transposed convolution: flipped, channels swapped.
+def winograd_products(u, v, transposed=False):
+    """The 16 GEMMs ``M[k] = U[k] @ V[k]`` (or ``U^T`` of the flipped kernel, for the transpose).
 
-    ``(16, O, C) -> (16, C, O)`` as views of ``u`` in a list (no copy): the GEMMs read the
-    transposes directly.
+    Parameters
+    ----------
+    u : (16, O, C) array
+        From :func:`winograd_weights`.
+    v : (16, C, T) array, or (16, O, T) if ``transposed``
+        Transformed input tiles.
+    transposed : bool
+        Multiply by the transformed kernels of the transposed convolution instead: flipped,
+        channels swapped, i.e. ``U[FLIPPED_POSITIONS[k]].T`` (no copy is made).
+
+    Returns
+    -------
+    m : (16, O, T) array, or (16, C, T) if ``transposed``, a per-thread scratch buffer
     """
-    return [u[k].T for k in _FLIPPED_POSITIONS]
+    rows = u.shape[2] if transposed else u.shape[1]
+    m = _scratch("winograd_products", (WINOGRAD_POSITIONS, rows, v.shape[2]), v.dtype)
+    with serial_blas():
+        _winograd_products(u, v, FLIPPED_POSITIONS, transposed, m)
+    return m
 
 
-def winograd_conv2d(x, u, b, padding):
+@njit(parallel=True, cache=True)
+def _winograd_products(u, v, flipped, transposed, m):
+    # A thread owns whole positions k: 8 GEMMs each on 2 threads, BLAS single-threaded inside.
+    for k in prange(m.shape[0]):
+        if transposed:
+            np.dot(u[flipped[k]].T, v[k], m[k])
+        else:
+            np.dot(u[k], v[k], m[k])
+
+
+def winograd_conv2d(x, u, b, padding, transposed=False):
     """3x3 stride-1 correlation by Winograd's F(2x2, 3x3), chunks of images at a time.
 
     ``y[n, o] = b[o] + sum_c w[o, c] (*) x[n, c]`` computed as ``Y = A^T [U[k] @ V[k]]_k A``
@@ -418,18 +530,22 @@ def winograd_conv2d(x, u, b, padding):
     Parameters
     ----------
     x : (N, C, H, W) array
-    u : (16, O, C) array or a sequence of 16 (O, C) matrices
-        From :func:`winograd_weights` (or :func:`winograd_transpose`).
-    b : (O,) array
+    u : (16, O, C) array
+        From :func:`winograd_weights`.
+    b : (O,) array, or (C,) if ``transposed``
     padding : int
         Zero padding on every side.
+    transposed : bool
+        Correlate with the flipped kernels, channels swapped (:func:`winograd_products`): with
+        padding ``2 - p`` this is the transpose of the convolution with padding ``p``, and
+        ``x`` is then the (N, O, H, W) signal at its output.
 
     Returns
     -------
-    y : (N, O, H + 2p - 2, W + 2p - 2) array
+    y : (N, O, H + 2p - 2, W + 2p - 2) array, or (N, C, ...) if ``transposed``
     """
     n, c, h, wd = x.shape
-    o = u[0].shape[0]
+    o = u.shape[2] if transposed else u.shape[1]
     oh, ow = h + 2 * padding - 2, wd + 2 * padding - 2
     th, tw = -(-oh // 2), -(-ow // 2)
     y = np.empty((n, o, oh, ow), x.dtype)
@@ -446,9 +562,7 @@ def winograd_conv2d(x, u, b, padding):
         xp[:, :, padding:padding + rows, padding:padding + cols] = x[start:stop, :, :rows, :cols]
         v = _scratch("winograd_tiles", (WINOGRAD_POSITIONS, c, count * th * tw), x.dtype)
         _winograd_input_transform(xp, th, tw, v)
-        m = _scratch("winograd_products", (WINOGRAD_POSITIONS, o, count * th * tw), x.dtype)
-        for k in range(WINOGRAD_POSITIONS):
-            np.matmul(u[k], v[k], out=m[k])
+        m = winograd_products(u, v, transposed)
         _winograd_output_transform(m, b, th, tw, y[start:stop])
     return y
 

@@ -132,11 +132,15 @@ class Linear(Layer):
 
     def forward(self, x):
         """(N, D_in) -> (N, D_out); the cache is the input."""
-        return x @ self.weight.T + self.bias, x
+        # As y^T = W x^T: the rows of W (thousands) split well among threads, those of x not.
+        return kernels.gemm(self.weight, x.T).T + self.bias, x
 
     def backward(self, dy, cache, rule=None, ref_cache=None):
         """``dx_i = sum_k w_ki dy_k``, i.e. ``dy @ W``. Rule-independent."""
-        return dy @ self.weight
+        # One thread: threaded BLAS would leave spinning threads beside the parallel kernels
+        # that follow (kernels.serial_blas); the product is bound by reading W anyway.
+        with kernels.serial_blas():
+            return dy @ self.weight
 
     def backward_parameters(self, dy, cache):
         """``dW = dy^T x`` (D_out, D_in) and ``db = sum_n dy[n]`` (D_out,), for training."""

@@ -180,7 +180,7 @@ def test_winograd_tile_identity_and_weight_transforms(rng):
     expected = np.einsum("ki,ocij,lj->kloc", G, w, G).reshape(16, 5, 4)
     np.testing.assert_allclose(u, expected, rtol=1e-12, atol=1e-15)
     flipped = w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)
-    np.testing.assert_allclose(np.stack(kernels.winograd_transpose(u)),
+    np.testing.assert_allclose(u[kernels.FLIPPED_POSITIONS].transpose(0, 2, 1),
                                kernels.winograd_weights(np.ascontiguousarray(flipped)), rtol=1e-12)
 
 
@@ -213,3 +213,57 @@ def test_winograd_chunks_of_images_equal_naive(monkeypatch, rng):
     assert kernels._chunks(5, per_image) == [(0, 2), (2, 4), (4, 5)]
     np.testing.assert_allclose(kernels.conv2d_forward(x, w, b, 1, 1),
                                kernels.conv2d_forward_naive(x, w, b, 1, 1), rtol=1e-12)
+
+
+# GEMMs in Numba's threads, BLAS single-threaded inside.
+
+@pytest.mark.parametrize("m,k,n", [(1, 5, 7), (2, 3, 1), (3, 8, 9), (64, 27, 50), (17, 33, 4)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gemm_splits_rows_and_equals_matmul(rng, m, k, n, dtype):
+    a, b = rng.normal(size=(m, k)).astype(dtype), rng.normal(size=(n, k)).astype(dtype).T
+    expected = a.astype(np.float64) @ b.astype(np.float64)
+    tolerance = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(kernels.gemm(a, b), expected, rtol=tolerance, atol=tolerance)
+    out = np.full((m, n), np.nan, dtype)
+    assert kernels.gemm(a.T.copy().T, b, out) is out  # F-ordered a is copied, out written
+    np.testing.assert_allclose(out, expected, rtol=tolerance, atol=tolerance)
+
+
+def test_winograd_products_read_flipped_transposed_kernels(rng):
+    u = rng.normal(size=(16, 5, 3)).astype(np.float32)
+    v_forward, v_transposed = (rng.normal(size=(16, r, 6)).astype(np.float32) for r in (3, 5))
+    np.testing.assert_allclose(kernels.winograd_products(u, v_forward), u @ v_forward, rtol=1e-5)
+    flipped = u[kernels.FLIPPED_POSITIONS].transpose(0, 2, 1)
+    np.testing.assert_allclose(kernels.winograd_products(u, v_transposed, transposed=True),
+                               flipped @ v_transposed, rtol=1e-5, atol=1e-6)
+
+
+def blas_threads():
+    from threadpoolctl import threadpool_info
+    return {info["filepath"]: info["num_threads"] for info in threadpool_info()
+            if info["user_api"] == "blas"}
+
+
+def test_serial_blas_nests_across_threads_and_restores_the_limits():
+    import threading
+    with kernels.serial_blas():  # loads the BLAS that Numba calls, so both libraries are seen
+        pass
+    before = blas_threads()
+    entered, release = threading.Barrier(3), threading.Event()
+
+    def worker():
+        with kernels.serial_blas():
+            entered.wait()
+            release.wait()
+
+    workers = [threading.Thread(target=worker) for _ in range(2)]
+    for t in workers:
+        t.start()
+    entered.wait()  # both workers are inside
+    assert set(blas_threads().values()) == {1}
+    with kernels.serial_blas():
+        assert set(blas_threads().values()) == {1}
+    release.set()
+    for t in workers:
+        t.join()
+    assert blas_threads() == before
