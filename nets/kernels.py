@@ -17,6 +17,11 @@ same product a third way: the weight gradient is ``dY @ cols^T``.
 The 3x3 stride-1 convolutions that make up VGG16 take a shorter road, Winograd's minimal
 filtering F(2x2, 3x3) (Lavin & Gray, 2016; see :func:`winograd_conv2d`): 16 multiplications per
 2x2 output tile and channel pair instead of 36, so 2.25x fewer GEMM flops than ``W @ cols``.
+
+Threads: one pool does all the parallel work of a pass, Numba's. GEMMs are split among its
+threads (:func:`gemm` by rows, :func:`winograd_products` by transformed position), each calling
+a single-threaded BLAS (:func:`serial_blas`), and the other kernels split their outputs, so no
+two threads ever write the same element.
 """
 import os
 import threading
@@ -222,6 +227,41 @@ def _gemm_rows(a, b, out, blocks):
     for j in prange(blocks):
         first, last = j * rows // blocks, (j + 1) * rows // blocks
         np.dot(a[first:last], b, out[first:last])
+
+
+def gemm_split_inner(a, b):
+    """``a @ b`` with the shared dimension K split among Numba's threads, BLAS single-threaded.
+
+    ``a @ b = sum_j a[:, K_j] @ b[K_j]``: each thread multiplies its block of rows of ``b`` and
+    the partial products are summed. For a few rows of ``a`` against a tall ``b``, where
+    :func:`gemm`'s split has nothing to divide: a fully connected layer's input signal
+    ``dy @ W``, bound by reading ``W`` once.
+
+    Parameters
+    ----------
+    a : (M, K) array
+    b : (K, N) array of ``a``'s dtype (copied if not C-contiguous)
+
+    Returns
+    -------
+    (M, N) array
+    """
+    b = np.ascontiguousarray(b)
+    a_t = np.ascontiguousarray(np.asarray(a, b.dtype).T)  # its row blocks are a's column blocks
+    blocks = max(1, min(numba.get_num_threads(), b.shape[0]))
+    partial = np.empty((blocks, a_t.shape[1], b.shape[1]), b.dtype)
+    with serial_blas():
+        _gemm_inner_blocks(a_t, b, partial)
+    return partial.sum(axis=0)
+
+
+@njit(parallel=True, cache=True)
+def _gemm_inner_blocks(a_t, b, partial):
+    # partial[j] = a[:, K_j] @ b[K_j]; thread j owns partial[j].
+    inner, blocks = b.shape[0], partial.shape[0]
+    for j in prange(blocks):
+        first, last = j * inner // blocks, (j + 1) * inner // blocks
+        np.dot(a_t[first:last].T, b[first:last], partial[j])
 
 
 def _chunks(count, per_image):

@@ -137,10 +137,7 @@ class Linear(Layer):
 
     def backward(self, dy, cache, rule=None, ref_cache=None):
         """``dx_i = sum_k w_ki dy_k``, i.e. ``dy @ W``. Rule-independent."""
-        # One thread: threaded BLAS would leave spinning threads beside the parallel kernels
-        # that follow (kernels.serial_blas); the product is bound by reading W anyway.
-        with kernels.serial_blas():
-            return dy @ self.weight
+        return kernels.gemm_split_inner(dy, self.weight)
 
     def backward_parameters(self, dy, cache):
         """``dW = dy^T x`` (D_out, D_in) and ``db = sum_n dy[n]`` (D_out,), for training."""

@@ -229,6 +229,17 @@ def test_gemm_splits_rows_and_equals_matmul(rng, m, k, n, dtype):
     np.testing.assert_allclose(out, expected, rtol=tolerance, atol=tolerance)
 
 
+@pytest.mark.parametrize("m,k,n", [(1, 5, 7), (8, 1, 3), (3, 40, 9), (2, 4097, 5)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gemm_split_inner_sums_partial_products_to_matmul(rng, m, k, n, dtype):
+    a, b = rng.normal(size=(m, k)).astype(dtype), rng.normal(size=(k, n)).astype(dtype)
+    tolerance = 1e-5 if dtype == np.float32 else 1e-12
+    result = kernels.gemm_split_inner(a, b)
+    assert result.shape == (m, n) and result.dtype == dtype
+    np.testing.assert_allclose(result, a.astype(np.float64) @ b.astype(np.float64),
+                               rtol=tolerance, atol=tolerance * np.sqrt(k))
+
+
 def test_winograd_products_read_flipped_transposed_kernels(rng):
     u = rng.normal(size=(16, 5, 3)).astype(np.float32)
     v_forward, v_transposed = (rng.normal(size=(16, r, 6)).astype(np.float32) for r in (3, 5))
