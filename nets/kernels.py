@@ -23,6 +23,7 @@ threads (:func:`gemm` by rows, :func:`winograd_products` by transformed position
 a single-threaded BLAS (:func:`serial_blas`), and the other kernels split their outputs, so no
 two threads ever write the same element.
 """
+import importlib
 import os
 import threading
 from contextlib import contextmanager
@@ -168,7 +169,7 @@ def serial_blas():
         if _blas["depth"] == 0:
             if _blas["controller"] is None:
                 # The BLAS that Numba's np.dot calls is SciPy's (cython_blas): load it first.
-                import scipy.linalg.cython_blas  # noqa: F401
+                importlib.import_module("scipy.linalg.cython_blas")
                 _blas["controller"] = threadpoolctl.ThreadpoolController().select(user_api="blas")
             _blas["limiter"] = _as_any_thread(_blas["controller"].limit, limits=1)
         _blas["depth"] += 1
