@@ -200,14 +200,17 @@ def _as_any_thread(call, **kwargs):
             release(force=True)
 
 
-def gemm(a, b, out=None):
-    """``a @ b`` with the rows of ``a`` split among Numba's threads, BLAS single-threaded inside.
+def gemm(a, b, out=None, bias=None):
+    """``a @ b (+ bias[:, None])`` with the rows of ``a`` split among Numba's threads, BLAS
+    single-threaded inside.
 
     Parameters
     ----------
     a : (M, K) array (copied if not C-contiguous)
     b : (K, N) array of ``a``'s dtype (copied if not C-contiguous)
     out : (M, N) C-contiguous array, optional
+    bias : (M,) array, optional
+        Added to every column by the thread that wrote the row (a convolution's bias).
 
     Returns
     -------
@@ -216,8 +219,12 @@ def gemm(a, b, out=None):
     a, b = np.ascontiguousarray(a), np.ascontiguousarray(b, a.dtype)
     if out is None:
         out = np.empty((a.shape[0], b.shape[1]), a.dtype)
+    blocks = max(1, min(numba.get_num_threads(), a.shape[0]))
     with serial_blas():
-        _gemm_rows(a, b, out, max(1, min(numba.get_num_threads(), a.shape[0])))
+        if bias is None:
+            _gemm_rows(a, b, out, blocks)
+        else:
+            _gemm_rows_bias(a, b, np.ascontiguousarray(bias, a.dtype), out, blocks)
     return out
 
 
@@ -228,6 +235,16 @@ def _gemm_rows(a, b, out, blocks):
     for j in prange(blocks):
         first, last = j * rows // blocks, (j + 1) * rows // blocks
         np.dot(a[first:last], b, out[first:last])
+
+
+@njit(parallel=True, cache=True)
+def _gemm_rows_bias(a, b, bias, out, blocks):
+    rows = a.shape[0]
+    for j in prange(blocks):
+        first, last = j * rows // blocks, (j + 1) * rows // blocks
+        np.dot(a[first:last], b, out[first:last])
+        for r in range(first, last):
+            out[r] += bias[r]
 
 
 def gemm_split_inner(a, b):
@@ -321,8 +338,31 @@ def _is_pointwise(kernel_size, stride, padding):
 def _channels_first(a):
     """A chunk (B, C, H, W) as the matrix (C, B*H*W) the GEMMs read (no copy for one image)."""
     count, c = a.shape[:2]
-    return a[0].reshape(c, -1) if count == 1 else \
-        np.ascontiguousarray(a.swapaxes(0, 1)).reshape(c, -1)
+    if count == 1:
+        return a[0].reshape(c, -1)
+    out = np.empty((c, a[0, 0].size * count), a.dtype)
+    _channels_first_copy(np.ascontiguousarray(a).reshape(count, c, -1), out)
+    return out
+
+
+@njit(parallel=True, cache=True)
+def _channels_first_copy(a, out):
+    # a (B, C, P) -> out (C, B*P); a thread owns channels.
+    count, channels, size = a.shape
+    for c in prange(channels):
+        for i in range(count):
+            for k in range(size):
+                out[c, i * size + k] = a[i, c, k]
+
+
+@njit(parallel=True, cache=True)
+def _batch_first_copy(m, bias, y):
+    # m (O, B*P) -> y (B, O, P), plus bias[o]; a thread owns output channels.
+    count, channels, size = y.shape
+    for o in prange(channels):
+        for i in range(count):
+            for k in range(size):
+                y[i, o, k] = m[o, i * size + k] + bias[o]
 
 
 def _unroll(x, k, stride, padding, oh, ow):
@@ -348,14 +388,13 @@ def conv2d_forward(x, w, b, stride, padding, transformed=None):
     oh, ow = conv_output_size(h, kh, stride, padding), conv_output_size(wd, kw, stride, padding)
     w_mat = w.reshape(o, -1)
     y = np.empty((n, o, oh, ow), dtype=x.dtype)
+    b = np.ascontiguousarray(b, x.dtype)
     for start, stop in _chunks(n, c * kh * kw * oh * ow):
         cols = _unroll(x[start:stop], kh, stride, padding, oh, ow)
         if stop - start == 1:  # write straight into the output: no copy for large images
-            gemm(w_mat, cols, y[start].reshape(o, oh * ow))
+            gemm(w_mat, cols, y[start].reshape(o, oh * ow), bias=b)
         else:
-            out = gemm(w_mat, cols).reshape(o, stop - start, oh, ow)
-            y[start:stop] = out.swapaxes(0, 1)
-    y += b[None, :, None, None]
+            _batch_first_copy(gemm(w_mat, cols), b, y[start:stop].reshape(stop - start, o, -1))
     return y
 
 
@@ -378,7 +417,8 @@ def conv2d_backward_input(dy, w, input_shape, stride, padding, transformed=None)
     for start, stop in _chunks(n, c * kh * kw * oh * ow):
         cols = gemm(w_mat_t, _channels_first(dy[start:stop]))
         if pointwise:
-            dx[start:stop] = cols.reshape(c, stop - start, h, wd).swapaxes(0, 1)
+            chunk = dx[start:stop].reshape(stop - start, c, -1)
+            _batch_first_copy(cols, np.zeros(c, dy.dtype), chunk)
         else:
             _col2im(cols, kh, kw, stride, padding, oh, ow, dx[start:stop])
     return dx
