@@ -220,31 +220,23 @@ def gemm(a, b, out=None, bias=None):
     if out is None:
         out = np.empty((a.shape[0], b.shape[1]), a.dtype)
     blocks = max(1, min(numba.get_num_threads(), a.shape[0]))
+    add_bias = bias is not None
+    bias = np.ascontiguousarray(bias if add_bias else np.zeros(0), a.dtype)
     with serial_blas():
-        if bias is None:
-            _gemm_rows(a, b, out, blocks)
-        else:
-            _gemm_rows_bias(a, b, np.ascontiguousarray(bias, a.dtype), out, blocks)
+        _gemm_rows(a, b, bias, add_bias, out, blocks)
     return out
 
 
 @njit(parallel=True, cache=True)
-def _gemm_rows(a, b, out, blocks):
+def _gemm_rows(a, b, bias, add_bias, out, blocks):
     # Block j of rows belongs to one thread; row slices of C-contiguous arrays stay contiguous.
     rows = a.shape[0]
     for j in prange(blocks):
         first, last = j * rows // blocks, (j + 1) * rows // blocks
         np.dot(a[first:last], b, out[first:last])
-
-
-@njit(parallel=True, cache=True)
-def _gemm_rows_bias(a, b, bias, out, blocks):
-    rows = a.shape[0]
-    for j in prange(blocks):
-        first, last = j * rows // blocks, (j + 1) * rows // blocks
-        np.dot(a[first:last], b, out[first:last])
-        for r in range(first, last):
-            out[r] += bias[r]
+        if add_bias:
+            for r in range(first, last):
+                out[r] += bias[r]
 
 
 def gemm_split_inner(a, b):
@@ -413,7 +405,8 @@ def conv2d_backward_input(dy, w, input_shape, stride, padding, transformed=None)
     oh, ow = dy.shape[2:]
     pointwise = _is_pointwise(kh, stride, padding)
     w_mat_t = np.ascontiguousarray(w.reshape(o, -1).T)  # small; gemm splits its rows
-    dx = np.zeros((n, c, h, wd), dtype=dy.dtype)
+    # col2im adds every tap's share, so it needs zeros; the 1x1 copy writes every element.
+    dx = (np.empty if pointwise else np.zeros)((n, c, h, wd), dtype=dy.dtype)
     for start, stop in _chunks(n, c * kh * kw * oh * ow):
         cols = gemm(w_mat_t, _channels_first(dy[start:stop]))
         if pointwise:

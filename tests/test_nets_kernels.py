@@ -227,6 +227,9 @@ def test_gemm_splits_rows_and_equals_matmul(rng, m, k, n, dtype):
     out = np.full((m, n), np.nan, dtype)
     assert kernels.gemm(a.T.copy().T, b, out) is out  # F-ordered a is copied, out written
     np.testing.assert_allclose(out, expected, rtol=tolerance, atol=tolerance)
+    bias = rng.normal(size=m).astype(dtype)
+    np.testing.assert_allclose(kernels.gemm(a, b, bias=bias), expected + bias[:, None],
+                               rtol=tolerance, atol=tolerance)
 
 
 @pytest.mark.parametrize("m,k,n", [(1, 5, 7), (8, 1, 3), (3, 40, 9), (2, 4097, 5)])
