@@ -33,11 +33,13 @@ import numpy as np
 from numba import njit, prange
 import threadpoolctl
 
-# Numba's OpenMP workers busy-wait after every parallel kernel, and a pass alternates between
-# them and OpenBLAS's GEMM threads: on a small machine each pool then waits for the other's
-# spinning threads to be descheduled. Passive waiting made VGG16's forward pass 1.7x faster and
-# its gradient 1.9x faster on 2 cores (benchmarks/thread_pools.py, README "Speed"). OpenMP reads
-# the variable when its runtime starts, at the first parallel kernel; a value the user set wins.
+# Numba's OpenMP workers busy-wait after every parallel kernel, and between two kernels of a
+# pass the main thread runs Python and NumPy, and other pools (PyTorch's, the user's BLAS) may
+# want the cores: on a small machine they then wait for the spinning workers to be
+# descheduled. Passive waiting made VGG16's forward pass 1.7x faster and its gradient 1.9x
+# faster on 2 cores when GEMMs still ran in OpenBLAS's own threads (benchmarks/thread_pools.py).
+# OpenMP reads the variable when its runtime starts, at the first parallel kernel; a value the
+# user set wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
@@ -154,8 +156,8 @@ _blas = {"lock": threading.Lock(), "depth": 0, "controller": None, "limiter": No
 def serial_blas():
     """Every BLAS library single-threaded inside the block, for GEMMs run in Numba's threads.
 
-    Kernels that call BLAS from a ``prange`` (:func:`winograd_products`) must not let BLAS
-    start threads of its own. Multi-threaded BLAS from Python was the alternative, but
+    Kernels that call BLAS from a ``prange`` (:func:`gemm`, :func:`gemm_split_inner`,
+    :func:`winograd_products`) must not let BLAS start threads of its own. Multi-threaded BLAS from Python was the alternative, but
     OpenBLAS's threads spin for a while after every call (``OPENBLAS_THREAD_TIMEOUT``, read
     only when NumPy loads): on 2 cores the Numba kernel after each GEMM then shared its cores
     with them, and VGG16's transforms ran 2-4x slower than on one thread. With all parallel

@@ -132,8 +132,8 @@ class Linear(Layer):
 
     def forward(self, x):
         """(N, D_in) -> (N, D_out); the cache is the input."""
-        # As y^T = W x^T: the rows of W (thousands) split well among threads, those of x not.
-        return kernels.gemm(self.weight, x.T).T + self.bias, x
+        # As y^T = W x^T + b: the rows of W (thousands) split well among threads, those of x not.
+        return np.ascontiguousarray(kernels.gemm(self.weight, x.T, bias=self.bias).T), x
 
     def backward(self, dy, cache, rule=None, ref_cache=None):
         """``dx_i = sum_k w_ki dy_k``, i.e. ``dy @ W``. Rule-independent."""
