@@ -1,0 +1,215 @@
+"""Single-precision matrix product in Numba: packed panels and a register-blocked FMA kernel.
+
+``out = a @ b`` the way BLAS libraries compute it (Goto & van de Geijn, 2008; the BLIS
+framework), small enough to read in one sitting:
+
+1. The shared dimension K is cut into blocks of :data:`DEPTH` and the columns of ``b`` into
+   blocks of :data:`WIDTH`, so that a block of ``b`` stays in the core's L2 cache while every
+   row of ``a`` passes over it.
+2. Both operands are *packed*: ``a[i0:i0+MR, k-block]`` is copied to a ``(depth, MR)`` panel
+   and ``b[k-block, j0:j0+NR]`` to a ``(depth, NR)`` panel, each contiguous and zero-padded at
+   the edges, so the kernel reads both with unit stride whatever the operands' strides
+   (a transposed view costs nothing extra).
+3. The kernel, :func:`fma_tile`, keeps an ``MR x NR`` tile of ``out`` in vector registers for
+   the whole depth: per step k it loads the NR values ``b[k, j0:j0+NR]`` as two vectors,
+   broadcasts each of the MR values ``a[i, k]`` and adds ``a[i, k] * b[k, :]`` with fused
+   multiply-adds: ``2 MR`` FMAs per ``2 + MR`` loads.
+
+Why not NumPy's BLAS: the OpenBLAS NumPy ships picks its kernels for the CPU it finds unless
+told otherwise, and where ``OPENBLAS_CORETYPE`` names an older family (this project's
+machines set Haswell, 8-lane AVX2, on a CPU with 16-lane AVX-512 FMA units) it leaves half the
+arithmetic width unused. Numba compiles for the host CPU, so this kernel uses its full vector
+width (VGG16-sized products: 1.6-2x OpenBLAS's throughput measured on the 2-core AVX-512
+machine; ``benchmarks/gemm.py``).
+
+Single-threaded by design: callers (:mod:`nets.kernels`) split their work among Numba's threads
+and call :func:`matmul_into` from each. Float32 only; other dtypes, and products too thin to
+fill a tile, go to ``np.dot``.
+"""
+import numpy as np
+from llvmlite import binding as llvm, ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic, overload
+
+#: Float32 lanes of the widest vector the host's FMA units take (AVX-512: 16, AVX2: 8).
+LANES = 16 if llvm.get_host_cpu_features().get("avx512f", False) else 8
+#: Columns of a tile: three vectors.
+NR = 3 * LANES
+#: Rows of a tile. ``3 MR`` accumulators + 3 vectors of ``b`` + 1 broadcast must fit the
+#: register file (32 vector registers with AVX-512, 16 with AVX2); 8 divides the channel
+#: counts of the usual networks.
+MR = 8 if LANES == 16 else 4
+#: Depth of a packed block: a ``(DEPTH, NR)`` panel of ``b`` (32 KB) and a ``(DEPTH, MR)`` panel
+#: of ``a`` fit the L1 cache together.
+DEPTH = 256
+#: Columns of ``b`` packed at a time: a ``(DEPTH, WIDTH)`` block (512 KB) stays in L2.
+WIDTH = 512 // NR * NR
+
+
+@intrinsic
+def fma_tile(typingctx, a_panel, b_panel, c, ldc, depth, accumulate):
+    """``c[i, j] (+)= sum_{k < depth} a_panel[k, i] * b_panel[k, j]`` for ``i < MR, j < NR``.
+
+    Parameters
+    ----------
+    a_panel : (>= depth, MR) C-contiguous float32 array
+    b_panel : (>= depth, NR) C-contiguous float32 array
+    c : 2-D float32 array whose first element is the tile's corner and whose rows are ``ldc``
+        elements apart, with unit stride along a row (a slice ``out[i0:, j0:]``)
+    ldc : int
+    depth : int
+    accumulate : bool
+        Add to what ``c`` holds (``+=``) or overwrite it (``=``, ``c`` is not read).
+    """
+    f32 = ir.FloatType()
+    vec = ir.VectorType(f32, LANES)
+    halves = NR // LANES
+
+    def codegen(context, builder, signature, args):
+        a_arg, b_arg, c_arg, ldc_v, depth_v, accumulate = args
+        a_ty, b_ty, c_ty = signature.args[:3]
+
+        def data(ty, value):
+            return builder.bitcast(context.make_array(ty)(context, builder, value).data,
+                                   f32.as_pointer())
+
+        a_ptr, b_ptr, c_ptr = data(a_ty, a_arg), data(b_ty, b_arg), data(c_ty, c_arg)
+        index = depth_v.type
+        fma = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(vec, [vec, vec, vec]), f"llvm.fma.v{LANES}f32")
+
+        def vector_at(pointer, offset):
+            return builder.bitcast(builder.gep(pointer, [offset]), vec.as_pointer())
+
+        def c_offset(i, h):
+            return builder.add(builder.mul(ir.Constant(index, i), ldc_v),
+                               ir.Constant(index, h * LANES))
+
+        # The accumulators live in registers (LLVM promotes these stack slots).
+        acc = [[cgutils.alloca_once_value(builder, ir.Constant(vec, [0.0] * LANES))
+                for h in range(halves)] for i in range(MR)]
+        with builder.if_then(accumulate):
+            for i in range(MR):
+                for h in range(halves):
+                    builder.store(builder.load(vector_at(c_ptr, c_offset(i, h)), align=4), acc[i][h])
+        with cgutils.for_range(builder, depth_v) as loop:
+            k = loop.index
+            b_row = builder.mul(k, ir.Constant(index, NR))
+            b_vecs = [builder.load(vector_at(b_ptr, builder.add(b_row, ir.Constant(index, h * LANES))),
+                                   align=4) for h in range(halves)]
+            a_row = builder.mul(k, ir.Constant(index, MR))
+            for i in range(MR):
+                a_ik = builder.load(builder.gep(a_ptr, [builder.add(a_row, ir.Constant(index, i))]))
+                lane0 = builder.insert_element(ir.Constant(vec, None), a_ik, ir.Constant(ir.IntType(32), 0))
+                broadcast = builder.shuffle_vector(
+                    lane0, lane0, ir.Constant(ir.VectorType(ir.IntType(32), LANES), None))
+                for h in range(halves):
+                    builder.store(builder.call(fma, [broadcast, b_vecs[h], builder.load(acc[i][h])]),
+                                  acc[i][h])
+        for i in range(MR):
+            for h in range(halves):
+                builder.store(builder.load(acc[i][h]), vector_at(c_ptr, c_offset(i, h)), align=4)
+        return context.get_dummy_value()
+
+    return types.void(a_panel, b_panel, c, ldc, depth, accumulate), codegen
+
+
+@njit(cache=True)
+def pack_rows(a, i0, k0, depth, panel):
+    """``panel[k, i] = a[i0 + i, k0 + k]`` for ``k < depth, i < MR``; rows past ``a`` are zero."""
+    rows = min(MR, a.shape[0] - i0)
+    for k in range(depth):
+        for i in range(rows):
+            panel[k, i] = a[i0 + i, k0 + k]
+        for i in range(rows, MR):
+            panel[k, i] = 0.0
+
+
+@njit(cache=True)
+def pack_columns(b, k0, n0, depth, panels):
+    """``panels[q, k, j] = b[k0 + k, n0 + q NR + j]`` for ``k < depth`` and the panels that
+    cover ``b``'s columns from ``n0`` on (at most ``panels.shape[0]``); columns past ``b`` are
+    zero. Reads ``b`` row by row, so a C-ordered ``b`` streams through the cache once."""
+    cols = min(panels.shape[0] * NR, b.shape[1] - n0)
+    full = cols // NR
+    for k in range(depth):
+        row = b[k0 + k, n0:n0 + cols]
+        for q in range(full):
+            panels[q, k, :] = row[q * NR:(q + 1) * NR]
+        if full * NR < cols:
+            rest = cols - full * NR
+            panels[full, k, :rest] = row[full * NR:]
+            panels[full, k, rest:] = 0.0
+
+
+@njit(cache=True)
+def packed_matmul(a, b, out):
+    """``out[...] = a @ b`` for float32 ``a`` (M, K), ``b`` (K, N), ``out`` (M, N), any
+    strides except that ``out``'s rows must have unit stride (see the module docstring)."""
+    m, inner = a.shape
+    n = b.shape[1]
+    ldc = out.strides[0] // out.itemsize
+    row_panels = -(-m // MR)
+    a_packed = np.empty((row_panels, DEPTH, MR), np.float32)
+    b_packed = np.empty((WIDTH // NR, DEPTH, NR), np.float32)
+    edge = np.empty((MR, NR), np.float32)
+    for k0 in range(0, inner, DEPTH):
+        depth = min(DEPTH, inner - k0)
+        for p in range(row_panels):
+            pack_rows(a, p * MR, k0, depth, a_packed[p])
+        for n0 in range(0, n, WIDTH):
+            col_panels = -(-min(WIDTH, n - n0) // NR)
+            pack_columns(b, k0, n0, depth, b_packed[:col_panels])
+            for q in range(col_panels):
+                j0 = n0 + q * NR
+                for p in range(row_panels):
+                    i0 = p * MR
+                    if i0 + MR <= m and j0 + NR <= n:
+                        fma_tile(a_packed[p], b_packed[q], out[i0:, j0:], ldc, depth, k0 > 0)
+                    else:  # an edge tile: through a full-size buffer, then its valid part
+                        rows, cols = min(MR, m - i0), min(NR, n - j0)
+                        if k0 > 0:
+                            edge[:rows, :cols] = out[i0:i0 + rows, j0:j0 + cols]
+                        fma_tile(a_packed[p], b_packed[q], edge, NR, depth, k0 > 0)
+                        out[i0:i0 + rows, j0:j0 + cols] = edge[:rows, :cols]
+
+
+def matmul_into(a, b, out):
+    """``out[...] = a @ b``: :func:`packed_matmul` for float32 products that fill tiles, else
+    ``np.dot``. Callable from Numba-compiled code (single-threaded; see the module docstring).
+
+    Parameters
+    ----------
+    a : (M, K) array
+    b : (K, N) array
+    out : (M, N) array with unit stride along its rows
+    """
+    np.dot(a, b, out)
+
+
+@njit(cache=True)
+def _dot_into(a, b, out):
+    np.dot(a, b, out)
+
+
+@njit(cache=True)
+def _dot_copy(a, b, out):
+    out[:, :] = np.dot(a, b)
+
+
+@overload(matmul_into, jit_options={"cache": True})
+def _matmul_into(a, b, out):
+    # np.dot writes only into C-contiguous arrays; a column block of one is strided.
+    blas = _dot_into if out.layout == "C" else _dot_copy
+    if not a.dtype == b.dtype == out.dtype == types.float32:
+        return lambda a, b, out: blas(a, b, out)
+
+    def impl(a, b, out):
+        # Below two panels of columns the zero padding of the last one costs more than the
+        # wider vectors gain (measured: 512 x 512 @ 512 x 49).
+        if a.shape[0] >= MR and b.shape[1] >= 2 * NR and a.shape[1] >= 16:
+            packed_matmul(a, b, out)
+        else:
+            blas(a, b, out)
+    return impl
