@@ -165,6 +165,10 @@ def conv2d_backward_input_naive(dy, w, input_shape, stride, padding):
 #: unrolled many at a time so that a layer is a few large GEMMs, not hundreds of tiny ones;
 #: large ones (VGG16's 224x224 blocks) one image at a time, so memory stays bounded.
 COLUMN_BUDGET = 1 << 23
+#: Output planes at least this large are unrolled one image at a time whatever the budget: the
+#: GEMM is then wide enough alone and writes straight into the output, with no copy from the
+#: (O, B*OH*OW) layout (SqueezeNet's conv1 at batch 8, 111 x 111 planes: 19.9 -> 16.0 ms).
+WIDE_PLANE = 4096
 
 
 _scratch_space = threading.local()
@@ -326,9 +330,10 @@ def _gemm_inner_blocks(a_t, b, partial):
         matmul_into(a_t[first:last].T, b[first:last], partial[j])
 
 
-def _chunks(count, per_image):
-    """``(start, stop)`` ranges of images whose unrolled columns fit :data:`COLUMN_BUDGET`."""
-    size = max(1, min(count, COLUMN_BUDGET // max(per_image, 1)))
+def _chunks(count, per_image, plane=0):
+    """``(start, stop)`` ranges of images whose unrolled columns fit :data:`COLUMN_BUDGET`,
+    single images where the output ``plane`` (OH * OW) reaches :data:`WIDE_PLANE`."""
+    size = 1 if plane >= WIDE_PLANE else max(1, min(count, COLUMN_BUDGET // max(per_image, 1)))
     return [(start, min(start + size, count)) for start in range(0, count, size)]
 
 
@@ -433,7 +438,7 @@ def conv2d_forward(x, w, b, stride, padding, transformed=None):
     w_mat = w.reshape(o, -1)
     y = np.empty((n, o, oh, ow), dtype=x.dtype)
     b = np.ascontiguousarray(b, x.dtype)
-    for start, stop in _chunks(n, c * kh * kw * oh * ow):
+    for start, stop in _chunks(n, c * kh * kw * oh * ow, oh * ow):
         cols = _unroll(x[start:stop], kh, stride, padding, oh, ow)
         if stop - start == 1:  # write straight into the output: no copy for large images
             gemm(w_mat, cols, y[start].reshape(o, oh * ow), bias=b)
@@ -449,7 +454,7 @@ def conv2d_backward_input(dy, w, input_shape, stride, padding, transformed=None)
     """
     n, c, h, wd = input_shape
     o, _, kh, kw = w.shape
-    if uses_winograd(kh, stride, padding, c, o):
+    if uses_winograd(kh, stride, padding, c, o, transposed=True):
         # The transposed convolution of a 3x3 stride-1 one is a 3x3 stride-1 correlation of the
         # signal with the flipped kernels, input and output channels swapped, padding 2 - p.
         u = winograd_weights(w) if transformed is None else transformed
@@ -459,7 +464,7 @@ def conv2d_backward_input(dy, w, input_shape, stride, padding, transformed=None)
     w_mat_t = np.ascontiguousarray(w.reshape(o, -1).T)  # small; gemm splits its rows
     # col2im adds every tap's share, so it needs zeros; the 1x1 copy writes every element.
     dx = (np.empty if pointwise else np.zeros)((n, c, h, wd), dtype=dy.dtype)
-    for start, stop in _chunks(n, c * kh * kw * oh * ow):
+    for start, stop in _chunks(n, c * kh * kw * oh * ow, oh * ow):
         cols = gemm(w_mat_t, _channels_first(dy[start:stop]))
         if pointwise:
             chunk = dx[start:stop].reshape(stop - start, c, -1)
@@ -489,14 +494,26 @@ def conv2d_backward_input(dy, w, input_shape, stride, padding, transformed=None)
 WINOGRAD_POSITIONS = 16
 
 
-def uses_winograd(kernel_size, stride, padding, in_channels, out_channels):
-    """3x3, stride 1, padding <= 2 (so its transpose has padding >= 0), and enough channels.
+def uses_winograd(kernel_size, stride, padding, in_channels, out_channels, transposed=False):
+    """Whether a convolution's forward pass (or, ``transposed``, its input signal) uses Winograd.
 
-    With fewer than 8 channels on either side (VGG's RGB input and the signal sent back to it)
-    the GEMMs are too thin to gain from Winograd; im2col keeps them.
+    Possible for 3x3 kernels at stride 1 with padding <= 2 (so that the transpose has padding
+    >= 0); chosen where it beat im2col + GEMM (both on :mod:`nets.gemm`, 2 threads). The
+    transforms cost in proportion to the channels they read and write, the GEMM saving in
+    proportion to their product, so thin layers stay with im2col:
+
+    - forward: at least 32 input and 8 output channels (SqueezeNet's expand3x3 after a
+      16-channel squeeze at batch 8: im2col 2.6-2.8 ms, Winograd 3.0-3.1 ms; VGG's RGB input);
+    - input signal: at least 8 channels on both sides and at most twice as many output as
+      input channels, because its input transform reads the output's channels (SqueezeNet's
+      4x expanding expand3x3 at batch 8: im2col 1.4-8.8 ms, Winograd 2.2-11.5 ms; VGG's
+      doubling layers 54 vs 61 ms at batch 8).
     """
-    return (kernel_size == 3 and stride == 1 and padding <= 2
-            and min(in_channels, out_channels) >= 8)
+    if not (kernel_size == 3 and stride == 1 and padding <= 2):
+        return False
+    if transposed:
+        return min(in_channels, out_channels) >= 8 and out_channels <= 2 * in_channels
+    return in_channels >= 32 and out_channels >= 8
 
 
 # The 1-D transforms; the 2-D ones apply them to the columns, then to the rows of a tile.

@@ -87,8 +87,8 @@ class Conv2d(Layer):
         in place (optimizers, loading, the sanity checks' randomization), so the memo holds a
         copy of the weights it was made from and compares them every time (3 ms for VGG16).
         """
-        if not kernels.uses_winograd(self.kernel_size, self.stride, self.padding,
-                                     self.in_channels, self.out_channels):
+        shape = (self.kernel_size, self.stride, self.padding, self.in_channels, self.out_channels)
+        if not (kernels.uses_winograd(*shape) or kernels.uses_winograd(*shape, transposed=True)):
             return None
         memo = self._winograd_memo
         if (memo is None or memo[0].dtype != self.weight.dtype

@@ -187,19 +187,20 @@ def test_winograd_tile_identity_and_weight_transforms(rng):
 @pytest.mark.parametrize("dtype, tolerance", [(np.float32, 1e-5), (np.float64, 1e-12)])
 @pytest.mark.parametrize("seed", range(6))
 def test_winograd_convolution_matches_naive(seed, dtype, tolerance):
-    # Random channel counts at or above the threshold, odd and even sizes, paddings 0-2.
+    # Random channel counts (the kernel itself, whichever direction uses_winograd picks it
+    # for), odd and even sizes, paddings 0-2; the transposed correlation is the input signal.
     rng = np.random.default_rng(300 + seed)
     n, c, o = int(rng.integers(1, 4)), int(rng.integers(8, 20)), int(rng.integers(8, 20))
     h, w_, p = int(rng.integers(3, 14)), int(rng.integers(3, 14)), int(rng.integers(0, 3))
-    assert kernels.uses_winograd(3, 1, p, c, o)
     x = rng.normal(size=(n, c, h, w_)).astype(dtype)
     w, b = rng.normal(size=(o, c, 3, 3)).astype(dtype), rng.normal(size=o).astype(dtype)
-    y = kernels.conv2d_forward(x, w, b, 1, p)
+    u = kernels.winograd_weights(w)
+    y = kernels.winograd_conv2d(x, u, b, p)
     naive = kernels.conv2d_forward_naive(x.astype(float), w.astype(float), b.astype(float), 1, p)
     assert y.dtype == dtype
     np.testing.assert_allclose(y, naive, rtol=tolerance, atol=tolerance)
     dy = rng.normal(size=y.shape).astype(dtype)
-    dx = kernels.conv2d_backward_input(dy, w, x.shape, 1, p)
+    dx = kernels.winograd_conv2d(dy, u, np.zeros(c, dtype), 2 - p, transposed=True)
     assert dx.dtype == dtype and dx.shape == x.shape
     np.testing.assert_allclose(
         dx, kernels.conv2d_backward_input_naive(dy.astype(float), w.astype(float), x.shape, 1, p),
@@ -211,8 +212,21 @@ def test_winograd_chunks_of_images_equal_naive(monkeypatch, rng):
     per_image = kernels.WINOGRAD_POSITIONS * 9 * 4 * 3  # 4 x 3 tiles of the 7 x 6 output
     monkeypatch.setattr(kernels, "COLUMN_BUDGET", 2 * per_image)
     assert kernels._chunks(5, per_image) == [(0, 2), (2, 4), (4, 5)]
-    np.testing.assert_allclose(kernels.conv2d_forward(x, w, b, 1, 1),
+    np.testing.assert_allclose(kernels.winograd_conv2d(x, kernels.winograd_weights(w), b, 1),
                                kernels.conv2d_forward_naive(x, w, b, 1, 1), rtol=1e-12)
+
+
+@pytest.mark.parametrize("c, o, forward, backward", [
+    (3, 64, False, False),     # VGG's RGB input
+    (16, 64, False, False),    # SqueezeNet's expand3x3 after a 16-channel squeeze
+    (32, 128, True, False),    # ... after 32 channels: forward only (the signal reads 128)
+    (64, 128, True, True),     # VGG's doubling layers
+    (512, 512, True, True),
+])
+def test_winograd_is_chosen_per_direction(c, o, forward, backward):
+    assert kernels.uses_winograd(3, 1, 1, c, o) == forward
+    assert kernels.uses_winograd(3, 1, 1, c, o, transposed=True) == backward
+    assert not kernels.uses_winograd(3, 2, 1, c, o) and not kernels.uses_winograd(1, 1, 0, c, o)
 
 
 # GEMMs in Numba's threads, BLAS single-threaded inside.

@@ -168,8 +168,9 @@ def test_layers_run_in_float64(rng):
 def test_conv_winograd_memo_follows_in_place_weight_changes(rng):
     # The layer keeps the transformed kernels between passes; changing the weights in place
     # (as optimizers and the randomization sanity check do) or replacing them must show.
-    conv = Conv2d("c", 8, 9, 3, padding=1)
-    x = rng.normal(size=(2, 8, 6, 5)).astype(np.float32)
+    conv = Conv2d("c", 32, 9, 3, padding=1)  # Winograd both ways (kernels.uses_winograd)
+    assert kernels.uses_winograd(3, 1, 1, 32, 9) and kernels.uses_winograd(3, 1, 1, 32, 9, True)
+    x = rng.normal(size=(2, 32, 6, 5)).astype(np.float32)
     conv.weight[...] = rng.normal(size=conv.weight.shape)
     for change in (None, "in place", "replaced", "float64"):
         if change == "in place":
