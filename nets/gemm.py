@@ -11,16 +11,16 @@ framework), small enough to read in one sitting:
    the edges, so the kernel reads both with unit stride whatever the operands' strides
    (a transposed view costs nothing extra).
 3. The kernel, :func:`fma_tile`, keeps an ``MR x NR`` tile of ``out`` in vector registers for
-   the whole depth: per step k it loads the NR values ``b[k, j0:j0+NR]`` as two vectors,
+   the whole depth: per step k it loads the NR values ``b[k, j0:j0+NR]`` as three vectors,
    broadcasts each of the MR values ``a[i, k]`` and adds ``a[i, k] * b[k, :]`` with fused
-   multiply-adds: ``2 MR`` FMAs per ``2 + MR`` loads.
+   multiply-adds: ``3 MR`` FMAs per ``3 + MR`` loads.
 
 Why not NumPy's BLAS: the OpenBLAS NumPy ships picks its kernels for the CPU it finds unless
 told otherwise, and where ``OPENBLAS_CORETYPE`` names an older family (this project's
 machines set Haswell, 8-lane AVX2, on a CPU with 16-lane AVX-512 FMA units) it leaves half the
 arithmetic width unused. Numba compiles for the host CPU, so this kernel uses its full vector
-width (VGG16-sized products: 1.6-2x OpenBLAS's throughput measured on the 2-core AVX-512
-machine; ``benchmarks/gemm.py``).
+width: on VGG16's Winograd products 1.15-1.5x OpenBLAS's throughput, one thread each, on the
+2-core AVX-512 development machine (``benchmarks/gemm.py``).
 
 Single-threaded by design: callers (:mod:`nets.kernels`) split their work among Numba's threads
 and call :func:`matmul_into` from each. Float32 only; other dtypes, and products too thin to
@@ -40,10 +40,10 @@ NR = 3 * LANES
 #: register file (32 vector registers with AVX-512, 16 with AVX2); 8 divides the channel
 #: counts of the usual networks.
 MR = 8 if LANES == 16 else 4
-#: Depth of a packed block: a ``(DEPTH, NR)`` panel of ``b`` (32 KB) and a ``(DEPTH, MR)`` panel
-#: of ``a`` fit the L1 cache together.
+#: Depth of a packed block: a ``(DEPTH, NR)`` panel of ``b`` (48 KB with AVX-512) and a
+#: ``(DEPTH, MR)`` panel of ``a`` (8 KB) are about an L1 cache.
 DEPTH = 256
-#: Columns of ``b`` packed at a time: a ``(DEPTH, WIDTH)`` block (512 KB) stays in L2.
+#: Columns of ``b`` packed at a time: a ``(DEPTH, WIDTH)`` block (480 KB) stays in L2.
 WIDTH = 512 // NR * NR
 
 
@@ -132,15 +132,11 @@ def pack_columns(b, k0, n0, depth, panels):
     cover ``b``'s columns from ``n0`` on (at most ``panels.shape[0]``); columns past ``b`` are
     zero. Reads ``b`` row by row, so a C-ordered ``b`` streams through the cache once."""
     cols = min(panels.shape[0] * NR, b.shape[1] - n0)
-    full = cols // NR
     for k in range(depth):
-        row = b[k0 + k, n0:n0 + cols]
-        for q in range(full):
-            panels[q, k, :] = row[q * NR:(q + 1) * NR]
-        if full * NR < cols:
-            rest = cols - full * NR
-            panels[full, k, :rest] = row[full * NR:]
-            panels[full, k, rest:] = 0.0
+        for c in range(cols):
+            panels[c // NR, k, c % NR] = b[k0 + k, n0 + c]
+        for c in range(cols, -(-cols // NR) * NR):
+            panels[c // NR, k, c % NR] = 0.0
 
 
 @njit(cache=True)
@@ -169,10 +165,13 @@ def packed_matmul(a, b, out):
                         fma_tile(a_packed[p], b_packed[q], out[i0:, j0:], ldc, depth, k0 > 0)
                     else:  # an edge tile: through a full-size buffer, then its valid part
                         rows, cols = min(MR, m - i0), min(NR, n - j0)
-                        if k0 > 0:
-                            edge[:rows, :cols] = out[i0:i0 + rows, j0:j0 + cols]
+                        for i in range(rows):
+                            for j in range(cols):
+                                edge[i, j] = out[i0 + i, j0 + j]
                         fma_tile(a_packed[p], b_packed[q], edge, NR, depth, k0 > 0)
-                        out[i0:i0 + rows, j0:j0 + cols] = edge[:rows, :cols]
+                        for i in range(rows):
+                            for j in range(cols):
+                                out[i0 + i, j0 + j] = edge[i, j]
 
 
 def matmul_into(a, b, out):
@@ -195,7 +194,10 @@ def _dot_into(a, b, out):
 
 @njit(cache=True)
 def _dot_copy(a, b, out):
-    out[:, :] = np.dot(a, b)
+    product = np.dot(np.ascontiguousarray(a), np.ascontiguousarray(b))
+    for i in range(out.shape[0]):
+        for j in range(out.shape[1]):
+            out[i, j] = product[i, j]
 
 
 @overload(matmul_into, jit_options={"cache": True})

@@ -278,11 +278,15 @@ def smoothgrad(net, x, target=None, samples=16, sigma=0.15, seed=0, noise=None, 
     method : callable
         ``method(net, x, target)``, :func:`gradient` by default.
     """
-    targets = targets_for(net(x), target)
+    # The clean image's forward pass is needed only to find its class.
+    predicted = target is None or (isinstance(target, str) and target == "top1")
+    logits = net(x) if predicted else np.zeros((len(x), net.num_classes), x.dtype)
+    targets = targets_for(logits, target)
     if noise is None:
         scale = sigma * (x.max(axis=(1, 2, 3)) - x.min(axis=(1, 2, 3)))
         rng = np.random.default_rng(seed)
-        noise = rng.standard_normal((len(x), samples) + x.shape[1:]) * scale[:, None, None, None, None]
+        noise = rng.standard_normal((len(x), samples) + x.shape[1:], dtype=x.dtype)
+        noise *= scale.astype(x.dtype)[:, None, None, None, None]
     noise = np.asarray(noise, dtype=x.dtype)
     if noise.ndim != 5 or noise.shape[0] != len(x) or noise.shape[2:] != x.shape[1:]:
         raise ValueError(f"noise must have shape (N, samples) + {x.shape[1:]}, got {noise.shape}")

@@ -1,4 +1,8 @@
 """Fast kernels against their naive references, on randomized shapes, strides and paddings."""
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -152,15 +156,34 @@ def test_relu_multipliers_match_numpy(rng, dtype):
 
 @pytest.mark.parametrize("preset, expected", [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
 def test_openmp_workers_wait_passively_unless_the_user_says_otherwise(preset, expected):
-    import os
-    import subprocess
-    import sys
     env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
     if preset is not None:
         env["OMP_WAIT_POLICY"] = preset
     out = subprocess.run([sys.executable, "-c", "import os, nets; print(os.environ['OMP_WAIT_POLICY'])"],
                          env=env, capture_output=True, text=True, check=True).stdout
     assert out.strip() == expected
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="needs Linux's /proc")
+@pytest.mark.parametrize("setting, kept", [(None, True), ("0", False)])
+def test_freed_memory_is_kept_for_the_next_pass_unless_the_user_says_otherwise(setting, kept):
+    # 200 MB allocated, touched and freed: with glibc keeping freed blocks the resident size
+    # stays up (the next pass reuses those pages); left alone, glibc unmaps it at once.
+    script = """if True:
+        import numpy as np, nets
+        def resident_mb():
+            return int(open("/proc/self/statm").read().split()[1]) * 4096 / 2**20
+        before = resident_mb()
+        a = np.ones(50_000_000, np.float32)
+        del a
+        print(resident_mb() - before)
+    """
+    env = {k: v for k, v in os.environ.items() if k != "SENSLOC_KEEP_FREED_MEMORY"}
+    if setting is not None:
+        env["SENSLOC_KEEP_FREED_MEMORY"] = setting
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
+                         check=True, cwd=os.path.dirname(os.path.dirname(__file__))).stdout
+    assert (float(out) > 150) == kept, f"resident size after the free grew by {out.strip()} MB"
 
 
 # Winograd F(2x2, 3x3), written out with the matrices of Lavin & Gray (2016) as the reference.
