@@ -831,11 +831,15 @@ def _max_pool_forward(x, kernel, stride, padding, y, argmax):
 @njit(parallel=True, cache=True)
 def _max_pool_route(dy, argmax, dx):
     # Overlapping windows (3x3 stride 2) may pick the same pixel twice: the signals ADD.
-    # A thread owns a whole (n, c) plane, so the additions never race.
+    # A thread owns a whole (n, c) plane, so the additions never race; it zeroes the plane
+    # first (in parallel, and while the plane is in its cache).
     n, c, oh, ow = dy.shape
-    w = dx.shape[3]
+    h, w = dx.shape[2], dx.shape[3]
     for plane in prange(n * c):
         b, ch = plane // c, plane % c
+        for i in range(h):
+            for j in range(w):
+                dx[b, ch, i, j] = 0
         for r in range(oh):
             for q in range(ow):
                 k = argmax[b, ch, r, q]
@@ -855,7 +859,7 @@ def max_pool_forward(x, kernel, stride, padding, ceil_mode):
 
 def max_pool_route(dy, argmax, input_shape):
     """Fast switch routing; same contract as :func:`max_pool_route_naive`."""
-    dx = np.zeros(input_shape, dtype=dy.dtype)
+    dx = np.empty(input_shape, dtype=dy.dtype)
     _max_pool_route(np.ascontiguousarray(dy), argmax, dx)
     return dx
 
