@@ -1,4 +1,9 @@
 """The packed Numba GEMM against float64 NumPy: edge tiles, depth and width blocks, strides."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 from numba import njit
@@ -82,3 +87,30 @@ def test_matmul_into_from_compiled_code(rng, m, k, n, dtype):
     matmul_into(a, b, wide[:, 2:2 + n])
     assert_product(wide[:, 2:2 + n], a, b)
     assert np.isnan(wide[:, :2]).all() and np.isnan(wide[:, 2 + n:]).all()
+
+
+def test_avx2_tile_shape_computes_the_same_product(tmp_path):
+    # On a host without AVX-512 the tile is 4 x 24 in 8-lane vectors. Run that configuration
+    # in a fresh process whose LLVM host features lack AVX-512 (with its own Numba cache).
+    script = """if True:
+        import numpy as np
+        import llvmlite.binding as llvm
+        real = llvm.get_host_cpu_features()
+        avx2_only = type(real)((k, v and not k.startswith("avx512")) for k, v in real.items())
+        llvm.get_host_cpu_features = lambda: avx2_only  # Numba compiles for it too
+        from nets import gemm
+        assert (gemm.LANES, gemm.MR, gemm.NR) == (8, 4, 24), (gemm.LANES, gemm.MR, gemm.NR)
+        rng = np.random.default_rng(0)
+        for m, k, n in [(4, 16, 48), (13, 300, 100), (9, 600, 530)]:
+            a = rng.normal(size=(m, k)).astype(np.float32)
+            b = rng.normal(size=(k, n)).astype(np.float32)
+            out = np.full((m, n), np.nan, np.float32)
+            gemm.packed_matmul(a, b, out)
+            expected = a.astype(np.float64) @ b
+            assert np.abs(out - expected).max() < 1e-4 * np.sqrt(k), np.abs(out - expected).max()
+        print("ok")
+    """
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path))
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                            text=True, cwd=Path(__file__).resolve().parents[1])
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]
