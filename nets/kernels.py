@@ -606,6 +606,24 @@ def _winograd_output_transform(m, bias, th, tw, y):
                             y[n, o, r + 1, q + 1] = bottom_right + bias[o]
 
 
+def same_values(a, b):
+    """``np.array_equal(a, b)`` for two arrays of one shape and dtype, in parallel and with no
+    temporary (a layer compares its weights with the copy its Winograd kernels were made from
+    on every pass: 2 x 58 MB for VGG16, 7.6 ms per gradient with ``np.array_equal``)."""
+    if a.shape != b.shape or a.dtype != b.dtype:
+        return False
+    return _count_differences(_flat(a, a.dtype), _flat(b, b.dtype)) == 0
+
+
+@njit(parallel=True, cache=True)
+def _count_differences(a, b):
+    count = 0
+    for k in prange(a.size):
+        if a[k] != b[k]:  # NaN != NaN, as in np.array_equal
+            count += 1
+    return count
+
+
 def winograd_weights(w):
     """Transformed kernels ``U[k] = (G w[o, c] G^T)[k]`` for :func:`winograd_conv2d`.
 

@@ -85,14 +85,15 @@ class Conv2d(Layer):
 
         Transforming VGG16's kernels takes 20 ms, so it is kept between passes. Weights change
         in place (optimizers, loading, the sanity checks' randomization), so the memo holds a
-        copy of the weights it was made from and compares them every time (3 ms for VGG16).
+        copy of the weights it was made from and compares them every time
+        (:func:`nets.kernels.same_values`).
         """
         shape = (self.kernel_size, self.stride, self.padding, self.in_channels, self.out_channels)
         if not (kernels.uses_winograd(*shape) or kernels.uses_winograd(*shape, transposed=True)):
             return None
         memo = self._winograd_memo
         if (memo is None or memo[0].dtype != self.weight.dtype
-                or not np.array_equal(memo[0], self.weight)):
+                or not kernels.same_values(memo[0], self.weight)):
             memo = self._winograd_memo = (self.weight.copy(), kernels.winograd_weights(self.weight))
         return memo[1]
 

@@ -318,3 +318,17 @@ def test_serial_blas_nests_across_threads_and_restores_the_limits():
     for t in workers:
         t.join()
     assert blas_threads() == before
+
+
+def test_same_values_agrees_with_array_equal(rng):
+    a = rng.normal(size=(7, 5, 3, 3)).astype(np.float32)
+    b = a.copy()
+    assert kernels.same_values(a, b) == np.array_equal(a, b) == True  # noqa: E712
+    b[3, 1, 2, 0] = np.nextafter(b[3, 1, 2, 0], np.float32(np.inf))   # one ulp apart
+    assert not kernels.same_values(a, b)
+    nan = a.copy()
+    nan[0, 0, 0, 0] = np.nan
+    assert not kernels.same_values(nan, nan.copy())                    # NaN != NaN
+    assert not kernels.same_values(a, a.astype(np.float64))
+    assert not kernels.same_values(a, a[:6])
+    assert kernels.same_values(a[:, ::2], np.ascontiguousarray(a[:, ::2]))
