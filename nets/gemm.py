@@ -62,9 +62,13 @@ def fma_tile(typingctx, a_panel, b_panel, c, ldc, depth, accumulate):
     accumulate : bool
         Add to what ``c`` holds (``+=``) or overwrite it (``=``, ``c`` is not read).
     """
+    arrays = (a_panel, b_panel, c)
+    if not all(isinstance(t, types.Array) and t.ndim == 2 and t.dtype == types.float32
+               for t in arrays) or a_panel.layout != "C" or b_panel.layout != "C":
+        return None  # a typing error: the kernel reads raw float32 memory
     f32 = ir.FloatType()
     vec = ir.VectorType(f32, LANES)
-    halves = NR // LANES
+    vectors = NR // LANES
 
     def codegen(context, builder, signature, args):
         a_arg, b_arg, c_arg, ldc_v, depth_v, accumulate = args
@@ -86,29 +90,35 @@ def fma_tile(typingctx, a_panel, b_panel, c, ldc, depth, accumulate):
             return builder.add(builder.mul(ir.Constant(index, i), ldc_v),
                                ir.Constant(index, h * LANES))
 
+
+        def constant(value):
+            return ir.Constant(index, value)
+
         # The accumulators live in registers (LLVM promotes these stack slots).
         acc = [[cgutils.alloca_once_value(builder, ir.Constant(vec, [0.0] * LANES))
-                for h in range(halves)] for i in range(MR)]
+                for h in range(vectors)] for i in range(MR)]
         with builder.if_then(accumulate):
             for i in range(MR):
-                for h in range(halves):
-                    builder.store(builder.load(vector_at(c_ptr, c_offset(i, h)), align=4), acc[i][h])
+                for h in range(vectors):
+                    row = builder.load(vector_at(c_ptr, c_offset(i, h)), align=4)
+                    builder.store(row, acc[i][h])
         with cgutils.for_range(builder, depth_v) as loop:
             k = loop.index
-            b_row = builder.mul(k, ir.Constant(index, NR))
-            b_vecs = [builder.load(vector_at(b_ptr, builder.add(b_row, ir.Constant(index, h * LANES))),
-                                   align=4) for h in range(halves)]
-            a_row = builder.mul(k, ir.Constant(index, MR))
+            b_row = builder.mul(k, constant(NR))
+            b_k = [builder.load(vector_at(b_ptr, builder.add(b_row, constant(h * LANES))), align=4)
+                   for h in range(vectors)]
+            a_row = builder.mul(k, constant(MR))
             for i in range(MR):
-                a_ik = builder.load(builder.gep(a_ptr, [builder.add(a_row, ir.Constant(index, i))]))
-                lane0 = builder.insert_element(ir.Constant(vec, None), a_ik, ir.Constant(ir.IntType(32), 0))
-                broadcast = builder.shuffle_vector(
+                a_ik = builder.load(builder.gep(a_ptr, [builder.add(a_row, constant(i))]))
+                lane0 = builder.insert_element(ir.Constant(vec, None), a_ik,
+                                               ir.Constant(ir.IntType(32), 0))
+                broadcast = builder.shuffle_vector(  # a zero mask: a_ik in every lane
                     lane0, lane0, ir.Constant(ir.VectorType(ir.IntType(32), LANES), None))
-                for h in range(halves):
-                    builder.store(builder.call(fma, [broadcast, b_vecs[h], builder.load(acc[i][h])]),
-                                  acc[i][h])
+                for h in range(vectors):
+                    total = builder.call(fma, [broadcast, b_k[h], builder.load(acc[i][h])])
+                    builder.store(total, acc[i][h])
         for i in range(MR):
-            for h in range(halves):
+            for h in range(vectors):
                 builder.store(builder.load(acc[i][h]), vector_at(c_ptr, c_offset(i, h)), align=4)
         return context.get_dummy_value()
 

@@ -19,9 +19,10 @@ filtering F(2x2, 3x3) (Lavin & Gray, 2016; see :func:`winograd_conv2d`): 16 mult
 2x2 output tile and channel pair instead of 36, so 2.25x fewer GEMM flops than ``W @ cols``.
 
 Threads: one pool does all the parallel work of a pass, Numba's. GEMMs are split among its
-threads (:func:`gemm` by rows, :func:`winograd_products` by transformed position), each calling
-a single-threaded BLAS (:func:`serial_blas`), and the other kernels split their outputs, so no
-two threads ever write the same element.
+threads (:func:`gemm` by columns or rows, :func:`winograd_products` by transformed position),
+each running the single-threaded Numba GEMM of :mod:`nets.gemm` (or, for thin products, a
+BLAS kept single-threaded by :func:`serial_blas`), and the other kernels split their outputs,
+so no two threads ever write the same element.
 """
 import ctypes
 import importlib
@@ -195,9 +196,10 @@ _blas = {"lock": threading.Lock(), "depth": 0, "controller": None, "limiter": No
 def serial_blas():
     """Every BLAS library single-threaded inside the block, for GEMMs run in Numba's threads.
 
-    Kernels that call BLAS from a ``prange`` (:func:`gemm`, :func:`gemm_split_inner`,
-    :func:`winograd_products`) must not let BLAS start threads of its own. Multi-threaded BLAS from Python was the alternative, but
-    OpenBLAS's threads spin for a while after every call (``OPENBLAS_THREAD_TIMEOUT``, read
+    Kernels that may call BLAS from a ``prange`` (:func:`gemm`, :func:`gemm_split_inner`,
+    :func:`winograd_products`: :func:`nets.gemm.matmul_into` hands thin products to
+    ``np.dot``) must not let BLAS start threads of its own. Multi-threaded BLAS called from
+    Python was the alternative, but OpenBLAS's threads spin for a while after every call (``OPENBLAS_THREAD_TIMEOUT``, read
     only when NumPy loads): on 2 cores the Numba kernel after each GEMM then shared its cores
     with them, and VGG16's transforms ran 2-4x slower than on one thread. With all parallel
     work in Numba's (passively waiting) pool nothing spins.
@@ -242,8 +244,9 @@ def _as_any_thread(call, **kwargs):
 
 
 def gemm(a, b, out=None, bias=None):
-    """``a @ b (+ bias[:, None])`` with the rows of ``a`` split among Numba's threads, BLAS
-    single-threaded inside.
+    """``a @ b (+ bias[:, None])`` split among Numba's threads, :func:`nets.gemm.matmul_into`
+    in each: by columns of ``b`` where it is wide enough for two tile columns per thread (each
+    thread packs only its own part of ``b``), else by rows of ``a``.
 
     Parameters
     ----------
@@ -251,7 +254,7 @@ def gemm(a, b, out=None, bias=None):
     b : (K, N) array of ``a``'s dtype (copied if not C-contiguous)
     out : (M, N) C-contiguous array, optional
     bias : (M,) array, optional
-        Added to every column by the thread that wrote the row (a convolution's bias).
+        Added to every column by the thread that wrote it (a convolution's bias).
 
     Returns
     -------
@@ -330,6 +333,10 @@ def _gemm_inner_blocks(a_t, b, partial):
         matmul_into(a_t[first:last].T, b[first:last], partial[j])
 
 
+#: Bands of rows per plane that :func:`_col2im` hands out to threads.
+COL2IM_BANDS = 8
+
+
 def _chunks(count, per_image, plane=0):
     """``(start, stop)`` ranges of images whose unrolled columns fit :data:`COLUMN_BUDGET`,
     single images where the output ``plane`` (OH * OW) reaches :data:`WIDE_PLANE`."""
@@ -340,43 +347,47 @@ def _chunks(count, per_image, plane=0):
 @njit(parallel=True, cache=True, fastmath=False)
 def _im2col(x, kh, kw, stride, padding, oh, ow, cols):
     # x is a chunk (B, C, H, W); column (b, r, q) of cols is output pixel (r, q) of image b.
-    # Each thread owns whole rows of `cols` (one input channel), so writes never collide.
+    # Each thread owns whole rows (c, i, j) of `cols`, so writes never collide (rows, not
+    # channels: a 3-channel RGB input would leave a thread of two idle a third of the time).
     count, c_in, h, w = x.shape
-    for c in prange(c_in):
-        for i in range(kh):
-            for j in range(kw):
-                row = (c * kh + i) * kw + j
-                for b in range(count):
-                    for r in range(oh):
-                        hi = stride * r + i - padding
-                        base = (b * oh + r) * ow
-                        if hi < 0 or hi >= h:
-                            for q in range(ow):
-                                cols[row, base + q] = 0.0
-                            continue
-                        for q in range(ow):
-                            wj = stride * q + j - padding
-                            cols[row, base + q] = x[b, c, hi, wj] if 0 <= wj < w else 0.0
+    for row in prange(c_in * kh * kw):
+        c, i, j = row // (kh * kw), (row // kw) % kh, row % kw
+        for b in range(count):
+            for r in range(oh):
+                hi = stride * r + i - padding
+                base = (b * oh + r) * ow
+                if hi < 0 or hi >= h:
+                    for q in range(ow):
+                        cols[row, base + q] = 0.0
+                    continue
+                for q in range(ow):
+                    wj = stride * q + j - padding
+                    cols[row, base + q] = x[b, c, hi, wj] if 0 <= wj < w else 0.0
 
 
 @njit(parallel=True, cache=True, fastmath=False)
 def _col2im(cols, kh, kw, stride, padding, oh, ow, dx):
-    # Overlapping windows add into the same pixel: a thread owns a whole input channel.
+    # Overlapping windows add into the same pixel: a thread owns a band of rows of one
+    # (image, channel) plane of dx and adds only what lands there (bands, not planes: one RGB
+    # image has only three planes for two threads).
     count, c_in, h, w = dx.shape
-    for c in prange(c_in):
+    bands = min(h, COL2IM_BANDS)
+    for unit in prange(count * c_in * bands):
+        plane, band = unit // bands, unit % bands
+        b, c = plane // c_in, plane % c_in
+        first, last = band * h // bands, (band + 1) * h // bands
         for i in range(kh):
             for j in range(kw):
                 row = (c * kh + i) * kw + j
-                for b in range(count):
-                    for r in range(oh):
-                        hi = stride * r + i - padding
-                        if hi < 0 or hi >= h:
-                            continue
-                        base = (b * oh + r) * ow
-                        for q in range(ow):
-                            wj = stride * q + j - padding
-                            if 0 <= wj < w:
-                                dx[b, c, hi, wj] += cols[row, base + q]
+                for r in range(oh):
+                    hi = stride * r + i - padding
+                    if hi < first or hi >= last:
+                        continue
+                    base = (b * oh + r) * ow
+                    for q in range(ow):
+                        wj = stride * q + j - padding
+                        if 0 <= wj < w:
+                            dx[b, c, hi, wj] += cols[row, base + q]
 
 
 def _is_pointwise(kernel_size, stride, padding):

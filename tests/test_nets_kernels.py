@@ -254,19 +254,21 @@ def test_winograd_is_chosen_per_direction(c, o, forward, backward):
 
 # GEMMs in Numba's threads, BLAS single-threaded inside.
 
-@pytest.mark.parametrize("m,k,n", [(1, 5, 7), (2, 3, 1), (3, 8, 9), (64, 27, 50), (17, 33, 4)])
+@pytest.mark.parametrize("m,k,n", [(1, 5, 7), (2, 3, 1), (3, 8, 9), (64, 27, 50), (17, 33, 4),
+                                   (64, 27, 500), (20, 300, 777)])  # the last two by columns
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_gemm_splits_rows_and_equals_matmul(rng, m, k, n, dtype):
+def test_gemm_splits_rows_or_columns_and_equals_matmul(rng, m, k, n, dtype):
     a, b = rng.normal(size=(m, k)).astype(dtype), rng.normal(size=(n, k)).astype(dtype).T
     expected = a.astype(np.float64) @ b.astype(np.float64)
     tolerance = 1e-5 if dtype == np.float32 else 1e-12
-    np.testing.assert_allclose(kernels.gemm(a, b), expected, rtol=tolerance, atol=tolerance)
+    atol = tolerance * np.sqrt(k)  # rounding of a k-term sum (np.dot's own error is as large)
+    np.testing.assert_allclose(kernels.gemm(a, b), expected, rtol=tolerance, atol=atol)
     out = np.full((m, n), np.nan, dtype)
     assert kernels.gemm(a.T.copy().T, b, out) is out  # F-ordered a is copied, out written
-    np.testing.assert_allclose(out, expected, rtol=tolerance, atol=tolerance)
+    np.testing.assert_allclose(out, expected, rtol=tolerance, atol=atol)
     bias = rng.normal(size=m).astype(dtype)
     np.testing.assert_allclose(kernels.gemm(a, b, bias=bias), expected + bias[:, None],
-                               rtol=tolerance, atol=tolerance)
+                               rtol=tolerance, atol=atol)
 
 
 @pytest.mark.parametrize("m,k,n", [(1, 5, 7), (8, 1, 3), (3, 40, 9), (2, 4097, 5)])
