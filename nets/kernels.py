@@ -333,10 +333,6 @@ def _gemm_inner_blocks(a_t, b, partial):
         matmul_into(a_t[first:last].T, b[first:last], partial[j])
 
 
-#: Bands of rows per plane that :func:`_col2im` hands out to threads.
-COL2IM_BANDS = 8
-
-
 def _chunks(count, per_image, plane=0):
     """``(start, stop)`` ranges of images whose unrolled columns fit :data:`COLUMN_BUDGET`,
     single images where the output ``plane`` (OH * OW) reaches :data:`WIDE_PLANE`."""
@@ -366,12 +362,11 @@ def _im2col(x, kh, kw, stride, padding, oh, ow, cols):
 
 
 @njit(parallel=True, cache=True, fastmath=False)
-def _col2im(cols, kh, kw, stride, padding, oh, ow, dx):
+def _col2im(cols, kh, kw, stride, padding, oh, ow, bands, dx):
     # Overlapping windows add into the same pixel: a thread owns a band of rows of one
-    # (image, channel) plane of dx and adds only what lands there (bands, not planes: one RGB
-    # image has only three planes for two threads).
+    # (image, channel) plane of dx and adds only what lands there. Planes are cut into bands
+    # only where there are too few of them to share (one RGB image: three planes, two threads).
     count, c_in, h, w = dx.shape
-    bands = min(h, COL2IM_BANDS)
     for unit in prange(count * c_in * bands):
         plane, band = unit // bands, unit % bands
         b, c = plane // c_in, plane % c_in
@@ -481,7 +476,10 @@ def conv2d_backward_input(dy, w, input_shape, stride, padding, transformed=None)
             chunk = dx[start:stop].reshape(stop - start, c, -1)
             _batch_first_copy(cols, np.zeros(c, dy.dtype), chunk)
         else:
-            _col2im(cols, kh, kw, stride, padding, oh, ow, dx[start:stop])
+            # At least 4 units of work per thread (a whole plane each where there are enough).
+            planes = (stop - start) * c
+            bands = min(h, max(1, -(-4 * numba.get_num_threads() // planes)))
+            _col2im(cols, kh, kw, stride, padding, oh, ow, bands, dx[start:stop])
     return dx
 
 

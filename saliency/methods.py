@@ -41,6 +41,17 @@ def targets_for(logits, target):
     return t
 
 
+def explained_classes(net, x, target):
+    """:func:`targets_for` a batch, running the network only when the class must be predicted.
+
+    Methods that explain many perturbed copies of ``x`` (integrated gradients, SmoothGrad)
+    need the clean image's forward pass only to find its class.
+    """
+    if target is None or (isinstance(target, str) and target == "top1"):
+        return targets_for(net(x), target)
+    return targets_for(np.empty((len(x), net.num_classes), x.dtype), target)
+
+
 def score_signal(logits, targets, output="logit"):
     """The signal at the logits: the gradient of the explained score ``f_t`` w.r.t. them.
 
@@ -238,8 +249,7 @@ def integrated_gradients(net, x, target=None, reference="zero", steps=32, method
     """
     ref = make_reference(net, x, reference)
     alphas, weights = integration_points(steps, method)
-    logits = net(x)
-    targets = targets_for(logits, target)
+    targets = explained_classes(net, x, target)
     # All (image, path point) pairs in one list, cut into passes of batch_size: a batch of a
     # few images fills every pass, and bigger passes make bigger (faster) matrix products.
     image = np.repeat(np.arange(len(x)), steps)
@@ -254,7 +264,7 @@ def integrated_gradients(net, x, target=None, reference="zero", steps=32, method
     attributions = (x - ref) * total
     if not return_delta:
         return attributions
-    expected = scores(logits, targets, output) - scores(net(ref), targets, output)
+    expected = scores(net(x), targets, output) - scores(net(ref), targets, output)
     return attributions, attributions.sum(axis=(1, 2, 3)) - expected
 
 
@@ -278,10 +288,7 @@ def smoothgrad(net, x, target=None, samples=16, sigma=0.15, seed=0, noise=None, 
     method : callable
         ``method(net, x, target)``, :func:`gradient` by default.
     """
-    # The clean image's forward pass is needed only to find its class.
-    predicted = target is None or (isinstance(target, str) and target == "top1")
-    logits = net(x) if predicted else np.zeros((len(x), net.num_classes), x.dtype)
-    targets = targets_for(logits, target)
+    targets = explained_classes(net, x, target)
     if noise is None:
         scale = sigma * (x.max(axis=(1, 2, 3)) - x.min(axis=(1, 2, 3)))
         rng = np.random.default_rng(seed)

@@ -194,3 +194,17 @@ def test_occlusion_batches_targets_and_bad_input(x):
         saliency.occlusion(net, x, 0, window=4, stride=5)
     with pytest.raises(ValueError, match="batch_size"):
         saliency.occlusion(net, x, 0, window=4, stride=2, batch_size=0)
+
+
+def test_explained_classes_runs_the_network_only_to_predict(x, monkeypatch):
+    net = small_net()
+    predicted = net(x).argmax(axis=1)
+    np.testing.assert_array_equal(saliency.methods.explained_classes(net, x, None), predicted)
+    np.testing.assert_array_equal(saliency.methods.explained_classes(net, x, "top1"), predicted)
+
+    def no_forward(*args, **kwargs):
+        raise AssertionError("the classes were given: no forward pass needed")
+    monkeypatch.setattr(net, "forward", no_forward)
+    np.testing.assert_array_equal(saliency.methods.explained_classes(net, x, [1, 0]), [1, 0])
+    with pytest.raises(ValueError, match="target class indices"):
+        saliency.methods.explained_classes(net, x, net.num_classes)
