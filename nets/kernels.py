@@ -343,46 +343,43 @@ def _chunks(count, per_image, plane=0):
 @njit(parallel=True, cache=True, fastmath=False)
 def _im2col(x, kh, kw, stride, padding, oh, ow, cols):
     # x is a chunk (B, C, H, W); column (b, r, q) of cols is output pixel (r, q) of image b.
-    # Each thread owns whole rows (c, i, j) of `cols`, so writes never collide (rows, not
-    # channels: a 3-channel RGB input would leave a thread of two idle a third of the time).
+    # Each thread owns whole rows of `cols` (one input channel), so writes never collide.
     count, c_in, h, w = x.shape
-    for row in prange(c_in * kh * kw):
-        c, i, j = row // (kh * kw), (row // kw) % kh, row % kw
-        for b in range(count):
-            for r in range(oh):
-                hi = stride * r + i - padding
-                base = (b * oh + r) * ow
-                if hi < 0 or hi >= h:
-                    for q in range(ow):
-                        cols[row, base + q] = 0.0
-                    continue
-                for q in range(ow):
-                    wj = stride * q + j - padding
-                    cols[row, base + q] = x[b, c, hi, wj] if 0 <= wj < w else 0.0
-
-
-@njit(parallel=True, cache=True, fastmath=False)
-def _col2im(cols, kh, kw, stride, padding, oh, ow, bands, dx):
-    # Overlapping windows add into the same pixel: a thread owns a band of rows of one
-    # (image, channel) plane of dx and adds only what lands there. Planes are cut into bands
-    # only where there are too few of them to share (one RGB image: three planes, two threads).
-    count, c_in, h, w = dx.shape
-    for unit in prange(count * c_in * bands):
-        plane, band = unit // bands, unit % bands
-        b, c = plane // c_in, plane % c_in
-        first, last = band * h // bands, (band + 1) * h // bands
+    for c in prange(c_in):
         for i in range(kh):
             for j in range(kw):
                 row = (c * kh + i) * kw + j
-                for r in range(oh):
-                    hi = stride * r + i - padding
-                    if hi < first or hi >= last:
-                        continue
-                    base = (b * oh + r) * ow
-                    for q in range(ow):
-                        wj = stride * q + j - padding
-                        if 0 <= wj < w:
-                            dx[b, c, hi, wj] += cols[row, base + q]
+                for b in range(count):
+                    for r in range(oh):
+                        hi = stride * r + i - padding
+                        base = (b * oh + r) * ow
+                        if hi < 0 or hi >= h:
+                            for q in range(ow):
+                                cols[row, base + q] = 0.0
+                            continue
+                        for q in range(ow):
+                            wj = stride * q + j - padding
+                            cols[row, base + q] = x[b, c, hi, wj] if 0 <= wj < w else 0.0
+
+
+@njit(parallel=True, cache=True, fastmath=False)
+def _col2im(cols, kh, kw, stride, padding, oh, ow, dx):
+    # Overlapping windows add into the same pixel: a thread owns a whole input channel.
+    count, c_in, h, w = dx.shape
+    for c in prange(c_in):
+        for i in range(kh):
+            for j in range(kw):
+                row = (c * kh + i) * kw + j
+                for b in range(count):
+                    for r in range(oh):
+                        hi = stride * r + i - padding
+                        if hi < 0 or hi >= h:
+                            continue
+                        base = (b * oh + r) * ow
+                        for q in range(ow):
+                            wj = stride * q + j - padding
+                            if 0 <= wj < w:
+                                dx[b, c, hi, wj] += cols[row, base + q]
 
 
 def _is_pointwise(kernel_size, stride, padding):
@@ -476,10 +473,7 @@ def conv2d_backward_input(dy, w, input_shape, stride, padding, transformed=None)
             chunk = dx[start:stop].reshape(stop - start, c, -1)
             _batch_first_copy(cols, np.zeros(c, dy.dtype), chunk)
         else:
-            # At least 4 units of work per thread (a whole plane each where there are enough).
-            planes = (stop - start) * c
-            bands = min(h, max(1, -(-4 * numba.get_num_threads() // planes)))
-            _col2im(cols, kh, kw, stride, padding, oh, ow, bands, dx[start:stop])
+            _col2im(cols, kh, kw, stride, padding, oh, ow, dx[start:stop])
     return dx
 
 
