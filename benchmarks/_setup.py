@@ -6,6 +6,7 @@ the BLAS / OpenMP / Numba thread counts (they are read once, when those librarie
 import importlib
 import os
 import sys
+import time
 import types
 from pathlib import Path
 
@@ -22,6 +23,18 @@ GRADCAM_LAYER = {"vgg16": "relu5_3", "squeezenet1_0": "fire9"}
 
 _THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
                      "NUMBA_NUM_THREADS")
+
+
+def call_times(call, repeats, warmup=1):
+    """Seconds taken by each of ``repeats`` calls of ``call()``, after ``warmup`` untimed ones."""
+    for _ in range(warmup):
+        call()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - start)
+    return times
 
 
 def add_paths(tests=False):

@@ -10,7 +10,6 @@ thread (:func:`nets.kernels.serial_blas`, which also covers the SciPy BLAS that 
 """
 import argparse
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -18,6 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 from numba import njit  # noqa: E402
 
+from benchmarks._setup import call_times  # noqa: E402
 from nets import gemm, kernels  # noqa: E402
 
 SHAPES = [  # (M, K, N, where it occurs)
@@ -39,16 +39,6 @@ def ours(a, b, out):
     gemm.matmul_into(a, b, out)
 
 
-def best_time(call, repeats):
-    call()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - start)
-    return min(times)
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=7)
@@ -63,8 +53,8 @@ def main(argv=None):
             b = rng.standard_normal((k, n), dtype=np.float32)
             out = np.empty((m, n), np.float32)
             flops = 2.0 * m * k * n
-            t_ours = best_time(lambda: ours(a, b, out), args.repeats)
-            t_blas = best_time(lambda: np.dot(a, b, out), args.repeats)
+            t_ours = min(call_times(lambda: ours(a, b, out), args.repeats))
+            t_blas = min(call_times(lambda: np.dot(a, b, out), args.repeats))
             print(f"{m:5d} {k:5d} {n:6d}  {flops / t_ours / 1e9:9.1f} {flops / t_blas / 1e9:9.1f} "
                   f"{t_blas / t_ours:9.2f}x  {where}")
 

@@ -14,7 +14,6 @@ import os
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,6 +33,7 @@ def child():
     sys.path.insert(0, str(ROOT))
     import numpy as np
 
+    from benchmarks._setup import call_times
     from nets import kernels
     rng = np.random.default_rng(0)
     w = rng.random((64, 144), dtype=np.float32)
@@ -53,13 +53,7 @@ def child():
         relu()
 
     def med(f, n=200):
-        f()
-        ts = []
-        for _ in range(n):
-            t = time.perf_counter()
-            f()
-            ts.append(time.perf_counter() - t)
-        return 1e3 * statistics.median(ts)
+        return 1e3 * statistics.median(call_times(f, n))
 
     print(json.dumps({"gemm": med(gemm), "relu": med(relu), "both": med(both)}))
 
