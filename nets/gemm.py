@@ -175,9 +175,10 @@ def packed_matmul(a, b, out):
                         fma_tile(a_packed[p], b_packed[q], out[i0:, j0:], ldc, depth, k0 > 0)
                     else:  # an edge tile: through a full-size buffer, then its valid part
                         rows, cols = min(MR, m - i0), min(NR, n - j0)
-                        for i in range(rows):
-                            for j in range(cols):
-                                edge[i, j] = out[i0 + i, j0 + j]
+                        if k0 > 0:  # the first depth block overwrites: out is not read
+                            for i in range(rows):
+                                for j in range(cols):
+                                    edge[i, j] = out[i0 + i, j0 + j]
                         fma_tile(a_packed[p], b_packed[q], edge, NR, depth, k0 > 0)
                         for i in range(rows):
                             for j in range(cols):

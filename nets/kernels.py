@@ -199,9 +199,10 @@ def serial_blas():
     Kernels that may call BLAS from a ``prange`` (:func:`gemm`, :func:`gemm_split_inner`,
     :func:`winograd_products`: :func:`nets.gemm.matmul_into` hands thin products to
     ``np.dot``) must not let BLAS start threads of its own. Multi-threaded BLAS called from
-    Python was the alternative, but OpenBLAS's threads spin for a while after every call (``OPENBLAS_THREAD_TIMEOUT``, read
-    only when NumPy loads): on 2 cores the Numba kernel after each GEMM then shared its cores
-    with them, and VGG16's transforms ran 2-4x slower than on one thread. With all parallel
+    Python was the alternative, but OpenBLAS's threads spin for a while after every call
+    (``OPENBLAS_THREAD_TIMEOUT``, read only when NumPy loads): on 2 cores the Numba kernel
+    after each GEMM then shared its cores with them, and VGG16's transforms ran 2-4x slower
+    than on one thread. With all parallel
     work in Numba's (passively waiting) pool nothing spins.
 
     The limit is process-wide (BLAS has no per-thread setting), so the block nests and counts:

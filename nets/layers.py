@@ -92,8 +92,7 @@ class Conv2d(Layer):
         if not (kernels.uses_winograd(*shape) or kernels.uses_winograd(*shape, transposed=True)):
             return None
         memo = self._winograd_memo
-        if (memo is None or memo[0].dtype != self.weight.dtype
-                or not kernels.same_values(memo[0], self.weight)):
+        if memo is None or not kernels.same_values(memo[0], self.weight):  # values, shape, dtype
             memo = self._winograd_memo = (self.weight.copy(), kernels.winograd_weights(self.weight))
         return memo[1]
 

@@ -249,7 +249,9 @@ def integrated_gradients(net, x, target=None, reference="zero", steps=32, method
     """
     ref = make_reference(net, x, reference)
     alphas, weights = integration_points(steps, method)
-    targets = explained_classes(net, x, target)
+    # The clean image's logits: for the delta, and to find its class if none is given.
+    logits = net(x) if return_delta else None
+    targets = explained_classes(net, x, target) if logits is None else targets_for(logits, target)
     # All (image, path point) pairs in one list, cut into passes of batch_size: a batch of a
     # few images fills every pass, and bigger passes make bigger (faster) matrix products.
     image = np.repeat(np.arange(len(x)), steps)
@@ -264,7 +266,7 @@ def integrated_gradients(net, x, target=None, reference="zero", steps=32, method
     attributions = (x - ref) * total
     if not return_delta:
         return attributions
-    expected = scores(net(x), targets, output) - scores(net(ref), targets, output)
+    expected = scores(logits, targets, output) - scores(net(ref), targets, output)
     return attributions, attributions.sum(axis=(1, 2, 3)) - expected
 
 
