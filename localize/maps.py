@@ -33,6 +33,7 @@ METHOD_OPTIONS = {
     "grad_cam": ("layer",),
     "neuron_selection": ("layer", "k"),
     "occlusion": ("window", "stride", "baseline"),
+    "activations": ("layer",),
 }
 
 
@@ -43,7 +44,8 @@ class MapSpec:
     Parameters
     ----------
     method : str
-        A key of :data:`METHOD_OPTIONS` (the :data:`saliency.METHODS` names plus ``grad_cam``).
+        A key of :data:`METHOD_OPTIONS` (the :data:`saliency.METHODS` names plus ``grad_cam``
+        and ``activations``, a layer's output kept as features for :mod:`localize.objectness`).
     reduce : str
         Channel reduction (:func:`saliency.postprocess.reduce_channels`); ignored by
         ``grad_cam``, whose map is upsampled to the input size instead.
@@ -80,6 +82,9 @@ class MapSpec:
             raise ValueError(f"mirror must be True or False, got {self.mirror!r}")
         if not (isinstance(self.zoom, (int, float)) and 0.25 <= self.zoom <= 4):
             raise ValueError(f"zoom must be a number in [0.25, 4], got {self.zoom!r}")
+        if self.method == "activations" and (self.mirror or self.zoom != 1.0 or not self.options):
+            raise ValueError("activations take a layer and no view: MapSpec.make('activations', "
+                             "layer=NAME)")
 
     @classmethod
     def make(cls, method, reduce="max_abs", mirror=False, zoom=1.0, **options):
@@ -91,7 +96,7 @@ class MapSpec:
         ``gradient-max_abs-mirror-zoom=1.5`` (the view is named only when it is not the
         image itself, so older caches keep their names)."""
         parts = [self.method] + [f"{k}={v}" for k, v in self.options]
-        if self.method != "grad_cam":
+        if self.method not in ("grad_cam", "activations"):
             parts.append(self.reduce)
         if self.mirror:
             parts.append("mirror")
@@ -111,7 +116,8 @@ class MapSpec:
                         **d["options"])
 
     def compute(self, net, x, targets):
-        """Heat maps (N, H, W) at the input resolution for a preprocessed batch (N, C, H, W)."""
+        """Heat maps (N, H, W) at the input resolution for a preprocessed batch (N, C, H, W);
+        for ``activations``, the layer's output (N, C, h, w), the same for every target."""
         n, channels, height, width = x.shape
         if self.zoom != 1.0:
             if net.input_size is not None:
@@ -123,6 +129,9 @@ class MapSpec:
         if self.mirror:
             x = np.ascontiguousarray(x[..., ::-1])
         options = dict(self.options)
+        if self.method == "activations":  # features, not a heat map: (N, C, h, w) as they are
+            net.layer(options["layer"])  # a clear error for an unknown layer name
+            return np.ascontiguousarray(net.forward(x).outputs[options["layer"]], np.float32)
         if self.method == "grad_cam":
             heat = saliency.grad_cam(net, x, targets, **options)
         else:

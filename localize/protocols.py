@@ -268,9 +268,12 @@ PROTOCOLS = {cls.kind: cls for cls in (ThresholdBoxes, KhanBoxes, RegressionBoxe
 
 
 def protocol_from_params(kind, params):
-    if kind == "best":  # defined in localize.best, which builds on this module
+    if kind == "best":  # defined in localize.best and .objectness, which build on this module
         from .best import BestBoxes
         return BestBoxes.from_params(params)
+    if kind == "objectness":
+        from .objectness import ObjectnessBoxes
+        return ObjectnessBoxes.from_params(params)
     if kind not in PROTOCOLS:
         raise ValueError(f"unknown box protocol {kind!r}; known: {sorted(PROTOCOLS)}")
     return PROTOCOLS[kind].from_params(params)
@@ -321,7 +324,8 @@ def last_spatial_layer(architecture):
     convolutional feature map before the classifier (VGG16's ``relu5_3``)."""
     if architecture.startswith("squeezenet"):
         return "fire9"
-    return "relu4_2" if architecture == "vgg_small" else "relu5_3"
+    return {"vgg_small": "relu4_2", "vgg11": "relu5_2", "vgg13": "relu5_2",
+            "vgg19": "relu5_4"}.get(architecture, "relu5_3")
 
 
 def preset(name, architecture):
@@ -342,9 +346,12 @@ def preset(name, architecture):
         return ThresholdBoxes(gradient, mode="union")
     if name == "grad_cam":
         return ThresholdBoxes(MapSpec.make("grad_cam", layer=layer), mode="largest")
-    if name == "best":
+    if name == "mix":
         from .best import best_protocol
         return best_protocol(architecture)
+    if name == "best":
+        from .objectness import objectness_protocol
+        return objectness_protocol(architecture)
     raise ValueError(f"unknown preset {name!r}; known: {sorted(PRESETS)}")
 
 
@@ -355,7 +362,11 @@ PRESETS = {
     "dwaraknath": "top-20 neurons of the last spatial layer by activation x gradient, guided backprop, union box",
     "gradient": "vanilla sensitivity map, union box at a tuned threshold",
     "grad_cam": "Grad-CAM at the last spatial layer, largest component at a tuned threshold",
-    "best": "DeepLIFT (blur reference), |guided|, |gradient| and Grad-CAM through Khan's recipe, "
-            "geometric mean, border mask, union box scaled about its centre; all parameters "
-            "chosen inside the training data (localize/best.py)",
+    "mix": "DeepLIFT (blur reference), |guided|, |gradient| and Grad-CAM through Khan's recipe, "
+           "geometric mean, border mask, union box scaled about its centre; all parameters "
+           "chosen inside the training data (localize/best.py)",
+    "best": "objectness map by cell-wise ridge regression (closed form) from the last layers' "
+            "activations and the mix's four saliency maps to ground-truth box coverage, then "
+            "boxed like mix; lambda and the box parameters chosen inside the training data "
+            "(localize/objectness.py)",
 }

@@ -169,19 +169,29 @@ def fit_ridge(X, Y, lam):
     X1 = _with_bias(X)
     penalty = np.full(X1.shape[1], float(lam))
     penalty[-1] = 0.0
-    gram = X1.T @ X1 + np.diag(penalty)
-    try:
-        factor = scipy.linalg.cho_factor(gram)
-        # Collinear columns may still factor, with a pivot at rounding-error level; treat that
-        # as singular too rather than return huge, meaningless weights.
-        pivots = np.diag(factor[0]) ** 2
-        if pivots.min() > len(gram) * np.finfo(float).eps * np.diag(gram).max():
-            return scipy.linalg.cho_solve(factor, X1.T @ Y)
-    except np.linalg.LinAlgError:
-        pass
+    W = solve_normal_equations(X1.T @ X1 + np.diag(penalty), X1.T @ Y)
+    if W is not None:
+        return W
     stacked_X = np.vstack([X1, np.diag(np.sqrt(penalty))])
     stacked_Y = np.vstack([Y, np.zeros((X1.shape[1], Y.shape[1]))])
     return np.linalg.lstsq(stacked_X, stacked_Y, rcond=None)[0]
+
+
+def solve_normal_equations(gram, moment):
+    """``gram^-1 moment`` by a Cholesky factorization, or None if ``gram`` is singular.
+
+    ``gram`` (D, D) is symmetric positive semi-definite (``X^T X`` plus a penalty). Collinear
+    columns may still factor, with a pivot at rounding-error level; that counts as singular
+    too rather than return huge, meaningless weights.
+    """
+    try:
+        factor = scipy.linalg.cho_factor(gram)
+    except np.linalg.LinAlgError:
+        return None
+    pivots = np.diag(factor[0]) ** 2
+    if pivots.min() > len(gram) * np.finfo(float).eps * np.diag(gram).max():
+        return scipy.linalg.cho_solve(factor, moment)
+    return None
 
 
 def predict(W, X):
