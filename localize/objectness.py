@@ -69,7 +69,7 @@ from saliency import postprocess
 from .best import BestBoxes, SCALES, SIGMAS, BORDER_WIDTHS, recipe
 from .maps import MapSpec
 from .protocols import FRACTIONS, folds, last_spatial_layer
-from .regression import _area_average_matrix, solve_normal_equations
+from .regression import cell_means, solve_normal_equations
 
 #: Ridge parameters tried by the inner cross-validation (the features are standardized).
 LAMBDAS = tuple(10.0 ** np.arange(0, 7))
@@ -85,14 +85,6 @@ MEASURED = {
     "chosen_lambda_in_every_fold": 1e4,
     "fit_seconds_per_fold_554_photos": 35,
 }
-
-
-def cell_means(maps, grid_hw):
-    """Exact area averages of maps (N, H, W) over a ``grid_hw`` grid of cells -> (N, h, w)."""
-    maps = np.asarray(maps, np.float64)
-    rows = _area_average_matrix(maps.shape[1], grid_hw[0])
-    cols = _area_average_matrix(maps.shape[2], grid_hw[1])
-    return np.einsum("ci,nij,dj->ncd", rows, maps, cols)
 
 
 def box_coverage(gt_boxes, input_hw, grid_hw):
@@ -198,6 +190,7 @@ class ObjectnessBoxes(BestBoxes):
         self.mean = None if mean is None else np.asarray(mean, np.float64)
         self.sd = None if sd is None else np.asarray(sd, np.float64)
         self.weights = None if weights is None else np.asarray(weights, np.float64)
+        self.cell_mse = None  # the inner cross-validation's squared error, set by fit
 
     @property
     def fitted(self):
@@ -253,7 +246,7 @@ class ObjectnessBoxes(BestBoxes):
         gram, moment = sum(p[0] for p in parts), sum(p[1] for p in parts)
         best_error, held_out = np.inf, None
         for lam in self.lambdas:
-            cells, error = np.empty(targets.shape), 0.0
+            cells = np.empty(targets.shape)
             for f, (g, m) in enumerate(parts):
                 cells[fold == f] = self._predict_cells(features[fold == f],
                                                        _ridge(gram - g, moment - m, lam))

@@ -21,7 +21,7 @@ from .boxes import as_boxes, as_size, iou, scale_boxes, single_box
 CV_SCORES = ("corloc", "mse")
 
 
-def _area_average_matrix(length, n_cells):
+def area_average_matrix(length, n_cells):
     """``(n_cells, length)`` matrix whose row ``c`` averages a signal over grid cell ``c``.
 
     Cell ``c`` covers ``[c L / n, (c + 1) L / n)`` and pixel ``p`` covers ``[p, p + 1)``; the
@@ -35,11 +35,20 @@ def _area_average_matrix(length, n_cells):
     return np.clip(overlap, 0, None) / (length / n_cells)
 
 
+def cell_means(maps, grid_hw):
+    """Exact area averages of maps (N, H, W) over a ``grid_hw`` grid of cells -> (N, h, w),
+    float64: ``g = A_rows m A_cols^T`` with the overlap matrices of :func:`area_average_matrix`."""
+    maps = np.asarray(maps, np.float64)
+    rows = area_average_matrix(maps.shape[1], grid_hw[0])
+    cols = area_average_matrix(maps.shape[2], grid_hw[1])
+    return np.einsum("ci,nij,dj->ncd", rows, maps, cols)
+
+
 def grid_features(maps, n):
     """Area-average each map onto an ``n x n`` grid and normalize it to sum 1.
 
     ``g[c, d] = (1 / |cell|) integral over cell (c, d) of m`` (exactly, via
-    ``g = A_rows m A_cols^T`` with the overlap matrices of :func:`_area_average_matrix`), then
+    ``g = A_rows m A_cols^T`` with the overlap matrices of :func:`area_average_matrix`), then
     ``x = g / sum(g)``: every cell has the same area, so ``x[c, d]`` is the *fraction of the
     map's total heat* that falls in the cell, independent of the map's scale and resolution.
     An all-zero map gives all-zero features. Because the features of one grid sum to 1 they
@@ -68,9 +77,7 @@ def grid_features(maps, n):
         raise ValueError("maps must be non-negative (heat fractions); apply positive_part first")
     if not isinstance(n, (int, np.integer)) or n < 1:
         raise ValueError(f"grid size n must be a positive integer; got {n!r}")
-    rows = _area_average_matrix(maps.shape[1], n)
-    cols = _area_average_matrix(maps.shape[2], n)
-    cells = np.einsum("ci,nij,dj->ncd", rows, maps.astype(np.float64), cols).reshape(len(maps), n * n)
+    cells = cell_means(maps, (n, n)).reshape(len(maps), n * n)
     totals = cells.sum(axis=1, keepdims=True)
     return np.where(totals > 0, cells / np.where(totals > 0, totals, 1), 0.0)
 

@@ -36,16 +36,6 @@ def synthetic(n=60, seed=0):
     return {L1: acts, L2: np.sqrt(acts), E: heat}, boxes
 
 
-def test_cell_means_are_exact_area_averages(rng):
-    maps = rng.random((3, 10, 14))
-    got = ob.cell_means(maps, (4, 7))
-    # 10 rows into 4 cells of 2.5 rows: split every pixel in two, then average blocks of 5.
-    fine = np.repeat(np.repeat(maps, 2, axis=1), 1, axis=2)
-    expected = fine.reshape(3, 4, 5, 7, 2).mean(axis=(2, 4))
-    np.testing.assert_allclose(got, expected, rtol=1e-12)
-    assert got.shape == (3, 4, 7)
-
-
 def test_box_coverage_is_the_covered_fraction_of_each_cell():
     boxes = [np.array([[0, 0, 20, 10]]),                       # two whole cells of 10 x 10
              np.array([[5, 0, 15, 10], [10, 0, 20, 10]]),     # overlapping: the union counts once

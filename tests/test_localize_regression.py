@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 from localize.baselines import center_box, mean_box_size
+from localize import regression
 from localize.metrics import corloc
 from localize.regression import (
     BoxRegressor, choose_lambda_cv, fit_ridge, grid_features, predict, stack_features, target_boxes,
@@ -178,3 +179,13 @@ def test_box_regressor_with_several_map_kinds_round_trips_through_a_dict(rng):
         BoxRegressor.from_dict({**state, "weights": state["weights"][:-1]})
     with pytest.raises(ValueError, match="not fitted"):
         BoxRegressor().predict(maps, sizes)
+
+
+def test_cell_means_are_exact_area_averages(rng):
+    maps = rng.random((3, 10, 14))
+    got = regression.cell_means(maps, (4, 7))
+    # 10 rows into 4 cells of 2.5 rows: split every pixel in two, then average blocks of 5.
+    fine = np.repeat(np.repeat(maps, 2, axis=1), 1, axis=2)
+    expected = fine.reshape(3, 4, 5, 7, 2).mean(axis=(2, 4))
+    np.testing.assert_allclose(got, expected, rtol=1e-12)
+    assert got.shape == (3, 4, 7)
