@@ -30,8 +30,9 @@ search sees maps as good as a new image's, not the regression's fit to its own t
 
 Measured (SqueezeNet 1.0 with its real weights, the 692 development photos, ground-truth
 class known, 5-fold cross-validation with seed 0, everything chosen inside the folds; 95%
-bootstrap intervals). Prototypes of the same regression before it entered the library
-(the evidence features there unstandardized, lambda fixed, swept over 10-10^5):
+bootstrap intervals). The first four rows are prototypes of the same regression before it
+entered the library (the evidence features unstandardized, lambda fixed, swept over
+10-10^5); the others are this module:
 
 =============================================================  ======================
 features of the cells (13 x 13), then the box search            CV CorLoc (95% CI)
@@ -42,7 +43,7 @@ features of the cells (13 x 13), then the box search            CV CorLoc (95% C
 the same map as a fifth factor of ``mix``'s geometric mean      69.5-71.0%
 this module, standardized, lambda by inner CV (``evaluate``)    72.1% (68.8-75.4)
 the same with fold seeds 1 and 2 (``--seed``)                   72.5% / 71.5%
-``mix`` (:mod:`localize.best`), for comparison (seeds 0, 1, 2)  70.4% (66.9-73.7) / 69.8 / 68.8%
+``mix`` (:mod:`localize.best`), fold seeds 0 / 1 / 2            70.4 / 69.8 / 68.8%
 evidence smoothed by sigma 2 / 8 instead of 4                   72.0% / 72.5%
 DeepLIFT with the zero reference as a fifth evidence map        72.3% (68.9-75.6)
 ``fire9`` alone as the layer (no ``pool8``)                     71.4% (68.1-74.7)
