@@ -101,12 +101,14 @@ def box_coverage(gt_boxes, input_hw, grid_hw):
     Boxes ``(xmin, ymin, xmax, ymax)`` in input pixels (:mod:`localize.boxes`) are drawn on the
     pixel grid (edges rounded to whole pixels), then area-averaged exactly onto the cells.
     """
-    height, width = input_hw
-    masks = np.zeros((len(gt_boxes), height, width))
-    for mask, boxes in zip(masks, gt_boxes):
+    out = np.empty((len(gt_boxes),) + tuple(grid_hw))
+    mask = np.empty((1,) + tuple(input_hw))  # one image at a time: N full-size masks are large
+    for n, boxes in enumerate(gt_boxes):
+        mask[:] = 0.0
         for x0, y0, x1, y1 in np.rint(np.asarray(boxes, np.float64).reshape(-1, 4)).astype(int):
-            mask[max(y0, 0):max(y1, 0), max(x0, 0):max(x1, 0)] = 1.0
-    return cell_means(masks, grid_hw)
+            mask[0, max(y0, 0):max(y1, 0), max(x0, 0):max(x1, 0)] = 1.0
+        out[n] = cell_means(mask, grid_hw)[0]
+    return out
 
 
 def cell_features(activations, evidence, sigma):
@@ -220,7 +222,8 @@ class ObjectnessBoxes(BestBoxes):
         return postprocess.upsample(cells, input_hw)
 
     def _predict_cells(self, features, w):
-        out = np.empty(features.shape[:2])
+        """``[(phi - mu) / sd, 1] w`` for features (N, P, D) and weights (D + 1,) or (D + 1, L)."""
+        out = np.empty(features.shape[:2] + w.shape[1:])
         for start in range(0, len(features), BLOCK):
             z = (features[start:start + BLOCK] - self.mean) / self.sd
             out[start:start + BLOCK] = z @ w[:-1] + w[-1]
@@ -252,18 +255,17 @@ class ObjectnessBoxes(BestBoxes):
         parts = [_gram(features[fold == f], targets[fold == f], self.mean, self.sd)
                  for f in range(self.inner_folds)]
         gram, moment = sum(p[0] for p in parts), sum(p[1] for p in parts)
-        best_error, held_out = np.inf, None
-        for lam in self.lambdas:
-            cells = np.empty(targets.shape)
-            for f, (g, m) in enumerate(parts):
-                cells[fold == f] = self._predict_cells(features[fold == f],
-                                                       _ridge(gram - g, moment - m, lam))
-            error = float(np.mean((cells - targets) ** 2))
-            if error < best_error:
-                best_error, held_out, self.lam = error, cells, lam
+        # Every lambda's weights as one matrix (D + 1, L): each held-out fold is standardized
+        # and predicted once for all of them.
+        held_out = np.empty(targets.shape + (len(self.lambdas),))
+        for f, (g, m) in enumerate(parts):
+            w = np.stack([_ridge(gram - g, moment - m, lam) for lam in self.lambdas], axis=1)
+            held_out[fold == f] = self._predict_cells(features[fold == f], w)
+        errors = np.mean((held_out - targets[..., None]) ** 2, axis=(0, 1))
+        best = int(np.argmin(errors))  # the smallest lambda among ties
+        self.lam, self.cell_mse = self.lambdas[best], float(errors[best])
         self.weights = _ridge(gram, moment, self.lam)
-        self.cell_mse = best_error
-        return self.fit_factors([self._as_map(held_out, grid, size)], gt_boxes)
+        return self.fit_factors([self._as_map(held_out[..., best], grid, size)], gt_boxes)
 
     def params(self):
         p = super().params()

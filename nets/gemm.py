@@ -86,13 +86,11 @@ def fma_tile(typingctx, a_panel, b_panel, c, ldc, depth, accumulate):
         def vector_at(pointer, offset):
             return builder.bitcast(builder.gep(pointer, [offset]), vec.as_pointer())
 
-        def c_offset(i, h):
-            return builder.add(builder.mul(ir.Constant(index, i), ldc_v),
-                               ir.Constant(index, h * LANES))
-
-
         def constant(value):
             return ir.Constant(index, value)
+
+        def c_offset(i, h):
+            return builder.add(builder.mul(constant(i), ldc_v), constant(h * LANES))
 
         # The accumulators live in registers (LLVM promotes these stack slots).
         acc = [[cgutils.alloca_once_value(builder, ir.Constant(vec, [0.0] * LANES))
