@@ -37,7 +37,7 @@ SIGMA = 0.15
 
 
 def ours(method, net, x, cfg):
-    import saliency
+    from sensloc import saliency
     t, bs = TARGET, cfg["batch_size"]
     calls = {
         "forward": lambda: net(x),

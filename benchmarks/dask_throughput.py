@@ -34,7 +34,7 @@ def load_average():
 
 def warm_up(job):
     """Run one shard in this worker: reads the weights, loads the Numba kernels."""
-    from localize.evaluate import run_shard
+    from sensloc.evaluation.runner import run_shard
     return run_shard(job)
 
 
@@ -53,13 +53,13 @@ def main(argv=None):
                         help="do not time --jobs 1 in this process (slow on a loaded machine)")
     args = parser.parse_args(argv)
 
-    import weights
+    from sensloc import weights
     from distributed import get_task_stream
-    from localize.datasets import read_manifest
-    from localize.distributed import local_cluster
-    from localize.evaluate import Dataset, ShardJob, ensure_maps
-    from localize.protocols import preset
-    from weights._files import sha256_file
+    from sensloc.data.datasets import read_manifest
+    from sensloc.evaluation.distributed import local_cluster
+    from sensloc.evaluation.runner import Dataset, ShardJob, ensure_maps
+    from sensloc.localize.protocols import preset
+    from sensloc._files import sha256_file
 
     weight_path = Path(weights.resolve(args.weights)).resolve()
     net = weights.load(weight_path)

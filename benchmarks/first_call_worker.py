@@ -39,8 +39,8 @@ def main():
     if args.side == "ours":
         import numpy as np
 
-        import nets
-        import saliency
+        from sensloc import nets
+        from sensloc import saliency
         t_imported = time.monotonic()
         apply_thread_setters(args.threads)
         net = fill_random_inplace(nets.build("vgg16"))

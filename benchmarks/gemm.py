@@ -18,7 +18,7 @@ import numpy as np  # noqa: E402
 from numba import njit  # noqa: E402
 
 from benchmarks._setup import call_times  # noqa: E402
-from nets import gemm, kernels  # noqa: E402
+from sensloc.nets import gemm, kernels  # noqa: E402
 
 SHAPES = [  # (M, K, N, where it occurs)
     (64, 64, 12544, "VGG16 conv1_2, Winograd, batch 1"),

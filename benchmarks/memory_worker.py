@@ -43,9 +43,9 @@ def maxrss_mb():
 def ours(batch):
     import numpy as np
 
-    import nets
-    import saliency
-    from nets import kernels
+    from sensloc import nets
+    from sensloc import saliency
+    from sensloc.nets import kernels
 
     net = fill_random_inplace(nets.build("vgg16"))
     rng = np.random.default_rng(1)

@@ -49,7 +49,7 @@ class _Clock:
 
 
 def instrument(net, clock):
-    from nets import kernels
+    from sensloc.nets import kernels
     for name in KERNELS:
         setattr(kernels, name, clock.wrap(name, getattr(kernels, name)))
     for name in GEMMS:
@@ -97,8 +97,8 @@ def main():
     add_paths()
     import numpy as np
 
-    import nets
-    from saliency.rules import Rescale
+    from sensloc import nets
+    from sensloc.saliency.rules import Rescale
     use_ref = not args.no_reference and reference_available()[0]
     torch = None
     if use_ref:
@@ -115,7 +115,7 @@ def main():
         import cProfile
         import pstats
 
-        import saliency
+        from sensloc import saliency
         for label, fn in (("gradient", lambda: saliency.gradient(net, x, TARGET)),
                           ("deeplift", lambda: saliency.deeplift(net, x, TARGET))):
             fn()
@@ -206,7 +206,7 @@ def main():
     if use_ref and args.net == "vgg16":
         print("\nconvolution input-gradient per layer (ms): ours conv2d_backward_input vs "
               "torch.nn.grad.conv2d_input")
-        from nets import kernels
+        from sensloc.nets import kernels
         for layer in [lay for lay in net.layers if kind(lay) == "Conv2d"]:
             xin = trace.caches[layer.name]
             dy = np.ones_like(trace.outputs[layer.name])

@@ -141,7 +141,7 @@ def _timed(fn):
 def run_timing(args, use_ref, csv_path):
     import numpy as np
 
-    import nets
+    from sensloc import nets
     from benchmarks import cases
 
     torch = twins = None

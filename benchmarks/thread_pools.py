@@ -34,7 +34,7 @@ def child():
     import numpy as np
 
     from benchmarks._setup import call_times
-    from nets import kernels
+    from sensloc.nets import kernels
     rng = np.random.default_rng(0)
     w = rng.random((64, 144), dtype=np.float32)
     c = rng.random((144, 3025), dtype=np.float32)

@@ -4,11 +4,11 @@ Any localization method must beat these. The centre box is Ebrahimpour & Noelle'
 a box with the training set's mean width and height, centred in the image. Sizes are kept as
 *fractions* of the image side (box width / image width, box height / image height), so a mean
 measured on one set of images transfers to images of any other size. Boxes follow the
-convention of :mod:`localize.boxes`.
+convention of :mod:`sensloc.localize.boxes`.
 """
 import numpy as np
 
-from .boxes import as_size, single_box, whole_image
+from sensloc.localize.boxes import as_size, single_box, whole_image
 
 
 def whole_image_box(image_size_wh):
@@ -30,7 +30,7 @@ def mean_box_size(gt_boxes, image_sizes, target="largest"):
 
     ``(w_n, h_n)`` is the size of the box standing for image ``n``: its largest ground-truth box
     (``target="largest"``) or the hull of all of them (``"hull"``), see
-    :func:`localize.boxes.single_box`.
+    :func:`sensloc.localize.boxes.single_box`.
 
     Parameters
     ----------

@@ -3,11 +3,11 @@
 A predicted box *hits* an image when its IoU with at least one of the image's ground-truth
 boxes is ``>= threshold`` (0.5, the PASCAL criterion). CorLoc is the fraction of hits. The
 top-1 variant (ILSVRC's top-1 localization accuracy) also demands that the predicted class is
-the true class. Boxes follow the convention of :mod:`localize.boxes`.
+the true class. Boxes follow the convention of :mod:`sensloc.localize.boxes`.
 """
 import numpy as np
 
-from .boxes import as_boxes, best_iou
+from sensloc.localize.boxes import as_boxes, best_iou
 
 
 def _check_pairing(pred_boxes, gt_boxes):

@@ -11,12 +11,12 @@ solved exactly from the normal equations. Several maps per image (e.g. two salie
 and several grid sizes are concatenated into one feature vector.
 
 Shapes: ``maps`` ``(N, H, W)`` float; features ``X`` ``(N, D)``; targets ``Y`` ``(N, 4)``;
-weights ``(D + 1, 4)``, the last row the bias. Boxes follow :mod:`localize.boxes`.
+weights ``(D + 1, 4)``, the last row the bias. Boxes follow :mod:`sensloc.localize.boxes`.
 """
 import numpy as np
 import scipy.linalg
 
-from .boxes import as_boxes, as_size, iou, scale_boxes, single_box
+from sensloc.localize.boxes import as_boxes, as_size, iou, scale_boxes, single_box
 
 CV_SCORES = ("corloc", "mse")
 

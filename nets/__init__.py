@@ -14,12 +14,12 @@ from functools import partial
 
 import numpy as np
 
-from .layers import (Concat, Conv2d, Fire, Flatten, GlobalAvgPool2d, Layer, Linear, MaxPool2d,
-                     PoolCache, ReLU)
-from .network import Network, Trace, softmax
-from .squeezenet import squeezenet1_0
-from . import training
-from .vgg import CONFIGURATIONS, vgg, vgg_small
+from sensloc.nets.layers import (Concat, Conv2d, Fire, Flatten, GlobalAvgPool2d, Layer, Linear,
+                                 MaxPool2d, PoolCache, ReLU)
+from sensloc.nets.network import Network, Trace, softmax
+from sensloc.nets.squeezenet import squeezenet1_0
+from sensloc.nets import training
+from sensloc.nets.vgg import CONFIGURATIONS, vgg, vgg_small
 
 #: Architecture name -> builder with no required arguments.
 ARCHITECTURES = {name: partial(vgg, name) for name in CONFIGURATIONS}

@@ -35,8 +35,8 @@ import numpy as np
 from numba import njit, prange
 import threadpoolctl
 
-from . import gemm as gemm_kernel
-from .gemm import matmul_into
+from sensloc.nets import gemm as gemm_kernel
+from sensloc.nets.gemm import matmul_into
 
 # Numba's OpenMP workers busy-wait after every parallel kernel, and between two kernels of a
 # pass the main thread runs Python and NumPy, and other pools (PyTorch's, the user's BLAS) may

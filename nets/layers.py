@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import kernels
+from sensloc.nets import kernels
 
 
 class Layer:

@@ -6,8 +6,8 @@ average pool. Note Caffe's ``pad: 1`` on the 1x1 conv_final: the border of its 1
 (for 227x227 inputs) sees only zeros, i.e. ``relu(bias)``, and still enters the average.
 Dropout before conv_final is the identity at inference and is left out.
 """
-from .layers import Conv2d, Fire, GlobalAvgPool2d, MaxPool2d, ReLU
-from .network import Network
+from sensloc.nets.layers import Conv2d, Fire, GlobalAvgPool2d, MaxPool2d, ReLU
+from sensloc.nets.network import Network
 
 #: (name, squeeze, expand1x1, expand3x3) of each fire module, and where the pools sit.
 FIRE_MODULES = [

@@ -12,7 +12,7 @@ place; create them after any :meth:`nets.Network.astype`, which replaces the arr
 """
 import numpy as np
 
-from .network import softmax
+from sensloc.nets.network import softmax
 
 
 def softmax_cross_entropy(logits, labels):

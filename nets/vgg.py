@@ -5,8 +5,8 @@ Layer names follow the paper and Caffe: ``conv{block}_{i}``, ``relu{block}_{i}``
 ``pool{block}``, ``flatten``, ``fc6``, ``relu6``, ``fc7``, ``relu7``, ``fc8`` (dropout is the
 identity at inference and is left out).
 """
-from .layers import Conv2d, Flatten, Linear, MaxPool2d, ReLU
-from .network import Network
+from sensloc.nets.layers import Conv2d, Flatten, Linear, MaxPool2d, ReLU
+from sensloc.nets.network import Network
 
 #: Output channels of each 3x3 convolution, ``"M"`` for a 2x2 max pool (configurations A, B, D, E).
 CONFIGURATIONS = {

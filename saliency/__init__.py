@@ -1,10 +1,11 @@
 """Saliency: backward rules, attribution methods built on them, and post-processing of maps."""
-from . import postprocess
-from .methods import (METHODS, backpropagate, deconvnet, deeplift, grad_cam, gradient,
-                      gradient_x_input, guided_backprop, integrated_gradients, integration_points,
-                      make_reference, neuron_selection, occlusion, patch_cover, patch_starts,
-                      score_signal, sensitivity_map, smoothgrad, targets_for)
-from .rules import RULES, Deconvnet, Gradient, Guided, Rescale, Rule
+from sensloc.saliency import postprocess
+from sensloc.saliency.methods import (METHODS, backpropagate, deconvnet, deeplift, grad_cam,
+                                      gradient, gradient_x_input, guided_backprop,
+                                      integrated_gradients, integration_points, make_reference,
+                                      neuron_selection, occlusion, patch_cover, patch_starts,
+                                      score_signal, sensitivity_map, smoothgrad, targets_for)
+from sensloc.saliency.rules import RULES, Deconvnet, Gradient, Guided, Rescale, Rule
 
 __all__ = ["METHODS", "RULES", "Deconvnet", "Gradient", "Guided", "Rescale", "Rule",
            "backpropagate", "deconvnet", "deeplift", "grad_cam", "gradient", "gradient_x_input",

@@ -12,8 +12,8 @@ The explained score ``f_t`` is the pre-softmax logit of class ``t`` by default;
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
-from .postprocess import reduce_channels
-from .rules import Deconvnet, Gradient, Guided, Rescale
+from sensloc.saliency.postprocess import reduce_channels
+from sensloc.saliency.rules import Deconvnet, Gradient, Guided, Rescale
 
 OUTPUTS = ("logit", "softmax", "log_softmax")
 

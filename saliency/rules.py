@@ -17,7 +17,7 @@ Notation: ``s`` is the signal at the ReLU's output, ``eta`` its input, ``1[.]`` 
 """
 import numpy as np
 
-from nets import kernels
+from sensloc.nets import kernels
 
 
 class Rule:

@@ -30,7 +30,7 @@ def rng():
 @pytest.fixture(scope="session")
 def squeezenet_file(tmp_path_factory):
     """The real SqueezeNet 1.0 weights from ../shared, converted into a temporary file."""
-    import weights
+    from sensloc import weights
     source = shared_path("weights", "squeezenet-1.0-dc", "compressed_SqueezeNet.net")
     return weights.convert(source, out=tmp_path_factory.mktemp("weights") / "squeezenet1_0.h5")
 
@@ -38,7 +38,7 @@ def squeezenet_file(tmp_path_factory):
 @pytest.fixture(scope="session")
 def squeezenet(squeezenet_file):
     """A loaded SqueezeNet 1.0 with the real weights (do not modify; load your own to change it)."""
-    import weights
+    from sensloc import weights
     return weights.load(squeezenet_file)
 
 

@@ -1,13 +1,13 @@
 """The coursework grader (localize/grade.py).
 
-* the untouched skeletons of ``tutorials/assignments`` score zero, part by part;
+* the untouched skeletons of ``coursework/assignments`` score zero, part by part;
 * the library's own implementation (``tests/solutions``, thin adapters) scores full marks, for
   several seeds of the random cases;
 * typical mistakes are caught by the right part, with a targeted hint, and leave the other parts'
   points alone;
 * a crash is reported with the line of the student's file; a file that does not import, or lacks
   a function, is graded zero with a message;
-* ``python -m localize.grade`` and the ``sensloc grade`` sub-command wiring (``add_parser``) work,
+* ``python -m sensloc.coursework.grade`` and the ``sensloc grade`` sub-command wiring (``add_parser``) work,
   with exit status 0 for full marks, 1 otherwise, 2 for a usage error.
 """
 import argparse
@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from localize import grade
+from sensloc.coursework import grade
 
 REPO = Path(__file__).resolve().parents[1]
-SKELETONS = REPO / "tutorials" / "assignments"
+SKELETONS = REPO / "coursework" / "assignments"
 SOLUTIONS = REPO / "tests" / "solutions"
 FILES = {1: "1_backward_recursion.py", 2: "2_rules.py", 3: "3_box_regression.py"}
 
@@ -198,7 +198,7 @@ def test_sub_command_wiring(capsys):
 
 def test_python_dash_m(tmp_path):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
-    done = subprocess.run([sys.executable, "-m", "localize.grade", "boxes", str(SOLUTIONS / FILES[3])],
+    done = subprocess.run([sys.executable, "-m", "sensloc.coursework.grade", "boxes", str(SOLUTIONS / FILES[3])],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "Assignment 3" in done.stdout and "score: 15.0 / 15" in done.stdout

@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 
 from conftest import shared_path
-from localize.baselines import center_box, mean_box_size, whole_image_box
-from localize.boxes import scale_boxes
-from localize.datasets import read_manifest
+from sensloc.localize.baselines import center_box, mean_box_size, whole_image_box
+from sensloc.localize.boxes import scale_boxes
+from sensloc.data.datasets import read_manifest
 
 GT = [np.array([[0, 0, 200, 100]]), np.array([[10, 50, 30, 90], [0, 0, 80, 40]])]
 SIZES = [(400, 200), (100, 100)]

@@ -4,10 +4,10 @@ import json
 import numpy as np
 import pytest
 
-from localize import best
-from localize import protocols as pr
-from localize.boxes import boxes_from_heatmap, iou
-from localize.maps import MapSpec
+from sensloc.localize.protocols import mix as best
+from sensloc.localize import protocols as pr
+from sensloc.localize.boxes import boxes_from_heatmap, iou
+from sensloc.saliency.maps import MapSpec
 
 A = MapSpec.make("deeplift", "sum", reference="blur")
 B = MapSpec.make("guided", "max_abs")
@@ -149,7 +149,7 @@ def test_errors_and_presets():
 def small_squeezenet(symmetric):
     """A random SqueezeNet with 10 classes; ``symmetric`` makes every kernel its own mirror
     image, ``w = (w + w[..., ::-1]) / 2``, so that the network commutes with mirroring."""
-    import nets
+    from sensloc import nets
     net = nets.random_parameters(nets.squeezenet1_0(num_classes=10), seed=0)
     if symmetric:
         net.load_parameters({name: {"weight": (a["weight"] + a["weight"][..., ::-1]) / 2,
@@ -177,8 +177,8 @@ def test_mirrored_views_of_a_mirror_symmetric_network_equal_the_image_s_map(rng)
 
 
 def test_zoomed_views_explain_the_resized_image_and_return_the_input_size(rng):
-    import nets
-    from saliency import postprocess
+    from sensloc import nets
+    from sensloc.saliency import postprocess
     x = rng.normal(size=(2, 3, 67, 67)).astype(np.float32)
     targets = np.array([1, 2])
     net = small_squeezenet(False)
@@ -231,7 +231,7 @@ def test_a_factor_of_views_is_their_average_in_the_mix():
 
 
 def test_occlusion_map_kinds_run_the_method_and_name_their_patches(rng):
-    import saliency
+    from sensloc import saliency
     x = rng.normal(size=(2, 3, 67, 67)).astype(np.float32)
     targets = np.array([1, 2])
     net = small_squeezenet(False)

@@ -3,10 +3,8 @@ from collections import deque
 import numpy as np
 import pytest
 
-from localize.boxes import (
-    as_boxes, best_iou, box_area, box_from_mask, boxes_from_heatmap, clip_boxes, iou,
-    scale_boxes, single_box,
-)
+from sensloc.localize.boxes import (as_boxes, best_iou, box_area, box_from_mask,
+                                    boxes_from_heatmap, clip_boxes, iou, scale_boxes, single_box)
 
 
 def pixel_mask(box, shape=(12, 12)):

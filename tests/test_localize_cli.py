@@ -2,9 +2,10 @@
 import numpy as np
 import pytest
 
-import saliency
-import weights
-from localize.cli import main
+from sensloc import saliency
+from sensloc import weights
+from sensloc.data import images
+from sensloc.cli.main import main
 
 
 def run(capsys, *argv):
@@ -36,7 +37,7 @@ def test_explain_writes_figure_and_raw_attribution(capsys, tmp_path, squeezenet,
     assert out_png.stat().st_size > 10_000 and out_png.read_bytes()[:4] == b"\x89PNG"
     raw = np.load(out_npy)
     assert raw.shape == (3, 227, 227) and raw.dtype == np.float32
-    x = weights.load_batch([photo_files["chelsea"]], squeezenet.preprocessing)
+    x = images.load_batch([photo_files["chelsea"]], squeezenet.preprocessing)
     np.testing.assert_allclose(raw, saliency.deeplift(squeezenet, x, 281)[0], rtol=1e-6, atol=1e-9)
 
 

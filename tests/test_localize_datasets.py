@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from conftest import shared_path
-from localize.datasets import ImageRecord, VOC_CLASSES, read_imagenet_xml, read_manifest, read_voc, read_wnids
+from sensloc.data.datasets import (ImageRecord, VOC_CLASSES, read_imagenet_xml, read_manifest,
+                                   read_voc, read_wnids)
 
 MANIFEST = """file,width,height,wnid,class_index,class_name,boxes,image_id
 images/a.JPEG,227,200,n01440764,0,tench,"1.5,2,100,150",img_a

@@ -10,13 +10,14 @@ import sys
 import numpy as np
 import pytest
 
-import nets
-import scenes
-import weights
-from localize import demo as demo_module
-from localize.boxes import iou
-from localize.cli import build_parser, main
-from localize.demo import HELD_OUT_START, PACKAGED_WEIGHTS, Recipe, accuracy, scene_inputs
+from sensloc import nets
+from sensloc.data import scenes
+from sensloc import weights
+from sensloc.training import vgg_small as demo_module
+from sensloc.localize.boxes import iou
+from sensloc.cli.main import build_parser, main
+from sensloc.training.vgg_small import (HELD_OUT_START, PACKAGED_WEIGHTS, Recipe, accuracy,
+                                        scene_inputs)
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +102,7 @@ def test_recipe_command_round_trips_through_the_parser():
 
 TRAIN_SCRIPT = """
 import sys
-from localize.demo import Recipe, train
+from sensloc.training.vgg_small import Recipe, train
 if __name__ == "__main__":  # training spawns a scene-making process, which imports this file
     train(sys.argv[1], Recipe(steps=4, batch_size=8, warmup=2), progress=False, held_out=40)
 """

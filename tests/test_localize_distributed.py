@@ -14,16 +14,16 @@ import sys
 import numpy as np
 import pytest
 
-import weights
+from sensloc import weights
 
-from localize import evaluate as ev
-from localize.cli import main
-from localize.datasets import read_manifest
-from localize.protocols import preset
+from sensloc.evaluation import runner as ev
+from sensloc.cli.main import main
+from sensloc.data.datasets import read_manifest
+from sensloc.localize.protocols import preset
 from test_localize_evaluate import configs, scene  # noqa: F401 (scene is a fixture)
 
 distributed = pytest.importorskip("distributed")
-from localize.distributed import local_cluster  # noqa: E402
+from sensloc.evaluation.distributed import local_cluster  # noqa: E402
 
 
 class KillAfterStores(distributed.WorkerPlugin):
@@ -38,7 +38,7 @@ class KillAfterStores(distributed.WorkerPlugin):
         self.marker, self.after = str(marker), after
 
     def setup(self, worker):
-        from localize.maps import MapCache
+        from sensloc.evaluation.map_cache import MapCache
         original, marker, after, stored = MapCache.store, self.marker, self.after, [0]
 
         def store(cache, path, array):
@@ -168,7 +168,7 @@ class CacheElsewhere(distributed.WorkerPlugin):
         self.folder = str(folder)
 
     def setup(self, worker):
-        from localize.maps import MapCache
+        from sensloc.evaluation.map_cache import MapCache
         original, folder = MapCache.__init__, self.folder
 
         def init(cache, root, net_key):

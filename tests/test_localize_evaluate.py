@@ -12,16 +12,18 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import nets
-import weights
-from localize import evaluate as ev
-from localize import protocols as pr
-from localize.boxmodels import load_box_model, save_box_model
-from localize.cli import main
-from localize.datasets import read_manifest
-from localize.maps import MapCache, MapSpec, network_key
+from sensloc import nets
+from sensloc import weights
+from sensloc.data import images
+from sensloc.evaluation import runner as ev
+from sensloc.localize import protocols as pr
+from sensloc.evaluation.boxmodels import load_box_model, save_box_model
+from sensloc.cli.main import main
+from sensloc.data.datasets import read_manifest
+from sensloc.evaluation.map_cache import MapCache, network_key
+from sensloc.saliency.maps import MapSpec
 
-PREP = weights.Preprocessing((32, 32), "RGB", 1 / 255, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), "squash")
+PREP = images.Preprocessing((32, 32), "RGB", 1 / 255, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), "squash")
 
 
 def small_weights(path, seed):
@@ -55,7 +57,7 @@ def scene(tmp_path_factory):
 
 @pytest.mark.parametrize("resize", ["squash", "crop"])
 def test_boxes_survive_the_round_trip_through_the_input(resize):
-    prep = weights.Preprocessing((224, 224), "RGB", 1.0, (0, 0, 0), (1, 1, 1), resize)
+    prep = images.Preprocessing((224, 224), "RGB", 1.0, (0, 0, 0), (1, 1, 1), resize)
     box = np.array([[100.0, 50.0, 400.0, 300.0]])
     inside = ev.photo_to_input(box, (500, 375), prep)
     np.testing.assert_allclose(ev.input_to_photo(inside, (500, 375), prep), box, atol=1e-9)

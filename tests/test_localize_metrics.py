@@ -2,9 +2,10 @@ import numpy as np
 import pytest
 
 from conftest import shared_path
-from localize.boxes import box_area
-from localize.datasets import read_manifest
-from localize.metrics import bootstrap_ci, corloc, hits, per_class_corloc, top1_corloc, top1_hits
+from sensloc.localize.boxes import box_area
+from sensloc.data.datasets import read_manifest
+from sensloc.localize.metrics import (bootstrap_ci, corloc, hits, per_class_corloc, top1_corloc,
+                                      top1_hits)
 
 # IoUs: 1/7 and 1/2 for the first image, 1/2 for the second, 0 for the third.
 PRED = np.array([[0, 0, 2, 2], [0, 0, 10, 10], [0, 0, 1, 1]], dtype=float)

@@ -5,11 +5,11 @@ import json
 import numpy as np
 import pytest
 
-from localize import objectness as ob
-from localize import protocols as pr
-from localize.best import recipe
-from localize.boxes import iou
-from localize.maps import MapSpec
+from sensloc.localize.protocols import objectness as ob
+from sensloc.localize import protocols as pr
+from sensloc.localize.protocols.mix import recipe
+from sensloc.localize.boxes import iou
+from sensloc.saliency.maps import MapSpec
 
 L1 = MapSpec.make("activations", layer="pool8")
 L2 = MapSpec.make("activations", layer="fire9")
@@ -111,7 +111,7 @@ def test_objectness_boxes_find_the_rectangle_and_ignore_the_stray_blob():
     hits = [iou(p, boxes[i]).max() >= 0.5 for p, i in zip(predicted, test)]
     assert np.mean(hits) >= 0.9
     # The saliency map alone boxes the stray blob too: most union boxes miss.
-    from localize.best import BestBoxes
+    from sensloc.localize.protocols.mix import BestBoxes
     alone = BestBoxes((E,), sigmas=(1.0,)).fit({E: maps[E][train]}, [boxes[i] for i in train])
     alone_boxes = alone.predict({E: maps[E][test]})
     assert np.mean([iou(p, boxes[i]).max() >= 0.5 for p, i in zip(alone_boxes, test)]) < 0.7
@@ -145,7 +145,7 @@ def test_the_best_preset_is_the_objectness_protocol():
 
 
 def test_activation_maps_are_the_layer_outputs():
-    import nets
+    from sensloc import nets
     net = nets.random_parameters(nets.vgg_small(), 0)
     x = np.random.default_rng(0).normal(size=(2, 3, *net.input_size)).astype(np.float32)
     layer = [name for name, out in net.forward(x).outputs.items() if out.ndim == 4][-1]
@@ -163,11 +163,12 @@ def test_fit_boxes_and_localize_with_the_best_preset(tmp_path, capsys):
     """The command line end to end: a VGG16 (random weights, 32 px input) fits ``best`` on
     photos of a bright rectangle, saves the model, and boxes a photo with it."""
     import csv
-    import nets
-    import weights
+    from sensloc import nets
+    from sensloc import weights
+    from sensloc.data import images
     from PIL import Image
-    from localize.cli import main
-    prep = weights.Preprocessing((32, 32), "RGB", 1 / 255, (0.5,) * 3, (0.25,) * 3, "squash")
+    from sensloc.cli.main import main
+    prep = images.Preprocessing((32, 32), "RGB", 1 / 255, (0.5,) * 3, (0.25,) * 3, "squash")
     net = nets.random_parameters(nets.build("vgg16", num_classes=3, input_size=32, hidden=16), 3)
     net_file = weights.save(tmp_path / "vgg16.h5", net, prep, ["a", "b", "c"], "random-3", "3" * 64,
                             architecture_options={"num_classes": 3, "input_size": 32, "hidden": 16})
@@ -186,7 +187,7 @@ def test_fit_boxes_and_localize_with_the_best_preset(tmp_path, capsys):
     common = ["--weights", str(net_file), "--cache", str(tmp_path / "cache")]
     model = tmp_path / "best.h5"
     assert main(["fit-boxes", str(tmp_path), *common, "--preset", "best", "--out", str(model)]) == 0
-    from localize.boxmodels import load_box_model
+    from sensloc.evaluation.boxmodels import load_box_model
     loaded = load_box_model(model).protocol
     assert loaded.kind == "objectness" and loaded.fitted
     assert [dict(s.options)["layer"] for s in loaded.layers] == ["pool4", "relu5_3"]

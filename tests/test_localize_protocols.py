@@ -2,9 +2,9 @@
 import numpy as np
 import pytest
 
-from localize import protocols as pr
-from localize.boxes import iou
-from localize.maps import MapSpec
+from sensloc.localize import protocols as pr
+from sensloc.localize.boxes import iou
+from sensloc.saliency.maps import MapSpec
 
 SPEC = MapSpec.make("gradient", "max_abs")
 OTHER = MapSpec.make("guided", "max_abs")

@@ -1,12 +1,11 @@
 import numpy as np
 import pytest
 
-from localize.baselines import center_box, mean_box_size
-from localize import regression
-from localize.metrics import corloc
-from localize.regression import (
-    BoxRegressor, choose_lambda_cv, fit_ridge, grid_features, predict, stack_features, target_boxes,
-)
+from sensloc.localize.baselines import center_box, mean_box_size
+from sensloc.localize import regression
+from sensloc.localize.metrics import corloc
+from sensloc.localize.regression import (BoxRegressor, choose_lambda_cv, fit_ridge, grid_features,
+                                         predict, stack_features, target_boxes)
 
 LAMBDAS = [0.0, 1e-3, 1e-1, 1.0, 10.0, 100.0]
 

@@ -4,7 +4,7 @@ import os
 import numba
 from threadpoolctl import threadpool_info
 
-from localize.workers import SINGLE_THREAD_ENV, environment, single_threaded, spawn_pool
+from sensloc.evaluation.workers import SINGLE_THREAD_ENV, environment, single_threaded, spawn_pool
 
 
 def _child_environment(_):

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-import nets
+from sensloc import nets
 
 
 def test_vgg16_structure():
@@ -108,9 +108,10 @@ def test_squeezenet_random_weights_match_pytorch():
 
 
 def test_squeezenet_real_weights_match_pytorch_on_real_photos(squeezenet_file, photo_files):
-    import weights
+    from sensloc import weights
+    from sensloc.data import images
     net = weights.load(squeezenet_file)
-    x = weights.load_batch([photo_files["chelsea"], photo_files["coffee"]], net.preprocessing)
+    x = images.load_batch([photo_files["chelsea"], photo_files["coffee"]], net.preprocessing)
     logits_error, _ = compare_with_pytorch(net, x, np.float32)
     assert logits_error <= 1e-4
     logits_error, gradient_error = compare_with_pytorch(net, x, np.float64)

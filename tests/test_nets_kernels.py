@@ -6,7 +6,7 @@ import sys
 import numpy as np
 import pytest
 
-from nets import kernels
+from sensloc.nets import kernels
 
 
 def random_conv_case(rng):

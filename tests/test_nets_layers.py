@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from autograd import grad
 
-from nets import (Concat, Conv2d, Fire, Flatten, GlobalAvgPool2d, Linear, MaxPool2d, ReLU,
-                  kernels)
+from sensloc.nets import (Concat, Conv2d, Fire, Flatten, GlobalAvgPool2d, Linear, MaxPool2d, ReLU,
+                          kernels)
 
 
 def ag_conv(x, w, b, stride, padding):

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from autograd import grad
 
-import nets
-from nets.training import SGD, Adam, softmax_cross_entropy, train_step
+from sensloc import nets
+from sensloc.nets.training import SGD, Adam, softmax_cross_entropy, train_step
 from test_nets_layers import ag_conv, ag_max_pool
 
 

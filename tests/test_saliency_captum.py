@@ -50,10 +50,10 @@ from captum.attr._core import deep_lift as captum_deep_lift  # noqa: E402
 
 import nets  # noqa: E402
 import saliency  # noqa: E402
-from nets.layers import PoolCache  # noqa: E402
-from nets.network import Trace  # noqa: E402
+from sensloc.nets.layers import PoolCache  # noqa: E402
+from sensloc.nets.network import Trace  # noqa: E402
 from test_saliency_rules import small_net  # noqa: E402
-from weights.images import CAFFE_VGG16, resize_image  # noqa: E402
+from sensloc.data.images import CAFFE_VGG16, resize_image  # noqa: E402
 
 relative_error = torch_reference.relative_error
 
@@ -251,7 +251,7 @@ def case(request, photos):
         # features[29] is the twin's ReLU after conv5_3 (5 blocks of conv/relu pairs and pools).
         yield Case("vgg16", net, photos, "relu5_3", 29)
     else:
-        import weights
+        from sensloc import weights
         net = weights.load(request.getfixturevalue("squeezenet_file"))
         # features[12] is the twin's fire9 (conv1, relu, pool1, fire2-4, pool4, fire5-8, pool8).
         yield Case("squeezenet1_0", net, photos, "fire9", 12)
@@ -417,8 +417,11 @@ def test_deeplift_against_captum(case, monkeypatch):
     """
     net, model = case.nets[np.float64], case.models[np.float64]
     x, t = case.x[np.float64], case.targets
-    names = ["blur", "zero"] if case.name == "vgg16" else ["blur", "random"]
-    for name in names:
+    # Not the zero reference: a constant image makes exact ties in the reference pass's pool
+    # windows, and which tied input wins is decided by each framework's float64 rounding, which
+    # differs between CPUs (measured 1.5e-6 on one machine, 3.1e-4 on another). A blurred or
+    # random reference has no ties, so the two frameworks must agree to rounding.
+    for name in ["blur", "random"]:
         reference = case.references[name]
         gap = case.gap(np.float64, reference)
         ours, delta = saliency.deeplift(net, x, t, reference=reference, return_delta=True)
@@ -434,11 +437,8 @@ def test_deeplift_against_captum(case, monkeypatch):
               f"summation-to-delta error ours {delta}, Captum with pools on inputs of their own "
               f"{own_delta}")
         if case.name == "vgg16":
-            # Zero reference: the constant image makes exact ties in the reference pass's pool
-            # windows, which the frameworks' rounding breaks differently (measured 1.5e-6).
-            bound = TOL if name == "zero" else EXACT
             assert report(f"vgg16 float64 deeplift vs captum with own pool inputs ({name})",
-                          relative_error(ours, own)) <= bound
+                          relative_error(ours, own)) <= EXACT
             assert np.all(np.abs(own_delta) <= 1e-8 * np.abs(gap))
         else:
             assert report(f"squeezenet float64 deeplift vs captum, own pool inputs and adding "

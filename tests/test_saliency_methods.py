@@ -3,8 +3,8 @@ occlusion."""
 import numpy as np
 import pytest
 
-import saliency
-from nets import Conv2d, Flatten, GlobalAvgPool2d, Linear, Network, ReLU
+from sensloc import saliency
+from sensloc.nets import Conv2d, Flatten, GlobalAvgPool2d, Linear, Network, ReLU
 from test_saliency_rules import small_net
 
 

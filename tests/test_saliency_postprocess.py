@@ -1,10 +1,9 @@
 import numpy as np
 import pytest
 
-from saliency.postprocess import (
-    apply_border_mask, border_mask, gaussian_smooth, mix, normalize, positive_part,
-    reduce_channels, threshold, zero_below_mean,
-)
+from sensloc.saliency.postprocess import (apply_border_mask, border_mask, gaussian_smooth, mix,
+                                          normalize, positive_part, reduce_channels, threshold,
+                                          zero_below_mean)
 
 # A (3, 1, 2) attribution: channel values (1, -2, 0) at the first pixel, (-3, 2, 1) at the second.
 ATTRIBUTION = np.array([[[1.0, -3.0]], [[-2.0, 2.0]], [[0.0, 1.0]]])

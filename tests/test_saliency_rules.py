@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from autograd import grad
 
-import nets
-import saliency
-from nets import Conv2d, Fire, Flatten, GlobalAvgPool2d, Linear, MaxPool2d, Network, ReLU
+from sensloc import nets
+from sensloc import saliency
+from sensloc.nets import Conv2d, Fire, Flatten, GlobalAvgPool2d, Linear, MaxPool2d, Network, ReLU
 from test_nets_layers import ag_conv, ag_max_pool
 
 

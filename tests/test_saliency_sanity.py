@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 from scipy.stats import spearmanr
 
-import saliency
-import weights
-from saliency import postprocess
+from sensloc import saliency
+from sensloc import weights
+from sensloc.data import images
+from sensloc.saliency import postprocess
 
 TOP_LAYERS = ["conv_final", "fire9/expand3x3", "fire9/expand1x1", "fire9/squeeze1x1"]
 
@@ -38,7 +39,7 @@ def rank_correlations(before, after):
 
 
 def test_maps_change_when_the_top_layers_are_randomized(squeezenet, squeezenet_file, photo_files):
-    x = weights.load_batch([photo_files["chelsea"], photo_files["coffee"]], squeezenet.preprocessing)
+    x = images.load_batch([photo_files["chelsea"], photo_files["coffee"]], squeezenet.preprocessing)
     targets = squeezenet(x).argmax(axis=1)
     original = maps(squeezenet, x, targets)
 

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-import scenes
-from scenes import shapes
-from scenes.generate import MAX_OCCLUSION, SIDE_RANGE
+from sensloc.data import scenes
+from sensloc.data.scenes import shapes
+from sensloc.data.scenes.generate import MAX_OCCLUSION, SIDE_RANGE
 
 N_CLASSES = len(scenes.CLASS_NAMES)
 
@@ -171,8 +171,8 @@ def test_coverage_is_the_exact_area_of_a_polygon():
 
 
 def test_save_scenes_round_trip_through_the_manifest_reader(tmp_path):
-    from localize.datasets import read_manifest
-    from weights import load_image
+    from sensloc.data.datasets import read_manifest
+    from sensloc.data.images import load_image
 
     batch = scenes.generate(12, seed=8, start=20)
     manifest = scenes.save_scenes(tmp_path / "val", batch)

@@ -56,7 +56,7 @@ def test_the_numbered_notebooks_and_their_sources_exist():
     assert sorted(p.stem for p in TUTORIALS.glob("[0-9][0-9]_*.ipynb")) == NOTEBOOKS
     assert sorted(p.stem for p in (TUTORIALS / "src").glob("[0-9][0-9]_*.py")) == NOTEBOOKS
     for assignment in ("1_backward_recursion.py", "2_rules.py", "3_box_regression.py"):
-        assert (TUTORIALS / "assignments" / assignment).is_file()
+        assert (REPO / "coursework" / "assignments" / assignment).is_file()
     assert (TUTORIALS / "README.md").is_file()
 
 
@@ -166,7 +166,7 @@ def test_equations_match_the_docstrings(where, equation, module):
     library = squash((REPO / module).read_text())
     assert squash(equation) in library, f"{module} no longer states `{equation}`"
     if where.endswith(".py"):
-        text = (TUTORIALS / "assignments" / where).read_text()
+        text = (REPO / "coursework" / "assignments" / where).read_text()
     else:
         text = markdown(read(where))
     assert squash(equation) in squash(text), f"{where} does not state `{equation}` as {module} does"

@@ -3,11 +3,11 @@ from pathlib import Path
 
 import pytest
 
-import nets
-import weights
-from weights import cache
-from weights import format as weight_format
-from weights.images import CAFFE_SQUEEZENET
+from sensloc import nets
+from sensloc import weights
+from sensloc.weights import cache
+from sensloc.weights import format as weight_format
+from sensloc.data.images import CAFFE_SQUEEZENET
 
 
 @pytest.fixture
@@ -90,7 +90,7 @@ def test_load_with_download_fetches_only_what_is_missing(tmp_path, clean_env, mo
         fetched.append(architecture)
         return _install(tmp_path)[0]
 
-    monkeypatch.setattr("weights.sources.fetch", fake_fetch)
+    monkeypatch.setattr("sensloc.weights.sources.fetch", fake_fetch)
     with pytest.raises(FileNotFoundError, match="sensloc weights fetch squeezenet1_0"):
         weights.load("squeezenet1_0")
     assert fetched == []

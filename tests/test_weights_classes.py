@@ -5,7 +5,7 @@ import re
 import pytest
 
 from conftest import REPO, shared_path
-from weights.classes import imagenet_class_names, imagenet_classes
+from sensloc.weights.classes import imagenet_class_names, imagenet_classes
 
 DATA = REPO / "weights" / "data"
 

@@ -14,13 +14,14 @@ import h5py
 import numpy as np
 import pytest
 
-import nets
-import weights
+from sensloc import nets
+from sensloc import weights
 from conftest import shared_path
-from weights import deep_compression, keras_h5
-from weights import format as weight_format
-from weights.convert import convert, detect_format, read_torchvision_vgg, torchvision_vgg_names
-from weights.images import CAFFE_SQUEEZENET, CAFFE_VGG16, TORCHVISION, resize_image
+from sensloc.weights import deep_compression, keras_h5
+from sensloc.weights import format as weight_format
+from sensloc.weights.convert import (convert, detect_format, read_torchvision_vgg,
+                                     torchvision_vgg_names)
+from sensloc.data.images import CAFFE_SQUEEZENET, CAFFE_VGG16, TORCHVISION, resize_image
 
 
 def _relative_error(actual, expected):

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from weights.download import ChecksumError, DownloadError, download
+from sensloc.weights.download import ChecksumError, DownloadError, download
 
 BODY = bytes(range(256)) * 4096 + b"tail"  # 1 MiB + 4 bytes: several read chunks
 SHA256 = hashlib.sha256(BODY).hexdigest()

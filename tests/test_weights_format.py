@@ -5,9 +5,9 @@ import h5py
 import numpy as np
 import pytest
 
-import nets
-from weights import format as weight_format
-from weights.images import CAFFE_SQUEEZENET, TORCHVISION
+from sensloc import nets
+from sensloc.weights import format as weight_format
+from sensloc.data.images import CAFFE_SQUEEZENET, TORCHVISION
 
 SHA = "ab" * 32
 

@@ -1,4 +1,4 @@
-"""Tests for weights.images: the image loader, resizing and the preprocessing conventions.
+"""Tests for sensloc.data.images: the image loader, resizing and the preprocessing conventions.
 
 Expected pixel values are computed by hand from the documented formulas (composite over white,
 v / 257, palette lookup, ...), not by calling the code under test.
@@ -11,8 +11,8 @@ import pytest
 from PIL import Image
 
 from conftest import shared_path
-from weights.images import (CAFFE_SQUEEZENET, CAFFE_VGG16, TORCHVISION, ImageError,
-                            Preprocessing, load_batch, load_image, resize_image)
+from sensloc.data.images import (CAFFE_SQUEEZENET, CAFFE_VGG16, TORCHVISION, ImageError,
+                                 Preprocessing, load_batch, load_image, resize_image)
 
 
 def save(image, path):

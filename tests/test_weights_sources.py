@@ -10,17 +10,17 @@ from urllib.parse import urlparse
 
 import pytest
 
-import nets
-import weights
+from sensloc import nets
+from sensloc import weights
 from conftest import shared_path
-from weights import sources
-from weights.download import ChecksumError, DownloadError
+from sensloc.weights import sources
+from sensloc.weights.download import ChecksumError, DownloadError
 
 SQUEEZENET_SHA256 = "e4ab6960ae8cd81505e1c2136921201507e930966c53deaf15862a395b3a3261"
 
 
 def test_every_architecture_has_a_default_source_or_ships_with_the_package():
-    from weights import packaged_path
+    from sensloc.weights import packaged_path
     packaged = {name for name in nets.ARCHITECTURES if packaged_path(name).is_file()}
     assert packaged == {"vgg_small"}
     assert set(sources.DEFAULT_SOURCE) == set(nets.ARCHITECTURES) - packaged

@@ -9,7 +9,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from weights.torch_pth import TORCH_LEGACY_MAGIC, UnsafePickleError, load_state_dict
+from sensloc.weights.torch_pth import TORCH_LEGACY_MAGIC, UnsafePickleError, load_state_dict
 
 
 # --------------------------------------------------------------------------------------------

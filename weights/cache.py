@@ -16,9 +16,9 @@ import os
 import warnings
 from pathlib import Path
 
-import nets
+from sensloc import nets
 
-from . import format as weight_format
+from sensloc.weights import format as weight_format
 
 __all__ = ["default_cache_dir", "weights_dir", "downloads_dir", "installed_path", "packaged_path",
            "installed", "resolve", "load"]
@@ -173,7 +173,7 @@ def load(name_or_path, architecture=None, cache_dir=None, download=False):
         and not Path(name_or_path).is_file()
     if download and is_name and not installed_path(name_or_path, cache_dir).is_file() \
             and not packaged_path(name_or_path).is_file():
-        from .sources import fetch
+        from sensloc.weights.sources import fetch
         print(f"{name_or_path} is not installed: downloading it (checksum verified)")
         fetch(name_or_path, cache_dir=cache_dir)
     path = resolve(name_or_path, cache_dir)

@@ -22,14 +22,14 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-import nets
+from sensloc import nets
 
-from . import deep_compression, keras_h5, torch_pth
-from . import format as weight_format
-from ._files import sha256_file
-from .cache import installed_path
-from .classes import imagenet_class_names
-from .images import CAFFE_SQUEEZENET, CAFFE_VGG16, TORCHVISION
+from sensloc.weights import deep_compression, keras_h5, torch_pth
+from sensloc.weights import format as weight_format
+from sensloc._files import sha256_file
+from sensloc.weights.cache import installed_path
+from sensloc.weights.classes import imagenet_class_names
+from sensloc.data.images import CAFFE_SQUEEZENET, CAFFE_VGG16, TORCHVISION
 
 __all__ = ["convert", "detect_format", "read_torchvision_vgg", "torchvision_vgg_names",
            "FORMATS"]

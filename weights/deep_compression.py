@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-import nets
+from sensloc import nets
 
 __all__ = ["decode", "expected_size", "CODEBOOK_SIZE"]
 

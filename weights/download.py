@@ -20,7 +20,7 @@ import urllib.request
 from functools import partial
 from pathlib import Path
 
-from ._files import CHUNK_SIZE, fsync_directory
+from sensloc._files import CHUNK_SIZE, fsync_directory
 
 __all__ = ["download", "check_hashes", "DownloadError", "ChecksumError"]
 

@@ -27,7 +27,7 @@ Root attributes
                        plus the recipe and the measured quality
 =====================  ======================================================================
 
-The six preprocessing attributes are those of :meth:`weights.images.Preprocessing.to_attrs`:
+The six preprocessing attributes are those of :meth:`sensloc.data.images.Preprocessing.to_attrs`:
 a pixel ``p`` (0..255, RGB) becomes ``x_c = (p_c * pixel_scale - mean_c) / std_c`` with the
 channels in ``channel_order``.
 
@@ -58,10 +58,10 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-import nets
+from sensloc import nets
 
-from ._files import atomic_write
-from .images import Preprocessing
+from sensloc._files import atomic_write
+from sensloc.data.images import Preprocessing
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "save", "load", "read_header", "created_by_text"]
 

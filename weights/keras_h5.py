@@ -32,7 +32,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from nets import CONFIGURATIONS
+from sensloc.nets import CONFIGURATIONS
 
 __all__ = ["read_vgg", "is_keras_weights", "read_layer_arrays"]
 

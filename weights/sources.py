@@ -22,12 +22,12 @@ Whatever was verified, the SHA-256 of the actual source bytes is recorded in the
 """
 from dataclasses import dataclass
 
-import nets
+from sensloc import nets
 
-from . import format as weight_format
-from .cache import downloads_dir, installed_path
-from .convert import convert
-from .download import download
+from sensloc.weights import format as weight_format
+from sensloc.weights.cache import downloads_dir, installed_path
+from sensloc.weights.convert import convert
+from sensloc.weights.download import download
 
 __all__ = ["Source", "SOURCES", "DEFAULT_SOURCE", "get_source", "fetch"]
 

@@ -3,9 +3,9 @@
 Each function of ``tutorials/assignments/1_backward_recursion.py`` delegates to the layer or
 method of ``nets``/``saliency`` that the grader compares with.
 """
-import nets
-import saliency
-from nets import kernels
+from sensloc import nets
+from sensloc import saliency
+from sensloc.nets import kernels
 
 
 def linear_backward(signal, weight):

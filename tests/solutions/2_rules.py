@@ -1,5 +1,5 @@
 """Assignment 2 answered by the library itself (tests/test_grade.py: it must score full marks)."""
-import saliency
+from sensloc import saliency
 
 
 def guided_relu(signal, eta):

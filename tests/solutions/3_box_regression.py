@@ -1,5 +1,5 @@
 """Assignment 3 answered by the library itself (tests/test_grade.py: it must score full marks)."""
-from localize import boxes, metrics, regression
+from sensloc.localize import boxes, metrics, regression
 
 
 def iou(box_a, box_b):

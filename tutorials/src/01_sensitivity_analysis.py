@@ -30,11 +30,12 @@ import matplotlib.pyplot as plt
 import numpy as np
 from skimage import data
 
-import nets
-import saliency
-import weights
-from nets import kernels
-from saliency import postprocess
+from sensloc import nets
+from sensloc import saliency
+from sensloc import weights
+from sensloc.data import images
+from sensloc.nets import kernels
+from sensloc.saliency import postprocess
 
 FAST = os.environ.get("SENSLOC_TUTORIAL_FAST", "0") not in ("", "0")
 np.set_printoptions(precision=4, suppress=True)
@@ -271,7 +272,7 @@ prep = net.preprocessing
 print(net, "| input", prep.input_size, prep.channel_order, "minus mean", prep.mean)
 
 photo = data.chelsea()                                        # (300, 451, 3) uint8, RGB
-resized = weights.resize_image(photo, prep.input_size, prep.resize)
+resized = images.resize_image(photo, prep.input_size, prep.resize)
 x_cat = prep.apply(resized)[None]                             # (1, 3, 227, 227) float32
 probabilities = nets.softmax(net(x_cat).astype(np.float64))[0]
 t_cat = int(probabilities.argmax())

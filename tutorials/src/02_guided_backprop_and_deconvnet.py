@@ -28,10 +28,11 @@ import numpy as np
 from scipy.stats import spearmanr
 from skimage import data
 
-import nets
-import saliency
-import weights
-from saliency import postprocess
+from sensloc import nets
+from sensloc import saliency
+from sensloc import weights
+from sensloc.data import images
+from sensloc.saliency import postprocess
 
 FAST = os.environ.get("SENSLOC_TUTORIAL_FAST", "0") not in ("", "0")
 np.set_printoptions(precision=3, suppress=True)
@@ -82,7 +83,7 @@ for row in range(len(eta)):
 # %%
 def load_photo(photo):
     """A uint8 RGB photo -> the (1, 3, 227, 227) network input and the resized photo."""
-    resized = weights.resize_image(photo, prep.input_size, prep.resize)
+    resized = images.resize_image(photo, prep.input_size, prep.resize)
     return prep.apply(resized)[None], resized
 
 

@@ -28,10 +28,11 @@ import numpy as np
 from scipy.stats import spearmanr
 from skimage import data
 
-import nets
-import saliency
-import weights
-from saliency import postprocess
+from sensloc import nets
+from sensloc import saliency
+from sensloc import weights
+from sensloc.data import images
+from sensloc.saliency import postprocess
 
 FAST = os.environ.get("SENSLOC_TUTORIAL_FAST", "0") not in ("", "0")
 np.set_printoptions(precision=4, suppress=True)
@@ -144,7 +145,7 @@ print(f"for comparison, gradient * (x - x_ref) sums to {gxi.sum():.10f}")
 # %%
 net = weights.load("squeezenet1_0", download=True)  # fetches the 5 MB file once if missing
 prep = net.preprocessing
-resized = weights.resize_image(data.chelsea(), prep.input_size, prep.resize)
+resized = images.resize_image(data.chelsea(), prep.input_size, prep.resize)
 x_cat = prep.apply(resized)[None]
 t_cat = int(net(x_cat).argmax())
 name = net.class_names[t_cat]

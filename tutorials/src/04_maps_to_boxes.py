@@ -26,12 +26,13 @@ from matplotlib.patches import Rectangle
 from scipy import ndimage
 from skimage import data
 
-import saliency
-import weights
-from localize import boxes, metrics, protocols, regression
-from localize.evaluate import photo_to_input
-from localize.maps import MapSpec
-from saliency import postprocess
+from sensloc import saliency
+from sensloc import weights
+from sensloc.data import images
+from sensloc.localize import boxes, metrics, protocols, regression
+from sensloc.evaluation.runner import photo_to_input
+from sensloc.saliency.maps import MapSpec
+from sensloc.saliency import postprocess
 
 FAST = os.environ.get("SENSLOC_TUTORIAL_FAST", "0") not in ("", "0")
 np.set_printoptions(precision=3, suppress=True)
@@ -103,7 +104,7 @@ for n in (20, 100, 600):
 
 # %%
 photo = data.coffee()
-resized = weights.resize_image(photo, prep.input_size, prep.resize)
+resized = images.resize_image(photo, prep.input_size, prep.resize)
 x = prep.apply(resized)[None]
 t = int(net(x).argmax())
 name = net.class_names[t].split(",")[0]

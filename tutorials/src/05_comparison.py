@@ -50,12 +50,14 @@ from matplotlib.patches import Rectangle
 from PIL import Image
 from skimage import data
 
-import weights
-from localize import boxes
-from localize.cli import open_datasets
-from localize.evaluate import Config, Dataset, evaluate, load_maps
-from localize.maps import MapSpec
-from localize.protocols import RegressionBoxes, ThresholdBoxes, preset
+from sensloc import weights
+
+from sensloc.data import images
+from sensloc.localize import boxes
+from sensloc.cli.main import open_datasets
+from sensloc.evaluation.runner import Config, Dataset, evaluate, load_maps
+from sensloc.saliency.maps import MapSpec
+from sensloc.localize.protocols import RegressionBoxes, ThresholdBoxes, preset
 
 FAST = os.environ.get("SENSLOC_TUTORIAL_FAST", "0") not in ("", "0")
 N_IMAGES = int(os.environ.get("SENSLOC_TUTORIAL_IMAGES", 10 if FAST else 0)) or None   # None: all
@@ -158,7 +160,7 @@ for config in configs:
 # %% [markdown]
 # ## 3. The evaluation
 #
-# `localize.evaluate.evaluate` computes every map kind once per photo (cached on disk), fits each
+# `sensloc.evaluation.runner.evaluate` computes every map kind once per photo (cached on disk), fits each
 # protocol on $k - 1$ folds and predicts the held-out fold, maps boxes back to the photo's pixels,
 # and scores CorLoc against all the photo's ground-truth boxes. The explained class is the
 # ground-truth class ("CorLoc, GT-known"); the top-1 column also demands that the network's top-1
@@ -206,7 +208,7 @@ columns = 4
 rows = int(np.ceil((len(specs) + 1) / columns))
 fig, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 4 * rows), constrained_layout=True)
 axes = axes.ravel()
-photo = weights.load_image(first.path)
+photo = images.load_image(first.path)
 axes[0].imshow(photo)
 for gt in first.boxes:
     axes[0].add_patch(Rectangle(gt[:2], *(gt[2:] - gt[:2]), fill=False, color="lime", lw=2))
@@ -235,7 +237,7 @@ fig, axes = plt.subplots(len(shown_photos), len(shown_configs),
 axes = np.atleast_2d(axes)
 for row, i in enumerate(shown_photos):
     record = records[i]
-    photo = weights.load_image(record.path)
+    photo = images.load_image(record.path)
     label = net.class_names[record.class_index].split(",")[0]
     for col, config_name in enumerate(shown_configs):
         ax = axes[row, col]
@@ -283,7 +285,7 @@ for name in ("deconvnet: threshold", "baseline: whole image"):
 #
 # * A fair comparison fixes the photos, explains the ground-truth class, fits every free
 #   parameter on other photos (k-fold cross-validation) and reports baselines and intervals.
-# * `localize.evaluate.evaluate` does all of it from a list of records and protocol factories,
+# * `sensloc.evaluation.runner.evaluate` does all of it from a list of records and protocol factories,
 #   caching the expensive maps; `sensloc evaluate` is the same from the command line.
 # * The numbers of the fast mode and of the demonstration data are only a smoke test; run the
 #   full version on real ground truth for conclusions.

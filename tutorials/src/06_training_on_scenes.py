@@ -24,12 +24,12 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.patches import Rectangle
 
-import nets
-import scenes
-import weights
-from localize import demo
-from localize.boxes import iou
-from nets.training import Adam, softmax_cross_entropy, train_step
+from sensloc import nets
+from sensloc.data import scenes
+from sensloc import weights
+from sensloc.training import vgg_small as demo
+from sensloc.localize.boxes import iou
+from sensloc.nets.training import Adam, softmax_cross_entropy, train_step
 
 FAST = os.environ.get("SENSLOC_TUTORIAL_FAST", "0") not in ("", "0")
 np.set_printoptions(precision=4, suppress=True)
@@ -199,7 +199,7 @@ plt.show()
 # 1. Train `student` with `SGD(momentum=0.9)` instead of Adam at a few learning rates. Which
 #    converges fastest in 300 steps?
 # 2. Remove the weight decay. Does the held-out accuracy change? Do the maps change?
-# 3. Make the scenes easier (turn `scenes.generate`'s occlusion off by editing a copy of the
+# 3. Make the scenes easier (turn `sensloc.data.scenes.generate`'s occlusion off by editing a copy of the
 #    generator) and measure how CorLoc of the threshold box moves.
 # 4. Replace the threshold box by the least-squares regression of notebook 4
 #    (`demo.box_protocols()["vanilla, least-squares regression"]`). Which wins on scenes, and

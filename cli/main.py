@@ -21,8 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .maps import METHOD_OPTIONS as MAP_METHODS
-from .protocols import PRESETS
+from sensloc.data import images
+from sensloc.saliency.maps import METHOD_OPTIONS as MAP_METHODS
+from sensloc.localize.protocols import PRESETS
+from sensloc.localize.presets import PRESET_FRACTIONS
 
 DEFAULT_NET = "squeezenet1_0"
 EXPLAIN_METHODS = ("gradient", "gradient_x_input", "guided", "deconvnet", "deeplift",
@@ -36,15 +38,15 @@ class UsageError(Exception):
 
 def load_network(args):
     """The network named by ``--weights FILE`` or ``--net NAME`` (installed weights)."""
-    import weights
+    from sensloc import weights
     return weights.load(args.weights if args.weights else args.net)
 
 
 def load_inputs(net, paths):
     """Photos as the network's preprocessed batch (N, 3, H, W) and as displayable RGB."""
-    import weights
+    from sensloc import weights
     prep = net.preprocessing
-    photos = [weights.resize_image(weights.load_image(p), prep.input_size, prep.resize) for p in paths]
+    photos = [images.resize_image(images.load_image(p), prep.input_size, prep.resize) for p in paths]
     return np.stack([prep.apply(photo) for photo in photos]), photos
 
 
@@ -55,7 +57,7 @@ def class_name(net, index):
 # ------------------------------------------------------------------------------- classify
 
 def cmd_classify(args):
-    from nets import softmax
+    from sensloc.nets import softmax
     net = load_network(args)
     x, _ = load_inputs(net, args.images)
     probabilities = softmax(net(x).astype(np.float64))
@@ -69,7 +71,7 @@ def cmd_classify(args):
 
 def attribution_for(net, x, method, target):
     """The raw attribution of one method: (N, 3, H, W), or (N, h, w) for Grad-CAM."""
-    import saliency
+    from sensloc import saliency
     if method == "grad_cam":
         return saliency.grad_cam(net, x, target)
     return saliency.METHODS[method](net, x, target)
@@ -77,7 +79,7 @@ def attribution_for(net, x, method, target):
 
 def heat_from(attribution, size_hw):
     """A displayable (H, W) heat map: channel max of |a|, or Grad-CAM upsampled."""
-    from saliency import postprocess
+    from sensloc.saliency import postprocess
     if attribution.ndim == 2:
         return postprocess.upsample(attribution, size_hw)
     return postprocess.reduce_channels(attribution, "max_abs")
@@ -129,8 +131,8 @@ def cmd_explain(args):
 # ------------------------------------------------------------------------------- weights
 
 def cmd_weights_list(args):
-    import weights
-    from nets import ARCHITECTURES
+    from sensloc import weights
+    from sensloc.nets import ARCHITECTURES
     rows = weights.installed()
     if not rows:
         print(f"no weights installed in {weights.default_cache_dir()}; "
@@ -144,12 +146,12 @@ def cmd_weights_list(args):
 
 
 def cmd_weights_fetch(args):
-    import weights
+    from sensloc import weights
     print(weights.fetch(args.architecture, args.source))
 
 
 def cmd_weights_convert(args):
-    import weights
+    from sensloc import weights
     print(weights.convert(args.file, out=args.out))
 
 
@@ -159,7 +161,7 @@ def open_datasets(paths):
     """Records of every DATASET argument: a folder with manifest.csv or a manifest CSV file,
     a Pascal VOC folder (``folder:split``, split defaulting to val), or an ImageNet XML folder
     with ``images/`` and ``annotations/`` (class order from the shipped ImageNet list)."""
-    from . import datasets
+    from sensloc.data import datasets
     records = []
     for given in paths:
         path, _, split = str(given).partition(":")
@@ -167,7 +169,7 @@ def open_datasets(paths):
         if (folder / "Annotations").is_dir() and (folder / "JPEGImages").is_dir():
             records += datasets.read_voc(folder, split or "val")
         elif (folder / "annotations").is_dir() and (folder / "images").is_dir():
-            import weights
+            from sensloc import weights
             wnids = [wnid for wnid, _ in weights.imagenet_classes()]
             records += datasets.read_imagenet_xml(folder / "images", folder / "annotations", wnids)
         else:
@@ -177,8 +179,8 @@ def open_datasets(paths):
 
 def protocol_from_args(args, architecture):
     """A fresh protocol from ``--preset`` or from ``--method`` and ``--protocol``."""
-    from .maps import MapSpec
-    from .protocols import RegressionBoxes, ThresholdBoxes, preset
+    from sensloc.saliency.maps import MapSpec
+    from sensloc.localize.protocols import RegressionBoxes, ThresholdBoxes, preset
     if args.preset:
         return preset(args.preset, architecture)
     if not args.method:
@@ -190,13 +192,13 @@ def protocol_from_args(args, architecture):
 
 
 def cache_root(args):
-    import weights
+    from sensloc import weights
     return Path(args.cache) if args.cache else weights.default_cache_dir() / "maps"
 
 
 def cmd_fit_boxes(args):
-    from .boxmodels import save_box_model
-    from .evaluate import Dataset, ensure_maps, load_maps, photo_to_input
+    from sensloc.evaluation.boxmodels import save_box_model
+    from sensloc.evaluation.runner import Dataset, ensure_maps, load_maps, photo_to_input
     net = load_network(args)
     records = open_datasets(args.datasets)
     protocol = protocol_from_args(args, net.name)
@@ -211,14 +213,14 @@ def cmd_fit_boxes(args):
 
 
 def weights_path(name):
-    import weights
+    from sensloc import weights
     return weights.resolve(name)
 
 
 def cmd_evaluate(args):
-    from .boxmodels import load_box_model
-    from .evaluate import Config, evaluate
-    from .protocols import preset
+    from sensloc.evaluation.boxmodels import load_box_model
+    from sensloc.evaluation.runner import Config, evaluate
+    from sensloc.localize.protocols import preset
     net = load_network(args)
     source = args.weights or weights_path(args.net)
     configs = []
@@ -232,7 +234,7 @@ def cmd_evaluate(args):
     if not configs:
         raise UsageError("give --boxes FILE... or --preset NAME... (with --cv K)")
     if args.dask:
-        from .distributed import require_distributed
+        from sensloc.evaluation.distributed import require_distributed
         try:
             require_distributed()
         except ImportError as error:
@@ -247,21 +249,16 @@ def cmd_evaluate(args):
         import json
         Path(args.summary_json).write_text(json.dumps(summary.to_json(), indent=2))
     if args.plot:
-        from .plots import write_plots
+        from sensloc.evaluation.plots import write_plots
         for path in write_plots(args.plot, summary, records, photo_boxes, net.class_names):
             print(f"figure: {path}")
 
 
-#: Fixed thresholds for `sensloc localize --preset` without a fitted box model: tuned on the
-#: 692 development photos with SqueezeNet (README, "Measured").
-PRESET_FRACTIONS = {"gradient": 0.18, "grad_cam": 0.10, "khan": 0.12, "dwaraknath": 0.04}
-
-
 def cmd_localize(args):
     import json
-    from .boxmodels import load_box_model
-    from .evaluate import input_to_photo
-    from .protocols import preset
+    from sensloc.evaluation.boxmodels import load_box_model
+    from sensloc.evaluation.runner import input_to_photo
+    from sensloc.localize.protocols import preset
     net = load_network(args)
     if args.boxes:
         protocol = load_box_model(args.boxes).check(net, args.method).protocol
@@ -276,11 +273,11 @@ def cmd_localize(args):
     targets = net(x).argmax(axis=1)
     maps = {s: s.compute(net, x, targets) for s in protocol.map_specs}
     boxes = protocol.predict(maps)
-    import weights
+    from sensloc import weights
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     for path, box, target in zip(args.images, boxes, targets):
-        photo = weights.load_image(path)
+        photo = images.load_image(path)
         photo_box = input_to_photo(box, (photo.shape[1], photo.shape[0]), net.preprocessing)[0]
         figure = out_dir / f"{Path(path).stem}-box.png"
         draw_box(figure, photo, photo_box, f"{class_name(net, target)}")
@@ -306,14 +303,14 @@ def draw_box(path, photo, box, title):
 # ------------------------------------------------------------------------------- demo
 
 def cmd_demo(args):
-    from .demo import demo
+    from sensloc.training.vgg_small import demo
     demo(args.out, count=args.count, seed=args.seed, images=args.image, net=load_network(args))
 
 
 def cmd_train_demo(args):
     import json
     from dataclasses import fields
-    from .demo import Recipe, train
+    from sensloc.training.vgg_small import Recipe, train
     recipe = Recipe(**{field.name: getattr(args, field.name) for field in fields(Recipe)})
     training = train(args.out, recipe, progress=not args.quiet)
     quality = training["held_out"]
@@ -420,7 +417,7 @@ def build_parser():
     p.set_defaults(run=cmd_demo)
 
     from dataclasses import fields
-    from .demo import Recipe
+    from sensloc.training.vgg_small import Recipe
     p = commands.add_parser("train-demo", help="train vgg_small on generated scenes (reproduces "
                                                "the packaged weights from the seed)")
     p.add_argument("--out", default="vgg_small.h5", help="weight file (default vgg_small.h5)")
@@ -431,7 +428,7 @@ def build_parser():
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=cmd_train_demo)
 
-    from .grade import add_parser as add_grade_parser
+    from sensloc.coursework.grade import add_parser as add_grade_parser
     add_grade_parser(commands)
     return parser
 

@@ -32,8 +32,9 @@ def corloc_bars(summary, path):
 
 def example_grid(records, predicted_boxes, title, path, count=12, seed=0, class_names=None):
     """Photos with ground-truth boxes (green) and the predicted box (red), IoU in the title."""
-    import weights
-    from .boxes import iou
+    from sensloc import weights
+    from sensloc.data import images
+    from sensloc.localize.boxes import iou
     plt = _pyplot()
     from matplotlib.patches import Rectangle
     chosen = np.random.default_rng(seed).choice(len(records), size=min(count, len(records)),
@@ -45,7 +46,7 @@ def example_grid(records, predicted_boxes, title, path, count=12, seed=0, class_
         ax.axis("off")
     for ax, i in zip(np.ravel(axes), chosen):
         record, box = records[i], predicted_boxes[i]
-        ax.imshow(weights.load_image(record.path))
+        ax.imshow(images.load_image(record.path))
         for gt in record.boxes:
             ax.add_patch(Rectangle(gt[:2], *(gt[2:] - gt[:2]), fill=False, color="lime", lw=2))
         ax.add_patch(Rectangle(box[:2], *(box[2:] - box[:2]), fill=False, color="red", lw=2))

@@ -2,7 +2,7 @@
 
 Every shape, object or distractor, is a *layer*: a list of closed rings, each a ``(V, 2)`` array
 of ``(x, y)`` vertices (x to the right, y down, in the pixel coordinates of
-:mod:`localize.boxes`: pixel ``(i, j)`` covers ``[j, j + 1) x [i, i + 1)``). A point is inside a
+:mod:`sensloc.localize.boxes`: pixel ``(i, j)`` covers ``[j, j + 1) x [i, i + 1)``). A point is inside a
 layer when its winding number is non-zero, so a hole is a ring of the opposite orientation
 (:func:`oriented` makes that so). One rasterizer for all layers keeps the code small: a disk is a
 48-gon, a ring is two 48-gons, and there is no per-shape drawing code to get wrong.

@@ -9,7 +9,7 @@ the object. For cell ``c`` of image ``n``::
     o_nc   = [(phi_nc - mu) / sd, 1] w
 
 with ``A^l_nc`` the activations (all channels) of layer ``l`` at that cell, and ``s^k_nc`` the
-mean over the cell of saliency map ``k`` after Khan's recipe (:func:`localize.best.recipe`:
+mean over the cell of saliency map ``k`` after Khan's recipe (:func:`sensloc.localize.protocols.mix.recipe`:
 positive part, normalized, smoothed, normalized, cut below its mean). The activations say
 *what* is at the cell (an object part or background texture, whatever the class), the
 saliency maps *whether the explained class* uses it. ``mu`` and ``sd`` standardize each
@@ -18,11 +18,11 @@ feature over the training cells, and ``w`` minimizes the ridge objective
     sum_nc (o_nc - t_nc)^2 + lam ||w_without_bias||^2,
 
 ``t_nc`` the fraction of the cell covered by the image's ground-truth boxes, solved exactly
-from the normal equations (:func:`localize.regression.solve_normal_equations`). ``lam`` is
+from the normal equations (:func:`sensloc.localize.regression.solve_normal_equations`). ``lam`` is
 chosen by k-fold cross-validation inside the training images (squared error of the cells).
 
 The map ``o`` (clipped at 0, upsampled bilinearly to the input) is then boxed as by
-:class:`localize.best.BestBoxes` with this one map as its only factor: Khan's recipe, border
+:class:`sensloc.localize.protocols.mix.BestBoxes` with this one map as its only factor: Khan's recipe, border
 mask, the union of the pixels above ``fraction`` of the maximum, scaled about its centre, the
 four parameters chosen by CorLoc on the training images. Those training images' maps come from
 the same inner cross-validation (each predicted by weights fitted without it), so the box
@@ -43,7 +43,7 @@ features of the cells (13 x 13), then the box search            CV CorLoc (95% C
 the same map as a fifth factor of ``mix``'s geometric mean      69.5-71.0%
 this module, standardized, lambda by inner CV (``evaluate``)    72.1% (68.8-75.4)
 the same with fold seeds 1 and 2 (``--seed``)                   72.5% / 71.5%
-``mix`` (:mod:`localize.best`), fold seeds 0 / 1 / 2            70.4 / 69.8 / 68.8%
+``mix`` (:mod:`sensloc.localize.protocols.mix`), fold seeds 0 / 1 / 2            70.4 / 69.8 / 68.8%
 evidence smoothed by sigma 2 / 8 instead of 4                   72.0% / 72.5%
 DeepLIFT with the zero reference as a fifth evidence map        72.3% (68.9-75.6)
 ``fire9`` alone as the layer (no ``pool8``)                     71.4% (68.1-74.7)
@@ -72,12 +72,12 @@ TFLite weights dequantized, a PyTorch prototype; top-1 76.6% on these photos) th
 """
 import numpy as np
 
-from saliency import postprocess
+from sensloc.saliency import postprocess
 
-from .best import BestBoxes, SCALES, SIGMAS, BORDER_WIDTHS, recipe
-from .maps import MapSpec
-from .protocols import FRACTIONS, folds, last_spatial_layer
-from .regression import cell_means, solve_normal_equations
+from sensloc.localize.protocols.mix import BestBoxes, SCALES, SIGMAS, BORDER_WIDTHS, recipe
+from sensloc.saliency.maps import MapSpec
+from sensloc.localize.protocols import FRACTIONS, folds, last_spatial_layer
+from sensloc.localize.regression import cell_means, solve_normal_equations
 
 #: Ridge parameters tried by the inner cross-validation (the features are standardized).
 LAMBDAS = tuple(10.0 ** np.arange(0, 7))
@@ -87,7 +87,7 @@ BLOCK = 64
 #: The numbers that justify the preset (``sensloc evaluate ... --cv 5 --preset best``).
 MEASURED = {
     "data": "692 ILSVRC2012 val photos (imagenet-val-227 + imagenet-val-full), SqueezeNet 1.0",
-    "protocol": "localize.evaluate.evaluate, 5-fold cross_validated_boxes, seed 0",
+    "protocol": "sensloc.evaluation.runner.evaluate, 5-fold cross_validated_boxes, seed 0",
     "corloc_gt_known": 0.721, "ci95": (0.688, 0.754), "corloc_top1": 0.533,
     "corloc_by_gt_area": {"<10%": 0.075, "10-25%": 0.402, "25-50%": 0.790, ">=50%": 0.945},
     "chosen_lambda_in_every_fold": 1e4,
@@ -98,7 +98,7 @@ MEASURED = {
 def box_coverage(gt_boxes, input_hw, grid_hw):
     """``t[n, c]``: the fraction of cell ``c`` inside the union of image n's boxes, (N, h, w).
 
-    Boxes ``(xmin, ymin, xmax, ymax)`` in input pixels (:mod:`localize.boxes`) are drawn on the
+    Boxes ``(xmin, ymin, xmax, ymax)`` in input pixels (:mod:`sensloc.localize.boxes`) are drawn on the
     pixel grid (edges rounded to whole pixels), then area-averaged exactly onto the cells.
     """
     out = np.empty((len(gt_boxes),) + tuple(grid_hw))
@@ -119,7 +119,7 @@ def cell_features(activations, evidence, sigma):
     activations : sequence of L arrays (N, C_l, h, w)
         Layer outputs on one grid (non-negative after ReLU; ``sqrt`` tempers their tails).
     evidence : sequence of K arrays (N, H, W)
-        Saliency maps at the input resolution, put through :func:`localize.best.recipe`.
+        Saliency maps at the input resolution, put through :func:`sensloc.localize.protocols.mix.recipe`.
     sigma : float
         The recipe's smoothing, in input pixels.
     """
@@ -300,5 +300,5 @@ def feature_layers(architecture):
 
 def objectness_protocol(architecture):
     """A fresh, unfitted ``best`` protocol for a network architecture (e.g. ``"vgg16"``)."""
-    from .best import best_specs
+    from sensloc.localize.protocols.mix import best_specs
     return ObjectnessBoxes(feature_layers(architecture), best_specs(architecture))

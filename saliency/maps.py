@@ -1,28 +1,17 @@
-"""Heat maps for datasets: named map kinds, computed once and cached on disk.
+"""Map kinds: which attribution method to run, with which options, reduced how.
 
 A *map kind* (:class:`MapSpec`) says which attribution method to run, with which options, and
 how to reduce its ``(C, H, W)`` attribution to a ``(H, W)`` heat map at the network's input
-resolution. Evaluations ask for many box protocols over the same maps, so every map is cached
-under a key made of
-
-* the network: architecture, the SHA-256 of its source weights, its preprocessing;
-* the map kind: method, options, reduction, and the view of the image (mirrored, zoomed);
-* the image: SHA-256 of the file's bytes (so a renamed photo is still found, an edited one is not);
-* the explained class.
-
-Cache files are ``.npy`` float32 arrays written atomically (temporary file + rename): an
-interrupted run leaves complete entries or none, and resumes where it stopped.
+resolution. Box protocols (:mod:`sensloc.localize.protocols`) name the map kinds they read;
+the evaluation computes each once and caches it (:mod:`sensloc.evaluation.map_cache`).
 """
-import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-import saliency
-from saliency import postprocess
-from weights._files import atomic_write
+from sensloc.saliency import methods, postprocess
 
 #: Methods a map kind may name, and the options each accepts.
 METHOD_OPTIONS = {
@@ -45,7 +34,7 @@ class MapSpec:
     ----------
     method : str
         A key of :data:`METHOD_OPTIONS` (the :data:`saliency.METHODS` names plus ``grad_cam``
-        and ``activations``, a layer's output kept as features for :mod:`localize.objectness`).
+        and ``activations``, a layer's output kept as features for :mod:`sensloc.localize.protocols.objectness`).
     reduce : str
         Channel reduction (:func:`saliency.postprocess.reduce_channels`); ignored by
         ``grad_cam``, whose map is upsampled to the input size instead.
@@ -56,7 +45,7 @@ class MapSpec:
         Explain the horizontally mirrored image and mirror the map back,
         ``m(x)[:, j] = M(x[:, ::-1])[:, W - 1 - j]``: the same photo seen through the other
         half of every asymmetric filter, so averaging the two views cancels part of the maps'
-        noise (:func:`localize.best.view_average`).
+        noise (:func:`sensloc.localize.protocols.mix.view_average`).
     zoom : float
         Explain the preprocessed image resized bilinearly by ``zoom`` (``round(zoom H) x
         round(zoom W)``; only for fully convolutional networks, ``net.input_size is None``)
@@ -133,56 +122,12 @@ class MapSpec:
             net.layer(options["layer"])  # a clear error for an unknown layer name
             return np.ascontiguousarray(net.forward(x).outputs[options["layer"]], np.float32)
         if self.method == "grad_cam":
-            heat = saliency.grad_cam(net, x, targets, **options)
+            heat = methods.grad_cam(net, x, targets, **options)
         else:
-            attribution = saliency.METHODS[self.method](net, x, targets, **options)
+            attribution = methods.METHODS[self.method](net, x, targets, **options)
             heat = postprocess.reduce_channels(attribution, self.reduce)
         if self.mirror:
             heat = heat[..., ::-1]
         if heat.shape[1:] != (height, width):  # Grad-CAM's cells, or a zoomed view
             heat = postprocess.upsample(heat, (height, width))
         return np.ascontiguousarray(heat)
-
-
-def network_key(net):
-    """16 hex digits naming a network's weights and preprocessing (the cache's first level)."""
-    if net.preprocessing is None or getattr(net, "source", None) is None:
-        raise ValueError("maps can be cached only for networks loaded with weights.load")
-    identity = {"architecture": net.name, "sha256": net.source["sha256"],
-                "preprocessing": {k: np.asarray(v).tolist()
-                                  for k, v in net.preprocessing.to_attrs().items()}}
-    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
-
-
-class MapCache:
-    """Heat maps and logits of one network, on disk under ``root/<network key>/``.
-
-    Parameters
-    ----------
-    root : path
-        Cache folder (e.g. ``<user cache>/maps``).
-    net_key : str
-        From :func:`network_key`.
-    """
-
-    def __init__(self, root, net_key):
-        self.folder = Path(root) / net_key
-
-    def map_path(self, spec, image_sha, target):
-        return self.folder / spec.name / image_sha[:2] / f"{image_sha}-{int(target)}.npy"
-
-    def logits_path(self, image_sha):
-        return self.folder / "logits" / image_sha[:2] / f"{image_sha}.npy"
-
-    def has(self, path):
-        return path.is_file()
-
-    def load(self, path):
-        try:
-            return np.load(path)
-        except (ValueError, OSError, EOFError) as error:
-            raise ValueError(f"{path}: damaged cache entry ({error}); delete it to recompute") from error
-
-    def store(self, path, array):
-        with atomic_write(path) as temporary, open(temporary, "wb") as stream:
-            np.save(stream, np.asarray(array, np.float32))

@@ -6,7 +6,7 @@ Three layouts are read:
 - ILSVRC2012 validation, one PASCAL-style XML file per image (:func:`read_imagenet_xml`),
 - Pascal VOC (:func:`read_voc`).
 
-Every box is converted to the convention of :mod:`localize.boxes`: ``(xmin, ymin, xmax, ymax)``
+Every box is converted to the convention of :mod:`sensloc.localize.boxes`: ``(xmin, ymin, xmax, ymax)``
 float64 in continuous pixel coordinates of the stored image file, pixel ``(i, j)`` covering
 ``[j, j + 1) x [i, i + 1)``.
 """

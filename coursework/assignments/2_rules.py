@@ -23,7 +23,7 @@ Rules of the game
 
 Grade your work::
 
-    sensloc grade 2 path/to/2_rules.py       # or: python -m localize.grade 2 FILE
+    sensloc grade 2 path/to/2_rules.py       # or: python -m sensloc.coursework.grade 2 FILE
 
 Parts and points: guided_relu (2), deconvnet_relu (2), rescale_relu (4), guided_backprop (3),
 deeplift (4).

@@ -5,15 +5,15 @@ Layout (format version 1)
 =========================  ==================================================================
 attribute ``format``       ``"sensloc-boxes"``
 ``format_version``         ``1``
-``protocol``               protocol kind (:data:`localize.protocols.PROTOCOLS`)
+``protocol``               protocol kind (:data:`sensloc.localize.protocols.PROTOCOLS`)
 ``architecture``           the network's architecture, e.g. ``"squeezenet1_0"``
-``network_key``            :func:`localize.maps.network_key`: weights SHA-256 + preprocessing
+``network_key``            :func:`sensloc.evaluation.map_cache.network_key`: weights SHA-256 + preprocessing
 ``weights_sha256``         SHA-256 of the network's source weight file
 ``methods``                JSON list of the map kinds the protocol reads
 ``training_fingerprint``   SHA-256 over the training images' ids, classes and boxes
 ``n_train``                number of training images
 ``created_by``             free text
-preprocessing attributes   as in the weight files (:meth:`weights.Preprocessing.to_attrs`)
+preprocessing attributes   as in the weight files (:meth:`images.Preprocessing.to_attrs`)
 dataset ``params``         JSON of the fitted protocol (thresholds, regression weights, ...)
 =========================  ==================================================================
 
@@ -28,10 +28,11 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from weights._files import atomic_write
+from sensloc._files import atomic_write
 
-from .maps import MapSpec, network_key
-from .protocols import protocol_from_params
+from sensloc.saliency.maps import MapSpec
+from sensloc.evaluation.map_cache import network_key
+from sensloc.localize.protocols import protocol_from_params
 
 FORMAT, FORMAT_VERSION = "sensloc-boxes", 1
 

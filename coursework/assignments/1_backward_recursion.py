@@ -18,7 +18,7 @@ Rules of the game
 
 Grade your work (from the repository, after ``pip install -e .``)::
 
-    sensloc grade 1 path/to/1_backward_recursion.py       # or: python -m localize.grade 1 FILE
+    sensloc grade 1 path/to/1_backward_recursion.py       # or: python -m sensloc.coursework.grade 1 FILE
 
 Parts and points: linear_backward (2), relu_backward (2), conv2d_backward (4),
 max_pool_backward (4), input_gradient (3).

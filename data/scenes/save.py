@@ -1,4 +1,4 @@
-"""Saving scenes as PNG files with a ``manifest.csv`` that :func:`localize.datasets.read_manifest` reads."""
+"""Saving scenes as PNG files with a ``manifest.csv`` that :func:`sensloc.data.datasets.read_manifest` reads."""
 import csv
 import io
 from pathlib import Path
@@ -6,9 +6,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .generate import Scenes
+from sensloc.data.scenes.generate import Scenes
 
-#: The columns of the project's manifest format (``localize.datasets.MANIFEST_COLUMNS``, plus
+#: The columns of the project's manifest format (``sensloc.data.datasets.MANIFEST_COLUMNS``, plus
 #: the optional ``image_id``); repeated here because ``scenes`` must not import ``localize``.
 MANIFEST_COLUMNS = ("file", "width", "height", "wnid", "class_index", "boxes", "image_id")
 
@@ -59,10 +59,10 @@ def save_scenes(folder, batch):
     """
     # Imported here, not at the top: importing the ``weights`` package loads ``nets``, Numba and
     # h5py (~0.2 s), which generating scenes (e.g. in data-loader workers) never needs.
-    from weights._files import atomic_write
+    from sensloc._files import atomic_write
 
     if not isinstance(batch, Scenes):
-        raise TypeError(f"batch must be scenes.Scenes (from scenes.generate); got {type(batch).__name__}")
+        raise TypeError(f"batch must be scenes.Scenes (from sensloc.data.scenes.generate); got {type(batch).__name__}")
     folder = Path(folder)
     manifest = folder / "manifest.csv"
     text = manifest_text(batch)

@@ -28,7 +28,7 @@ from numbers import Integral
 
 import numpy as np
 
-from .shapes import SHAPES, coverage, pixel_grid
+from sensloc.data.scenes.shapes import SHAPES, coverage, pixel_grid
 
 #: The object classes, in label order.
 CLASS_NAMES = tuple(SHAPES)
@@ -62,12 +62,12 @@ class Scenes:
     Attributes
     ----------
     images : (N, H, W, 3) uint8
-        RGB, rows top to bottom (like :func:`weights.load_image`).
+        RGB, rows top to bottom (like :func:`images.load_image`).
     labels : (N,) int64
         Class indices into ``class_names``.
     boxes : (N, 4) float64
         ``(xmin, ymin, xmax, ymax)``, the box of ``masks[n]`` in the convention of
-        :mod:`localize.boxes` (pixel ``(i, j)`` covers ``[j, j + 1) x [i, i + 1)``).
+        :mod:`sensloc.localize.boxes` (pixel ``(i, j)`` covers ``[j, j + 1) x [i, i + 1)``).
     masks : (N, H, W) bool
         The object's pixels before occlusion: those it covers at least half of.
     occlusion : (N,) float64

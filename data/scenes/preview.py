@@ -1,6 +1,6 @@
 """Draw a grid of example scenes with their boxes and class names, to look at them.
 
-    python -m scenes.preview out.png [--count 20] [--seed 0] [--size 64] [--start 0] [--zoom 3]
+    python -m sensloc.data.scenes.preview out.png [--count 20] [--seed 0] [--size 64] [--start 0] [--zoom 3]
 
 Each scene is enlarged ``zoom`` times (nearest neighbour, so pixels stay visible), its box is
 drawn as a 1-pixel green frame just outside the box (so it hides no object pixel), and its
@@ -11,7 +11,7 @@ import argparse
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .generate import generate
+from sensloc.data.scenes.generate import generate
 
 
 def preview(batch, columns=5, zoom=3):
@@ -33,7 +33,7 @@ def preview(batch, columns=5, zoom=3):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m scenes.preview", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m sensloc.data.scenes.preview", description=__doc__.splitlines()[0])
     parser.add_argument("out", help="PNG file to write")
     parser.add_argument("--count", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)

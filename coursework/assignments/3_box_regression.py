@@ -15,7 +15,7 @@ Rules of the game
 
 Grade your work::
 
-    sensloc grade 3 path/to/3_box_regression.py       # or: python -m localize.grade 3 FILE
+    sensloc grade 3 path/to/3_box_regression.py       # or: python -m sensloc.coursework.grade 3 FILE
 
 Parts and points: iou (2), corloc (2), grid_features (3), fit_ridge (3), predict_boxes (2),
 choose_lambda (3).

@@ -1,19 +1,19 @@
 """The ``mix`` box protocol: four saliency maps, Khan et al.'s recipe, one nested grid search.
 
-It was the ``best`` preset until the objectness map of :mod:`localize.objectness` (which boxes
+It was the ``best`` preset until the objectness map of :mod:`sensloc.localize.protocols.objectness` (which boxes
 its map with this module's :meth:`BestBoxes.fit_factors`) passed it: 72.1% against 70.4%.
 The class keeps its name and its ``kind`` ("best"), so box models saved before still load.
 
 What it does
 ------------
-Every map kind goes through Khan et al.'s recipe (:func:`localize.protocols.khan_heat`:
+Every map kind goes through Khan et al.'s recipe (:func:`sensloc.localize.protocols.khan_heat`:
 positive part, normalized, Gaussian-smoothed by ``sigma``, normalized, cut below its mean); the
 maps are mixed by their geometric mean ``(m_1 m_2 ... m_K)^(1/K)``, which is hot only where
 *every* method agrees; the mix is damped near the border (weight 0.5 at the edge rising to 1 at
 ``border_width`` of the side); the union of the pixels above ``fraction`` of the mix's maximum
 is boxed (Simonyan et al.'s union box), and that box is finally scaled about its centre by
 ``scale``. :meth:`BestBoxes.fit` chooses ``(sigma, border_width, fraction, scale)`` jointly by
-CorLoc on the training set it is given, so in :func:`localize.protocols.cross_validated_boxes`
+CorLoc on the training set it is given, so in :func:`sensloc.localize.protocols.cross_validated_boxes`
 the search is nested inside each training fold and never sees the test fold.
 
 Why this design (measured)
@@ -50,7 +50,7 @@ other cuts than the mean; weighted geometric means; Grad-CAM of lower layers (fi
 65.2% alone, no gain mixed); SmoothGrad (58.8% alone, 64-66% mixed); DeepLIFT with a black
 reference (69.2%).
 
-Views of the image (measured, none adopted). :class:`localize.maps.MapSpec` can explain the
+Views of the image (measured, none adopted). :class:`sensloc.saliency.maps.MapSpec` can explain the
 mirrored photo (``mirror=True``, the map mirrored back) or the photo resized by ``zoom`` (the
 map resized back; SqueezeNet is fully convolutional), and a factor of the geometric mean can be
 the :func:`view_average` of several views of one method (``BestBoxes([(spec, mirrored), ...])``).
@@ -126,7 +126,7 @@ nested search (sigma and border as above, and the scale, except for the moment b
    its centre, cut from the network input and resized to 227 x 227; the four maps computed
    again on that crop (3.1 min for the 692 photos); ``:crop`` below is a crop map resized
    back into its place in the image's frame, zero outside. A prototype outside the library:
-   :class:`localize.maps.MapSpec` has no per-image crop.
+   :class:`sensloc.saliency.maps.MapSpec` has no per-image crop.
 3. The classifier as judge (against context and groups): 16 candidate boxes per photo from
    the mix at sigma 4 and border 0.1 (union boxes at fractions 0.02-0.6, largest components at
    0.02-0.5; the best candidate would give 84%), each cut out, resized to 227 x 227 and
@@ -230,11 +230,11 @@ well (AUC 0.65-0.68).
 """
 import numpy as np
 
-from saliency import postprocess
+from sensloc.saliency import postprocess
 
-from .boxes import as_boxes
-from .maps import MapSpec
-from .protocols import FRACTIONS, Protocol, last_spatial_layer
+from sensloc.localize.boxes import as_boxes
+from sensloc.saliency.maps import MapSpec
+from sensloc.localize.protocols import FRACTIONS, Protocol, last_spatial_layer
 
 #: Smoothing widths (pixels of the input) tried by :meth:`BestBoxes.fit`.
 SIGMAS = (2.0, 4.0, 6.0)
@@ -248,7 +248,7 @@ CHUNK = 64
 #: The numbers that justify the preset (SqueezeNet 1.0, 2 cores shared with other jobs).
 MEASURED = {
     "data": "692 ILSVRC2012 val photos (imagenet-val-227 + imagenet-val-full), SqueezeNet 1.0",
-    "protocol": "localize.evaluate.evaluate, 5-fold cross_validated_boxes, seed 0",
+    "protocol": "sensloc.evaluation.runner.evaluate, 5-fold cross_validated_boxes, seed 0",
     "corloc_gt_known": 0.704, "ci95": (0.669, 0.737), "corloc_top1": 0.522,
     "corloc_by_gt_area": {"<10%": 0.030, "10-25%": 0.369, "25-50%": 0.826, ">=50%": 0.906},
     "chosen_in_every_fold": {"sigma": 4.0, "border_width": 0.1, "fraction": 0.02, "scale": 0.95},
@@ -260,7 +260,7 @@ def recipe(heat, sigma):
     """Khan et al.'s recipe for one map without the border mask, (N, H, W) -> float32.
 
     ``max(m, 0)``, ``/ max``, Gaussian smoothing by ``sigma``, ``/ max``, zero below the
-    map's mean: :func:`localize.protocols.khan_heat` with ``border_width=0``.
+    map's mean: :func:`sensloc.localize.protocols.khan_heat` with ``border_width=0``.
     """
     m = postprocess.positive_part(np.asarray(heat, np.float32))
     m = postprocess.normalize(postprocess.gaussian_smooth(postprocess.normalize(m), sigma))
@@ -270,7 +270,7 @@ def recipe(heat, sigma):
 def view_average(views):
     """One map from several views of the same method, (N, H, W): ``mean_v m_v^+ / max m_v^+``.
 
-    Each view (the image, its mirror, a zoomed copy: :class:`localize.maps.MapSpec`'s
+    Each view (the image, its mirror, a zoomed copy: :class:`sensloc.saliency.maps.MapSpec`'s
     ``mirror`` and ``zoom``) is made positive and divided by its own maximum first, because a
     zoomed view's gradients have another scale; a view with no positive value counts as zero.
     Evidence that only one of ``V`` views shows (noise, an asymmetric stray blob) is divided
@@ -304,7 +304,7 @@ def mixed_heat(maps, sigma, border_width=0.0, border_weight=0.5):
     maps : sequence of K arrays (N, H, W)
         One raw heat map per method (any sign; the positive part is taken).
     sigma : float
-        Gaussian smoothing in pixels (:func:`localize.protocols.khan_heat`).
+        Gaussian smoothing in pixels (:func:`sensloc.localize.protocols.khan_heat`).
     border_width, border_weight : float
         The border mask (:func:`saliency.postprocess.border_mask`), applied once to the mix;
         the same mask on every map would give the same result, since
@@ -333,7 +333,7 @@ def mixed_heat(maps, sigma, border_width=0.0, border_weight=0.5):
 def union_boxes(heat, fractions):
     """Union boxes of ``heat >= f * max`` for many fractions at once, ``(N, F, 4)``.
 
-    Identical to :func:`localize.boxes.boxes_from_heatmap` with ``mode="union"`` (a map with
+    Identical to :func:`sensloc.localize.boxes.boxes_from_heatmap` with ``mode="union"`` (a map with
     no positive value gives the whole image) but computed from the row and column maxima:
     a row holds a hot pixel exactly when its maximum reaches the level, so each fraction
     costs ``O(H + W)`` per map instead of ``O(H W)``.

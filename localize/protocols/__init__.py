@@ -6,7 +6,7 @@ Every protocol has the same two steps::
     boxes = protocol.predict(maps)   # (N, 4)
 
 All boxes here live in the network input's pixels (``H x W``, the maps' resolution), in the
-convention of :mod:`localize.boxes`; the evaluation maps them to the photo's pixels. Fitting
+convention of :mod:`sensloc.localize.boxes`; the evaluation maps them to the photo's pixels. Fitting
 chooses what the protocol leaves open (a threshold, regression weights, a mean box size) and is
 cheap: the maps are computed once, elsewhere.
 
@@ -28,12 +28,12 @@ import json
 
 import numpy as np
 
-from saliency import postprocess
+from sensloc.saliency import postprocess
 
-from .boxes import boxes_from_heatmap, iou
-from .baselines import center_box, mean_box_size
-from .maps import MapSpec
-from .regression import BoxRegressor
+from sensloc.localize.boxes import boxes_from_heatmap, iou
+from sensloc.localize.baselines import center_box, mean_box_size
+from sensloc.saliency.maps import MapSpec
+from sensloc.localize.regression import BoxRegressor
 
 #: Threshold fractions tried when tuning (fractions of each map's maximum).
 FRACTIONS = tuple(np.round(np.arange(0.02, 0.81, 0.02), 2))
@@ -162,7 +162,7 @@ class KhanBoxes(ThresholdBoxes):
 class RegressionBoxes(Protocol):
     """Ebrahimpour & Noelle: ridge regression from n x n grid averages of maps to box corners.
 
-    ``W = (X^T X + lambda I')^-1 X^T Y`` (:func:`localize.regression.fit_ridge`), with lambda
+    ``W = (X^T X + lambda I')^-1 X^T Y`` (:func:`sensloc.localize.regression.fit_ridge`), with lambda
     chosen by k-fold cross-validation inside the training set (:data:`LAMBDAS`).
 
     Parameters
@@ -268,11 +268,11 @@ PROTOCOLS = {cls.kind: cls for cls in (ThresholdBoxes, KhanBoxes, RegressionBoxe
 
 
 def protocol_from_params(kind, params):
-    if kind == "best":  # defined in localize.best and .objectness, which build on this module
-        from .best import BestBoxes
+    if kind == "best":  # defined in sensloc.localize.protocols.mix and .objectness, which build on this module
+        from sensloc.localize.protocols.mix import BestBoxes
         return BestBoxes.from_params(params)
     if kind == "objectness":
-        from .objectness import ObjectnessBoxes
+        from sensloc.localize.protocols.objectness import ObjectnessBoxes
         return ObjectnessBoxes.from_params(params)
     if kind not in PROTOCOLS:
         raise ValueError(f"unknown box protocol {kind!r}; known: {sorted(PROTOCOLS)}")
@@ -347,10 +347,10 @@ def preset(name, architecture):
     if name == "grad_cam":
         return ThresholdBoxes(MapSpec.make("grad_cam", layer=layer), mode="largest")
     if name == "mix":
-        from .best import best_protocol
+        from sensloc.localize.protocols.mix import best_protocol
         return best_protocol(architecture)
     if name == "best":
-        from .objectness import objectness_protocol
+        from sensloc.localize.protocols.objectness import objectness_protocol
         return objectness_protocol(architecture)
     raise ValueError(f"unknown preset {name!r}; known: {sorted(PRESETS)}")
 

@@ -21,17 +21,18 @@ from pathlib import Path
 
 import numpy as np
 
-import nets
-import scenes
-import weights
-from nets.training import Adam, train_step
-from weights import Preprocessing
+from sensloc import nets
+from sensloc.data import scenes
+from sensloc import weights
+from sensloc.nets.training import Adam, train_step
+from sensloc.data.images import Preprocessing, load_image, resize_image
 
-from .boxes import iou
-from .maps import MapSpec
-from .metrics import bootstrap_ci
-from .protocols import CenterBox, KhanBoxes, RegressionBoxes, ThresholdBoxes, WholeImage
-from .workers import single_threaded, spawn_pool
+from sensloc.localize.boxes import iou
+from sensloc.saliency.maps import MapSpec
+from sensloc.localize.metrics import bootstrap_ci
+from sensloc.localize.protocols import (CenterBox, KhanBoxes, RegressionBoxes, ThresholdBoxes,
+                                        WholeImage)
+from sensloc.evaluation.workers import single_threaded, spawn_pool
 
 #: The committed weights, found by ``weights.load("vgg_small")``.
 PACKAGED_WEIGHTS = Path(weights.__file__).parent / "data" / "vgg_small.h5"
@@ -248,9 +249,9 @@ DEMO_BOXES = "khan (deeplift x guided)"
 def demo_protocol(net, photos):
     """Khan et al.'s protocol with a fitted threshold: for scenes, the fraction tuned on the
     box-fitting scenes when the network was trained (recorded in its file); for photos, the
-    ``khan`` preset's (:data:`localize.cli.PRESET_FRACTIONS`)."""
-    from .cli import PRESET_FRACTIONS
-    from .protocols import preset
+    ``khan`` preset's (:data:`sensloc.cli.main.PRESET_FRACTIONS`)."""
+    from sensloc.localize.presets import PRESET_FRACTIONS
+    from sensloc.localize.protocols import preset
     if photos:
         protocol = preset("khan", net.name)
         protocol.fraction = PRESET_FRACTIONS["khan"]
@@ -287,11 +288,11 @@ def demo(out="sensloc-demo.png", count=4, seed=0, images=None, net=None):
         Per image: ``name``, ``predicted``, ``probability``, ``box`` (input pixels), and for
         scenes ``true_class``, ``true_box``, ``iou``.
     """
-    from nets import softmax
+    from sensloc.nets import softmax
     net = weights.load("vgg_small") if net is None else net
     prep = net.preprocessing
     if images:
-        pictures = [weights.resize_image(weights.load_image(p), prep.input_size, prep.resize)
+        pictures = [resize_image(load_image(p), prep.input_size, prep.resize)
                     for p in images]
         names, true_classes, true_boxes = [str(p) for p in images], None, None
     else:

@@ -1,14 +1,14 @@
 """Evaluation: maps for a dataset (cached, in parallel), boxes from protocols, CorLoc with intervals.
 
 The expensive step, computing heat maps, happens once per (network, map kind, image, class) and
-lands in the :class:`~localize.maps.MapCache`; everything after it (fitting thresholds or a
+lands in the :class:`~sensloc.evaluation.map_cache.MapCache`; everything after it (fitting thresholds or a
 regression, cross-validation, scoring) reads the cache and takes seconds. Per-image results are
 appended to a CSV one complete line at a time, so an interrupted evaluation resumes: finished
 maps are not recomputed and finished rows are neither lost nor written twice.
 
 The maps are computed in shards of whole batches, by :func:`compute_missing` in this process
 (``jobs=1``) or by one shard function, :func:`run_shard`, in worker processes: local ones
-(``jobs > 1``) or the workers of a Dask cluster (``dask=...``, :mod:`localize.distributed`).
+(``jobs > 1``) or the workers of a Dask cluster (``dask=...``, :mod:`sensloc.evaluation.distributed`).
 Batches sit at fixed positions in the dataset, so an image's maps are the same floats whatever
 the number of workers, local or Dask (one BLAS thread each), and however often a shard is re-run;
 only ``jobs=1``, on this process's BLAS threads, may round differently (see
@@ -30,14 +30,15 @@ from pathlib import Path
 
 import numpy as np
 
-import weights as weight_files
-from weights._files import sha256_file
+from sensloc import weights as weight_files
+from sensloc.data import images
+from sensloc._files import sha256_file
 
-from .boxes import clip_boxes, iou
-from .maps import MapCache, network_key
-from .metrics import bootstrap_ci, per_class_corloc
-from .protocols import CenterBox, WholeImage, cross_validated_boxes
-from .workers import spawn_pool
+from sensloc.localize.boxes import clip_boxes, iou
+from sensloc.evaluation.map_cache import MapCache, network_key
+from sensloc.localize.metrics import bootstrap_ci, per_class_corloc
+from sensloc.localize.protocols import CenterBox, WholeImage, cross_validated_boxes
+from sensloc.evaluation.workers import spawn_pool
 
 RESULT_COLUMNS = ("config", "image_id", "true_class", "predicted_class", "xmin", "ymin", "xmax",
                   "ymax", "iou", "hit", "hit_top1")
@@ -47,7 +48,7 @@ RESULT_COLUMNS = ("config", "image_id", "true_class", "predicted_class", "xmin",
 
 def _geometry(photo_size_wh, preprocessing):
     width, height = photo_size_wh
-    (new_h, new_w), (top, left) = weight_files.resize_geometry(
+    (new_h, new_w), (top, left) = images.resize_geometry(
         (height, width), preprocessing.input_size, preprocessing.resize)
     return np.array([width / new_w, height / new_h]), np.array([left, top])
 
@@ -113,7 +114,7 @@ def compute_missing(net, cache, dataset, indices, specs, batch_size=8):
         if not lacking:
             continue
         todo += len(lacking)
-        x = weight_files.load_batch([records[i].path for i in chunk], net.preprocessing)
+        x = images.load_batch([records[i].path for i in chunk], net.preprocessing)
         targets = np.array([records[i].class_index for i in chunk])
         logits = net(x)
         for row, i in zip(logits, chunk):
@@ -236,7 +237,7 @@ def ensure_maps(weight_path, net, dataset, specs, cache_root, jobs=1, batch_size
     """Make sure the cache holds every image's logits and maps, computing what is missing.
 
     With ``jobs > 1`` the images are split into shards computed by fresh local worker processes;
-    with ``dask`` by the workers of a Dask cluster (:mod:`localize.distributed`). Either way each
+    with ``dask`` by the workers of a Dask cluster (:mod:`sensloc.evaluation.distributed`). Either way each
     worker process loads the weights once and runs :func:`run_shard`, and the cache's atomic
     writes make shards safe to interrupt and re-run.
 
@@ -274,7 +275,7 @@ def ensure_maps(weight_path, net, dataset, specs, cache_root, jobs=1, batch_size
     elif dask is None:
         executor = process_pool(jobs)
     else:
-        from .distributed import dask_executor
+        from sensloc.evaluation.distributed import dask_executor
         executor = dask_executor(dask, jobs)
     computed = 0
     with executor as (map_unordered, workers):
@@ -404,7 +405,7 @@ def predict_boxes(configs, maps, gt_input, input_hw, k, seed):
 
 
 def _center_cv(gt_input, input_hw, k, seed):
-    from .protocols import folds
+    from sensloc.localize.protocols import folds
     fold = folds(len(gt_input), k, seed)
     for f in range(k):
         train, test = np.flatnonzero(fold != f), np.flatnonzero(fold == f)

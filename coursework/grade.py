@@ -1,7 +1,7 @@
-"""Grading the coursework of ``tutorials/assignments`` against the library's own implementation.
+"""Grading the coursework of ``sensloc/coursework/assignments`` against the library's own implementation.
 
     sensloc grade ASSIGNMENT [FILE] [--seed S]
-    python -m localize.grade ASSIGNMENT [FILE] [--seed S]
+    python -m sensloc.coursework.grade ASSIGNMENT [FILE] [--seed S]
 
 ``ASSIGNMENT`` is ``1``, ``2`` or ``3`` (or ``backward``, ``rules``, ``boxes``):
 
@@ -11,10 +11,10 @@
 2. ``2_rules.py``: the guided, deconvnet and DeepLIFT rescale rules, and guided backpropagation
    and DeepLIFT built from them (reference: :mod:`saliency.rules`, :mod:`saliency.methods`);
 3. ``3_box_regression.py``: IoU, CorLoc, grid features, closed-form ridge regression, box
-   prediction and cross-validation (reference: :mod:`localize.boxes`, :mod:`localize.metrics`,
-   :mod:`localize.regression`).
+   prediction and cross-validation (reference: :mod:`sensloc.localize.boxes`, :mod:`sensloc.localize.metrics`,
+   :mod:`sensloc.localize.regression`).
 
-``FILE`` is the student's module (by default the skeleton in ``tutorials/assignments``). It is
+``FILE`` is the student's module (by default the skeleton in ``sensloc/coursework/assignments``). It is
 imported from its path, and every function of the assignment is called on randomized cases
 (seeded by ``--seed``, so a run can be repeated) and compared with the library. A part scores
 ``points * (cases passed) / (cases)``; every failed case is reported with what was wrong (shape,
@@ -31,15 +31,16 @@ from pathlib import Path
 
 import numpy as np
 
-import nets
-import saliency
-from nets import kernels
+from sensloc import nets
+from sensloc import saliency
+from sensloc.nets import kernels
 
-from . import boxes as box_lib
-from . import metrics as metric_lib
-from . import regression as regression_lib
+from sensloc.localize import boxes as box_lib
+from sensloc.localize import metrics as metric_lib
+from sensloc.localize import regression as regression_lib
 
-REPO = Path(__file__).resolve().parents[1]
+#: The assignment skeletons, shipped with the package.
+SKELETONS = Path(__file__).resolve().parent / "assignments"
 #: How many failed cases are described per part (the rest are counted).
 SHOWN_FAILURES = 3
 
@@ -799,13 +800,12 @@ def find_assignment(name):
 
 
 def default_file(assignment):
-    """The skeleton: ``tutorials/assignments/<file>`` under the current folder, else the repository."""
-    for root in (Path.cwd(), REPO):
-        candidate = root / "tutorials" / "assignments" / assignment.filename
+    """The student's ``<file>`` in the current folder, else the skeleton shipped with the package."""
+    for candidate in (Path.cwd() / assignment.filename, SKELETONS / assignment.filename):
         if candidate.is_file():
             return candidate
-    raise FileNotFoundError(f"no FILE given and {assignment.filename} not found in "
-                            f"tutorials/assignments; give the path of your solution")
+    raise FileNotFoundError(f"no FILE given and {assignment.filename} is neither in the current "
+                            f"folder nor in {SKELETONS}; give the path of your solution")
 
 
 def grade(assignment, path=None, seed=0):
@@ -864,7 +864,7 @@ def build_parser(parser=None):
     parser.add_argument("assignment", metavar="ASSIGNMENT",
                         help="1 (backward), 2 (rules) or 3 (boxes)")
     parser.add_argument("file", nargs="?", metavar="FILE",
-                        help="your solution (default: the skeleton in tutorials/assignments)")
+                        help="your solution (default: FILE in the current folder, else the shipped skeleton)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random cases (default 0)")
     return parser
 
@@ -877,8 +877,8 @@ def run(args):
 
 
 def add_parser(commands):
-    """Register ``grade`` on the sub-command parsers of ``sensloc`` (see :mod:`localize.cli`)."""
-    parser = commands.add_parser("grade", help="grade a coursework assignment (tutorials/assignments)",
+    """Register ``grade`` on the sub-command parsers of ``sensloc`` (see :mod:`sensloc.cli.main`)."""
+    parser = commands.add_parser("grade", help="grade a coursework assignment (coursework/assignments)",
                                  description=__doc__.split("\n\n")[0])
     build_parser(parser)
     parser.set_defaults(run=run)
@@ -886,7 +886,7 @@ def add_parser(commands):
 
 
 def main(argv=None):
-    """``python -m localize.grade ASSIGNMENT [FILE] [--seed S]``; returns the exit status."""
+    """``python -m sensloc.coursework.grade ASSIGNMENT [FILE] [--seed S]``; returns the exit status."""
     args = build_parser().parse_args(argv)
     try:
         return run(args)

@@ -1,0 +1,6 @@
+"""``python -m sensloc`` is the ``sensloc`` command."""
+import sys
+
+from sensloc.cli import main
+
+sys.exit(main())

@@ -1,0 +1,65 @@
+"""Heat maps for datasets, computed once and cached on disk.
+
+Evaluations ask for many box protocols over the same maps, so every map is cached under a key
+made of
+
+* the network: architecture, the SHA-256 of its source weights, its preprocessing;
+* the map kind (:class:`sensloc.saliency.maps.MapSpec`): method, options, reduction, and the
+  view of the image (mirrored, zoomed);
+* the image: SHA-256 of the file's bytes (so a renamed photo is still found, an edited one is not);
+* the explained class.
+
+Cache files are ``.npy`` float32 arrays written atomically (temporary file + rename): an
+interrupted run leaves complete entries or none, and resumes where it stopped.
+"""
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+
+from sensloc._files import atomic_write
+
+
+def network_key(net):
+    """16 hex digits naming a network's weights and preprocessing (the cache's first level)."""
+    if net.preprocessing is None or getattr(net, "source", None) is None:
+        raise ValueError("maps can be cached only for networks loaded with weights.load")
+    identity = {"architecture": net.name, "sha256": net.source["sha256"],
+                "preprocessing": {k: np.asarray(v).tolist()
+                                  for k, v in net.preprocessing.to_attrs().items()}}
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+
+
+class MapCache:
+    """Heat maps and logits of one network, on disk under ``root/<network key>/``.
+
+    Parameters
+    ----------
+    root : path
+        Cache folder (e.g. ``<user cache>/maps``).
+    net_key : str
+        From :func:`network_key`.
+    """
+
+    def __init__(self, root, net_key):
+        self.folder = Path(root) / net_key
+
+    def map_path(self, spec, image_sha, target):
+        return self.folder / spec.name / image_sha[:2] / f"{image_sha}-{int(target)}.npy"
+
+    def logits_path(self, image_sha):
+        return self.folder / "logits" / image_sha[:2] / f"{image_sha}.npy"
+
+    def has(self, path):
+        return path.is_file()
+
+    def load(self, path):
+        try:
+            return np.load(path)
+        except (ValueError, OSError, EOFError) as error:
+            raise ValueError(f"{path}: damaged cache entry ({error}); delete it to recompute") from error
+
+    def store(self, path, array):
+        with atomic_write(path) as temporary, open(temporary, "wb") as stream:
+            np.save(stream, np.asarray(array, np.float32))
