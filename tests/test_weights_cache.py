@@ -79,7 +79,7 @@ def test_name_installed_under_the_wrong_architecture_is_refused(tmp_path):
     wrong = cache.installed_path("vgg16", tmp_path)
     Path(path).rename(wrong)
     with pytest.raises(ValueError, match="holds squeezenet1_0, not vgg16"):
-        cache.load("vgg16", cache_dir=tmp_path)
+        weights.load("vgg16", cache_dir=tmp_path)
 
 
 def test_load_with_download_fetches_only_what_is_missing(tmp_path, clean_env, monkeypatch):

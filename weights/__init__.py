@@ -12,11 +12,12 @@ and their checksums), :mod:`~weights.convert` with the readers :mod:`~weights.ke
 Images and their preprocessing live in :mod:`sensloc.data.images`; the ``sensloc weights
 list|fetch|convert`` commands in :mod:`sensloc.cli`.
 """
-from sensloc.weights.cache import (default_cache_dir, installed, installed_path, load,
-                                   packaged_path, resolve)
+from sensloc.weights.cache import (default_cache_dir, installed, installed_path, packaged_path,
+                                   resolve)
 from sensloc.weights.classes import imagenet_class_names, imagenet_classes
 from sensloc.weights.convert import FORMATS, convert, detect_format
 from sensloc.weights.download import ChecksumError, DownloadError, download
+from sensloc.weights.loading import load
 from sensloc.weights.format import FORMAT, FORMAT_VERSION, read_header, save
 from sensloc.weights.sources import DEFAULT_SOURCE, SOURCES, Source, fetch, get_source
 from sensloc.weights.torch_pth import UnsafePickleError, load_state_dict
