@@ -97,6 +97,72 @@ class TorchSqueezeNet(nn.Module):
         return self
 
 
+class TorchInvertedResidual(nn.Module):
+    """MobileNetV2's block (Sandler et al., Fig. 4d): 1x1 expansion + ReLU6 (absent when the
+    expansion factor is 1), 3x3 depthwise + ReLU6, 1x1 linear projection, and the input added
+    back where the stride is 1 and the channels do not change. Stride-2 depthwise convolutions
+    pad as TensorFlow's SAME does on even sizes: nothing before, one pixel after."""
+
+    def __init__(self, c_in, expansion, c_out, stride):
+        super().__init__()
+        hidden = c_in * expansion
+        self.expand = nn.Conv2d(c_in, hidden, 1) if expansion != 1 else None
+        self.expand_relu = nn.ReLU6() if expansion != 1 else None
+        self.pad = nn.ZeroPad2d((0, 1, 0, 1) if stride == 2 else (1, 1, 1, 1))
+        self.depthwise = nn.Conv2d(hidden, hidden, 3, stride=stride, groups=hidden)
+        self.depthwise_relu = nn.ReLU6()
+        self.project = nn.Conv2d(hidden, c_out, 1)
+        self.residual = stride == 1 and c_in == c_out
+
+    def forward(self, x):
+        h = self.expand_relu(self.expand(x)) if self.expand is not None else x
+        h = self.project(self.depthwise_relu(self.depthwise(self.pad(h))))
+        return x + h if self.residual else h
+
+
+class TorchMobileNetV2(nn.Module):
+    """MobileNetV2 1.0 (Table 2 of Sandler et al.) as TensorFlow Lite runs it: stem 3x3/2 -> 32,
+    17 inverted residual blocks, 1x1 -> 1280, average pool, 1x1 -> 1001 classes (background
+    first). ``params`` maps the layer names of :func:`sensloc.weights.tflite.layer_names` to
+    ``{"weight", "bias"}`` arrays (OIHW; the classifier's weight 2-D)."""
+
+    STAGES = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1),
+              (6, 160, 3, 2), (6, 320, 1, 1))
+
+    def __init__(self, num_classes=1001):
+        super().__init__()
+        self.stem_pad, self.stem = nn.ZeroPad2d((0, 1, 0, 1)), nn.Conv2d(3, 32, 3, stride=2)
+        self.stem_relu = nn.ReLU6()
+        blocks, c = [], 32
+        for t, c_out, n, s in self.STAGES:
+            for i in range(n):
+                blocks.append(TorchInvertedResidual(c, t, c_out, s if i == 0 else 1))
+                c = c_out
+        self.blocks = nn.Sequential(*blocks)
+        self.head, self.head_relu = nn.Conv2d(320, 1280, 1), nn.ReLU6()
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(1280, num_classes)
+
+    def forward(self, x):
+        x = self.stem_relu(self.stem(self.stem_pad(x)))
+        x = self.head_relu(self.head(self.blocks(x)))
+        return self.classifier(self.pool(x).flatten(1))
+
+    def load_params(self, params, copy=True):
+        def put(module, name):
+            module.weight.data = _tensor(params[name]["weight"], copy)
+            module.bias.data = _tensor(params[name]["bias"], copy)
+
+        put(self.stem, "stem")
+        for number, block in enumerate(self.blocks, start=1):
+            for part in ("expand", "depthwise", "project"):
+                if getattr(block, part) is not None:
+                    put(getattr(block, part), f"block{number}.{part}")
+        put(self.head, "head")
+        put(self.classifier, "classifier")
+        return self
+
+
 def _tensor(array, copy):
     return torch.from_numpy(array.copy() if copy else np.ascontiguousarray(array))
 
@@ -111,6 +177,8 @@ def torch_model(net, copy=True):
         model = TorchVGG().load_from(net, copy)
     elif net.name == "squeezenet1_0":
         model = TorchSqueezeNet(net.num_classes).load_from(net, copy)
+    elif net.name == "mobilenet_v2":
+        model = TorchMobileNetV2(net.num_classes).load_params(net.parameters(), copy)
     else:
         raise ValueError(f"no PyTorch reference for {net.name}")
     return model.eval()
