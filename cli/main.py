@@ -326,8 +326,8 @@ def cmd_fit_boxes(args):
     check_classes(records, net)
     protocol = protocol_from_args(args, net.name)
     dataset = Dataset(records)
-    args.on_interrupt = (f"the finished maps are kept in {cache_root(args)}; run the same "
-                         "command again to go on from them")
+    args.on_interrupt = lambda: (f"the finished maps are kept in {cache_root(args)}; run the "
+                                 "same command again to go on from them")
     ensure_maps(args.weights or weights_path(net_name(args)), net, dataset, protocol.map_specs,
                 cache_root(args), args.jobs)
     maps, _ = load_maps(net, dataset, protocol.map_specs, cache_root(args))
@@ -373,8 +373,10 @@ def cmd_evaluate(args):
     results = args.results or f"results-{net.name}.csv"
     if summary_json is not None and _same_file(summary_json, results):
         raise UsageError(f"--summary-json and --results are the same file {summary_json}")
-    args.on_interrupt = (f"the finished maps are kept in {cache_root(args)} and the finished "
-                         f"rows in {results}; run the same command again to resume")
+    args.on_interrupt = lambda: (
+        f"the finished maps are kept in {cache_root(args)}"
+        + (f" and the finished rows in {results}" if Path(results).exists() else "")
+        + "; run the same command again to resume")
     summary, photo_boxes = evaluate(source, records, configs, cache_root(args), results,
                                     k=args.cv, seed=args.seed, jobs=args.jobs, dask=args.dask)
     print(summary.markdown())
@@ -601,22 +603,40 @@ def build_parser():
 
     from sensloc.coursework.grade import add_parser as add_grade_parser
     add_grade_parser(commands)
+    _plain_help(parser)
     return parser
 
 
+def _plain_help(parser):
+    """Help texts as plain text: docstrings' reStructuredText (``code``, :func:`name`) unmarked,
+    in this parser and every subcommand's (some take their description from a docstring)."""
+    import re
+
+    def plain(text):
+        return re.sub(r":\w+:`~?([^`]+)`", r"\1", text).replace("``", "'") if text else text
+    parser.description = plain(parser.description)
+    for action in parser._actions:
+        action.help = plain(action.help)
+        if isinstance(action, argparse._SubParsersAction):
+            for choice in action._choices_actions:
+                choice.help = plain(choice.help)
+            for sub in set(action.choices.values()):
+                _plain_help(sub)
+
+
 def report(line):
-    """Print one line to stderr, on a line of its own even while a progress bar is drawn."""
+    """Print one line to stderr, on a line of its own even after a progress bar."""
     if "tqdm" in sys.modules:
         from tqdm import tqdm
-        tqdm.write(line, file=sys.stderr)
-    else:
-        print(line, file=sys.stderr)
+        for bar in list(getattr(tqdm, "_instances", ())):
+            bar.close()  # ends the bar's line (and it is not drawn again at exit)
+    print(line, file=sys.stderr)
 
 
 def interrupted(args):
     """The one line a Ctrl-C ends with: what was kept, and how to go on."""
-    return "sensloc: interrupted" + (f"; {args.on_interrupt}" if getattr(args, "on_interrupt", None)
-                                     else "")
+    kept = getattr(args, "on_interrupt", None)
+    return "sensloc: interrupted" + (f"; {kept()}" if kept else "")
 
 
 def main(argv=None):
