@@ -32,6 +32,10 @@ from sensloc.localize.protocols import PRESETS
 from sensloc.localize.presets import PRESET_FRACTIONS
 
 DEFAULT_NET = "squeezenet1_0"
+#: Methods whose channel sum is the attribution (DeepLIFT and integrated gradients sum to the
+#: score difference; occlusion is a score difference): shown signed, red positive, blue negative.
+#: The others show max |value| over channels (Simonyan et al.'s convention for gradients).
+SIGNED_METHODS = ("gradient_x_input", "deeplift", "integrated_gradients", "occlusion")
 EXPLAIN_METHODS = ("gradient", "gradient_x_input", "guided", "deconvnet", "deeplift",
                    "integrated_gradients", "smoothgrad", "grad_cam", "neuron_selection",
                    "occlusion")
@@ -172,36 +176,63 @@ def attribution_for(net, x, method, target):
     return saliency.METHODS[method](net, x, target)
 
 
-def heat_from(attribution, size_hw):
-    """A displayable (H, W) heat map: channel max of |a|, or Grad-CAM upsampled."""
+def heat_from(attribution, size_hw, signed=False):
+    """A displayable (H, W) heat map of a (3, H, W) attribution: its channel sum if ``signed``,
+    else the channel max of |a|; an (h, w) Grad-CAM map is upsampled to ``size_hw``."""
     from sensloc.saliency import postprocess
     if attribution.ndim == 2:
         return postprocess.upsample(attribution, size_hw)
+    if signed:
+        return attribution.sum(axis=0)
     return postprocess.reduce_channels(attribution, "max_abs")
 
 
-def save_overlay(path, photo, heat, title):
-    """Photo beside the photo with the heat map laid over it.
+#: Colours saturate at this percentile of |heat|: saliency maps are heavy-tailed (a few pixels
+#: hold most of the magnitude), so scaling by the maximum leaves the rest nearly invisible.
+CLIP_PERCENTILE = 99
 
-    The overlay's opacity follows the heat, so cold regions show the photo unobscured; the
-    colour bar gives the attribution's own units. Written atomically.
+
+def heat_scale(heat, signed):
+    """Normalization and colormap of a heat map (H, W) for display.
+
+    ``s`` = the :data:`CLIP_PERCENTILE`-th percentile of ``|heat|`` (its maximum if that is 0).
+    Signed maps: ``[-s, s]`` on a diverging colormap, zero at its white centre. Others:
+    ``[0, s]`` on a sequential one. Values beyond are clipped to the end colours.
+    """
+    from matplotlib import colormaps
+    from matplotlib.colors import Normalize
+    magnitude = np.abs(heat)
+    scale = float(np.percentile(magnitude, CLIP_PERCENTILE)) or float(magnitude.max()) or 1.0
+    if signed:
+        return Normalize(-scale, scale, clip=True), colormaps["RdBu_r"]
+    return Normalize(0.0, scale, clip=True), colormaps["inferno"]
+
+
+def save_overlay(path, photo, heat, title, signed=False):
+    """The photo, the heat map beside it, and the map laid over the photo.
+
+    Colours follow :func:`heat_scale` (clipped at a high percentile; signed maps diverging
+    about zero). In the overlay the opacity follows ``|heat|``, so cold regions show the photo
+    unobscured; the colour bar gives the attribution's own units. Written atomically.
     """
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.cm import ScalarMappable
-    from matplotlib.colors import Normalize
-    low, high = float(heat.min()), float(heat.max())
-    norm, cmap = Normalize(low, high if high > low else low + 1), plt.get_cmap("inferno")
+    norm, cmap = heat_scale(heat, signed)
+    strength = np.abs(heat) / max(abs(norm.vmin), norm.vmax)  # 0 at zero, 1 at the clip
     layer = cmap(norm(heat))
-    layer[..., 3] = 0.85 * np.clip(1.5 * norm(heat), 0, 1)
-    fig, axes = plt.subplots(1, 2, figsize=(9, 4.4), constrained_layout=True)
+    layer[..., 3] = 0.85 * np.clip(1.5 * strength, 0, 1)
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4.4), constrained_layout=True)
     axes[0].imshow(photo)
     axes[0].set_title("input")
-    axes[1].imshow(photo)
-    axes[1].imshow(layer)
+    axes[1].imshow(heat, cmap=cmap, norm=norm)
     axes[1].set_title(title)
-    fig.colorbar(ScalarMappable(norm, cmap), ax=axes[1], fraction=0.046, label="attribution")
+    axes[2].imshow(photo)
+    axes[2].imshow(layer)
+    axes[2].set_title("over the input")
+    fig.colorbar(ScalarMappable(norm, cmap), ax=axes[1], fraction=0.046,
+                 label=f"attribution (clipped at the {CLIP_PERCENTILE}th percentile of |value|)")
     for ax in axes:
         ax.axis("off")
     save_figure(fig, path, dpi=110)
@@ -230,8 +261,10 @@ def cmd_explain(args):
             with open(temporary, "wb") as stream:  # a file object: np.save adds no suffix
                 np.save(stream, attribution.astype(np.float32))
         write_atomically(save_npy, write_npy)
-    heat = heat_from(attribution, x.shape[2:])
-    save_overlay(out, photos[0], heat, f"{args.method}: {class_name(net, target)} ({target})")
+    signed = args.method in SIGNED_METHODS
+    heat = heat_from(attribution, x.shape[2:], signed)
+    save_overlay(out, photos[0], heat, f"{args.method}: {class_name(net, target)} ({target})",
+                 signed)
     print(f"{args.image}: {args.method} map for class {target} ({class_name(net, target)}) "
           f"written to {out}" + (f", raw attribution to {save_npy}" if save_npy else ""))
 
