@@ -302,6 +302,12 @@ def cmd_weights_convert(args):
 
 # ------------------------------------------------------------------------------- localization
 
+def dataset_files(paths):
+    """The DATASET arguments as files an output must not replace: each, and its manifest."""
+    given = [Path(str(p).partition(":")[0]) for p in paths]
+    return given + [p / "manifest.csv" for p in given]
+
+
 def open_datasets(paths):
     """Records of every DATASET argument: a folder with manifest.csv or a manifest CSV file,
     a Pascal VOC folder (``folder:split``, split defaulting to val), or an ImageNet XML folder
@@ -353,7 +359,7 @@ def check_classes(records, net):
 def cmd_fit_boxes(args):
     from sensloc.evaluation.boxmodels import save_box_model
     from sensloc.evaluation.runner import Dataset, ensure_maps, load_maps, photo_to_input
-    out = output_path(args.out, "--out", [args.weights, *args.datasets])
+    out = output_path(args.out, "--out", [args.weights, *dataset_files(args.datasets)])
     net = load_network(args)
     records = open_datasets(args.datasets)
     check_classes(records, net)
@@ -379,7 +385,7 @@ def cmd_evaluate(args):
     from sensloc.evaluation.boxmodels import load_box_model
     from sensloc.evaluation.runner import Config, evaluate
     from sensloc.localize.protocols import preset
-    inputs = [args.weights, *args.datasets, *(args.boxes or ())]
+    inputs = [args.weights, *dataset_files(args.datasets), *(args.boxes or ())]
     summary_json = output_path(args.summary_json, "--summary-json", inputs) \
         if args.summary_json else None
     plot = output_folder(args.plot, "--plot") if args.plot else None

@@ -366,7 +366,7 @@ def test_results_of_other_inputs_are_refused_and_other_files_kept(work, cache, s
                       "not a sensloc results file")
     assert "unchanged" in message and snapshot(work) == before
     for option, value in (("--results", "nodir/r.csv"), ("--summary-json", "nodir/s.json"),
-                          ("--plot", "photo.png")):
+                          ("--summary-json", "data/manifest.csv"), ("--plot", "photo.png")):
         refused(run(work, cache, *EVALUATE, option, value), value)
         assert snapshot(work) == before and not (work / "maps").exists()
 
