@@ -297,7 +297,8 @@ def cmd_weights_fetch(args):
 
 def cmd_weights_convert(args):
     from sensloc import weights
-    print(weights.convert(args.file, out=args.out))
+    out = output_path(args.out, "--out", [args.file]) if args.out else None
+    print(weights.convert(args.file, out=out))
 
 
 # ------------------------------------------------------------------------------- localization

@@ -402,6 +402,14 @@ def read_results(path):
     return list(csv.DictReader(io.StringIO(text.partition("\n")[2])))
 
 
+#: The words for each entry of a results file's record, in the message naming a difference.
+_IDENTITY_WORDS = {"library": "sensloc version", "network": "network",
+                   "weights_sha256": "weight file SHA-256",
+                   "dataset_sha256": "digest of the images, classes and boxes",
+                   "images": "number of images", "folds": "folds", "seed": "seed",
+                   "batch_size": "batch size"}
+
+
 def _differences(found, wanted):
     """What differs between two identities, in words (empty when none)."""
     changes = []
@@ -409,8 +417,8 @@ def _differences(found, wanted):
         if key == "configs":
             continue
         if found.get(key) != value:
-            shown = [str(v)[:16] + ("..." if len(str(v)) > 16 else "") for v in (found.get(key), value)]
-            changes.append(f"{key} {shown[0]} there, {shown[1]} now")
+            shown = [str(v)[:12] + ("..." if len(str(v)) > 12 else "") for v in (found.get(key), value)]
+            changes.append(f"{_IDENTITY_WORDS.get(key, key)} {shown[0]} there, {shown[1]} now")
     old = found.get("configs", {})
     changes += [f"configuration {name!r} has other parameters"
                 for name, value in wanted["configs"].items() if name in old and old[name] != value]

@@ -379,7 +379,7 @@ def test_results_of_other_inputs_are_refused_and_other_files_kept(work, cache, s
     rows[1][5] = "0,0,64,64"  # one ground-truth box edited
     with open(data / "manifest.csv", "w", newline="") as stream:
         csv.writer(stream, lineterminator="\n").writerows(rows)
-    refused(run(work, cache, *EVALUATE, "--results", "r.csv"), "r.csv", "dataset_sha256")
+    refused(run(work, cache, *EVALUATE, "--results", "r.csv"), "r.csv", "digest of the images, classes and boxes")
     assert (work / "r.csv").read_bytes() == kept
 
 

@@ -214,9 +214,9 @@ def test_results_of_another_run_are_refused_not_reported(scene, tmp_path):
     rows[1][6] = "0,0,48,40"  # one ground-truth box edited
     with open(data / "manifest.csv", "w", newline="") as stream:
         csv.writer(stream).writerows(rows)
-    changes = [("dataset_sha256", dict(records=read_manifest(data))),
+    changes = [("digest of the images, classes and boxes", dict(records=read_manifest(data))),
                ("seed", dict(seed=1)), ("folds", dict(k=2)),
-               ("weights_sha256", dict(weight_path=scene["other"]))]
+               ("weight file SHA-256", dict(weight_path=scene["other"]))]
     (data / "manifest.csv").write_text(manifest)
     for name, change in changes:
         arguments = {"weight_path": scene["weights"], "records": read_manifest(data),
