@@ -326,6 +326,12 @@ def open_datasets(paths):
             records += datasets.read_imagenet_xml(folder / "images", folder / "annotations", wnids)
         else:
             records += datasets.read_manifest(folder)
+    seen = {}
+    for record in records:  # results are kept per image id: two images must not share one
+        if record.image_id in seen:
+            raise UsageError(f"image id {record.image_id!r} is listed twice: {seen[record.image_id]} "
+                             f"and {record.path}")
+        seen[record.image_id] = record.path
     return records
 
 
@@ -591,7 +597,8 @@ def build_parser():
         p.add_argument("--cache", help="map cache folder (default: <user cache>/maps)")
         p.set_defaults(run=cmd_fit_boxes if name == "fit-boxes" else cmd_evaluate)
         if name == "fit-boxes":
-            p.add_argument("--preset", choices=sorted(PRESETS), help="a preset to fit")
+            p.add_argument("--preset", choices=sorted(PRESETS), metavar="NAME",
+                           help="a preset to fit: " + ", ".join(sorted(PRESETS)))
             p.add_argument("--method", choices=sorted(MAP_METHODS),
                            help="or: the saliency method of the maps to box")
             p.add_argument("--reduce", default="max_abs",
@@ -601,8 +608,9 @@ def build_parser():
             p.add_argument("--out", required=True, help="box model file to write (.h5)")
         else:
             p.add_argument("--boxes", nargs="+", metavar="FILE", help="fitted box models")
-            p.add_argument("--preset", nargs="+", choices=sorted(PRESETS),
-                           help="presets, cross-validated with --cv folds")
+            p.add_argument("--preset", nargs="+", choices=sorted(PRESETS), metavar="NAME",
+                           help="presets, cross-validated with --cv folds: "
+                                + ", ".join(sorted(PRESETS)))
             p.add_argument("--cv", type=at_least(2), default=5, help="folds (default 5)")
             p.add_argument("--seed", type=int, default=0,
                            help="seed of the cross-validation folds (default 0)")
@@ -613,7 +621,7 @@ def build_parser():
             p.add_argument("--plot", metavar="DIR", help="write figures in this folder")
             p.add_argument("--dask", metavar="ADDRESS",
                            help="compute the maps on a Dask cluster: a scheduler address "
-                                "(tcp://host:8786), a scheduler file (.json), or `local` for a "
+                                "(tcp://host:8786), a scheduler file (.json), or 'local' for a "
                                 "LocalCluster of --jobs workers; photos, weights and --cache "
                                 "must be at the same paths on the workers (needs "
                                 "pip install \"sensloc[dask]\")")

@@ -337,6 +337,16 @@ def test_manifest_mistakes_are_named_before_any_map(work, cache, scenes, edit, w
     assert snapshot(work) == before and not (work / "maps").exists()
 
 
+def test_the_same_image_in_two_datasets_is_refused(work, cache, scenes):
+    dataset(work, scenes)
+    shutil.copytree(work / "data", work / "copy")
+    before = snapshot(work)
+    refused(run(work, cache, *EVALUATE[:2], "copy", *EVALUATE[2:]),
+            "image id 'scene_5_0000000' is listed twice", "data/scene_5_0000000.png",
+            "copy/scene_5_0000000.png")
+    assert snapshot(work) == before
+
+
 def test_a_file_that_is_not_a_dataset_is_named(work, cache):
     (work / "cat.jpg").write_bytes((work / "photo.png").read_bytes())
     before = snapshot(work)
