@@ -113,6 +113,17 @@ def output_path(path, option, inputs=(), suffix=None):
     return path
 
 
+def figure_path(path, option, inputs=()):
+    """:func:`output_path` for a figure, whose suffix must name a format Matplotlib writes."""
+    from matplotlib.backend_bases import FigureCanvasBase
+    path = output_path(path, option, inputs)
+    formats = FigureCanvasBase.get_supported_filetypes()
+    if path.suffix and path.suffix[1:].lower() not in formats:
+        raise UsageError(f"{option} {path}: figures are written as "
+                         f"{', '.join('.' + f for f in sorted(formats))}, not {path.suffix}")
+    return path
+
+
 def output_folder(path, option):
     """Check a folder to write figures in (created if missing, its parent must exist)."""
     path = Path(path)
@@ -240,7 +251,7 @@ def save_overlay(path, photo, heat, title, signed=False):
 
 def cmd_explain(args):
     inputs = (args.image, args.weights)
-    out = output_path(args.out, "--out", inputs)
+    out = figure_path(args.out, "--out", inputs)
     save_npy = output_path(args.save_npy, "--save-npy", inputs, suffix=".npy") \
         if args.save_npy else None
     if save_npy is not None and _same_file(out, save_npy):
@@ -500,7 +511,7 @@ def draw_box(path, photo, size_wh, box, title):
 
 def cmd_demo(args):
     from sensloc.training.vgg_small import demo
-    out = output_path(args.out, "--out", [*(args.image or ()), args.weights])
+    out = figure_path(args.out, "--out", [*(args.image or ()), args.weights])
     for photo in args.image or ():
         images.image_size(photo)  # an unreadable photo is named before any network loads
     # Photos want an ImageNet network: the packaged vgg_small knows only generated shapes.

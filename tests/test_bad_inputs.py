@@ -188,6 +188,8 @@ def test_explain_never_overwrites_its_input_and_checks_outputs_first(work, cache
                 "nodir/heat.png", "--save-npy", "a.npy"), "nodir", "does not exist")
     refused(run(work, cache, "explain", "photo.png", "--net", "vgg_small", "--out", "."),
             "folder")
+    refused(run(work, cache, "explain", "photo.png", "--net", "vgg_small", "--out", "heat.pnk"),
+            "heat.pnk", ".png", "not .pnk")
     assert snapshot(work) == before  # no a.npy, no heat.png
 
 
