@@ -179,11 +179,38 @@ def cmd_classify(args):
 
 # ------------------------------------------------------------------------------- explain
 
-def attribution_for(net, x, method, target):
-    """The raw attribution of one method: (N, 3, H, W), or (N, h, w) for Grad-CAM."""
+class CountingNetwork:
+    """A network whose forward passes advance a progress bar by the images they run; anything
+    else is the network's own (for occlusion, hundreds of forward passes, ~15 s on SqueezeNet)."""
+
+    def __init__(self, net, bar):
+        self._net, self._bar = net, bar
+
+    def __call__(self, x, *args, **kwargs):
+        out = self._net(x, *args, **kwargs)
+        self._bar.update(len(x))
+        return out
+
+    def __getattr__(self, name):
+        return getattr(self._net, name)
+
+
+def attribution_for(net, x, method, target, progress=False):
+    """The raw attribution of one method: (N, 3, H, W), or (N, h, w) for Grad-CAM.
+
+    With ``progress``, occlusion shows its forward passes on a progress bar (stderr).
+    """
     from sensloc import saliency
     if method == "grad_cam":
         return saliency.grad_cam(net, x, target)
+    if method == "occlusion" and progress:
+        from tqdm import tqdm
+        from sensloc.saliency.methods import patch_starts
+        height, width = x.shape[2:]
+        # occlusion's defaults: 32-pixel patches every 16 pixels, plus the unoccluded pass
+        passes = len(x) * (1 + len(patch_starts(height, 32, 16)) * len(patch_starts(width, 32, 16)))
+        with tqdm(total=passes, unit="img", desc="occlusion") as bar:
+            return saliency.METHODS[method](CountingNetwork(net, bar), x, target)
     return saliency.METHODS[method](net, x, target)
 
 
@@ -262,7 +289,7 @@ def cmd_explain(args):
     target = int(logits[0].argmax()) if args.target == "top1" else int(args.target)
     if not 0 <= target < net.num_classes:
         raise UsageError(f"--target must lie in [0, {net.num_classes}), got {target}")
-    attribution = attribution_for(net, x, args.method, target)[0]
+    attribution = attribution_for(net, x, args.method, target, progress=True)[0]
     if not np.any(attribution):
         print(f"{args.image}: note: the {args.method} map of class {target} is zero everywhere "
               f"(the backward signal dies inside {net.name}); the figure shows the bare photo. "

@@ -81,3 +81,12 @@ def test_explain_colours_saturate_at_a_high_percentile_and_signed_maps_diverge()
     assert cmap(1.0)[0] > cmap(1.0)[2] and cmap(0.0)[2] > cmap(0.0)[0]  # red +, blue -
     flat, _ = heat_scale(np.zeros((4, 4)), signed=False)
     assert flat.vmax == 1.0  # an all-zero map still draws
+
+
+def test_occlusion_shows_its_forward_passes_and_computes_the_same_map(capsys):
+    from sensloc.cli.main import attribution_for
+    net = weights.load("vgg_small")  # 64 x 64 input: 3 x 3 patches of 32 every 16, + 1 clean pass
+    x = np.random.default_rng(0).standard_normal((1, 3, 64, 64)).astype(np.float32)
+    shown = attribution_for(net, x, "occlusion", 2, progress=True)
+    assert "10/10" in capsys.readouterr().err.replace("\r", "\n").splitlines()[-1]
+    np.testing.assert_array_equal(shown, saliency.occlusion(net, x, 2))
