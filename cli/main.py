@@ -154,7 +154,6 @@ def save_figure(fig, path, dpi):
 
 def load_inputs(net, paths):
     """Photos as the network's preprocessed batch (N, 3, H, W) and as displayable RGB."""
-    from sensloc import weights
     prep = net.preprocessing
     photos = [images.load_resized(p, prep.input_size, prep.resize) for p in paths]
     return np.stack([prep.apply(photo) for photo in photos]), photos

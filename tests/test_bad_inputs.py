@@ -24,6 +24,7 @@ from PIL import Image
 
 from conftest import shared_path
 from sensloc import weights
+from test_weights_images import png_header  # a tiny PNG declaring a huge size
 
 PROGRESS = "maps:"  # the progress bar's lines, which are not part of a message
 
@@ -121,18 +122,6 @@ def test_unusual_photos_are_read(work, cache):
     assert result.returncode == 0 and result.stderr == ""
     assert result.stdout.splitlines()[::2] == names  # each photo, then its one class
     assert snapshot(work) == before
-
-
-def png_header(path, width, height):
-    """A 69-byte PNG that declares ``width x height`` RGBA pixels."""
-    import struct
-    import zlib
-
-    def chunk(kind, data):
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 6, 0, 0, 0))
-                     + chunk(b"IDAT", zlib.compress(b"\0" * 100)) + chunk(b"IEND", b""))
-    return path
 
 
 def test_large_images_within_3_gb_of_address_space(work, cache):
@@ -391,7 +380,8 @@ def test_results_of_other_inputs_are_refused_and_other_files_kept(work, cache, s
     rows[1][5] = "0,0,64,64"  # one ground-truth box edited
     with open(data / "manifest.csv", "w", newline="") as stream:
         csv.writer(stream, lineterminator="\n").writerows(rows)
-    refused(run(work, cache, *EVALUATE, "--results", "r.csv"), "r.csv", "digest of the images, classes and boxes")
+    refused(run(work, cache, *EVALUATE, "--results", "r.csv"), "r.csv",
+            "digest of the images, classes and boxes")
     assert (work / "r.csv").read_bytes() == kept
 
 
