@@ -7,7 +7,7 @@ temporary file lives beside the destination rather than in ``/tmp``.
 """
 import hashlib
 import os
-import tempfile
+import secrets
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -35,6 +35,22 @@ def fsync_directory(path):
         os.close(descriptor)
 
 
+def _new_file(folder, prefix):
+    """Create an empty file ``<prefix><random>.tmp`` in ``folder`` that did not exist before.
+
+    Unlike ``tempfile.mkstemp`` (mode 0600), the mode is 0666 less the process's umask, as for
+    any file the user creates: the file becomes the user's output, readable as they expect.
+    """
+    for _ in range(100):
+        path = Path(folder) / f"{prefix}{secrets.token_hex(4)}.tmp"
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            return path
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name in {folder}")
+
+
 @contextmanager
 def atomic_write(dest):
     """Yield a temporary path beside ``dest``; on success it replaces ``dest`` atomically.
@@ -55,10 +71,7 @@ def atomic_write(dest):
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp",
-                                             dir=dest.parent)
-    os.close(descriptor)
-    temporary = Path(temporary)
+    temporary = _new_file(dest.parent, f".{dest.name}.")
     try:
         yield temporary
         fsync_file(temporary)

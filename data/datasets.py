@@ -11,6 +11,7 @@ float64 in continuous pixel coordinates of the stored image file, pixel ``(i, j)
 ``[j, j + 1) x [i, i + 1)``.
 """
 import csv
+import io
 import xml.etree.ElementTree as ElementTree
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,7 +97,9 @@ def read_manifest(folder_or_csv):
     stored file), ``wnid``, ``class_index``, ``boxes`` (``xmin,ymin,xmax,ymax`` in pixels of the
     stored file, several separated by ``;``). ``image_id`` is optional (default: the file
     name without extension); other columns are ignored. Manifest boxes are already in the
-    continuous convention and are taken as they are.
+    continuous convention and are taken as they are. A UTF-8 byte-order mark (as spreadsheets
+    save CSV) is accepted. Refused, naming the manifest line: a photo that does not exist, and
+    two lines of the same ``image_id``.
 
     Parameters
     ----------
@@ -112,25 +115,44 @@ def read_manifest(folder_or_csv):
         path = path / "manifest.csv"
     if not path.is_file():
         raise FileNotFoundError(f"manifest not found: {path}")
-    with path.open(newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        missing = [column for column in MANIFEST_COLUMNS if column not in (reader.fieldnames or [])]
-        if missing:
-            raise ValueError(f"{path} lacks the column(s) {missing}; it has {reader.fieldnames}")
-        records = []
-        for line_number, row in enumerate(reader, start=2):
-            where = f"{path}, line {line_number}"
-            try:
-                width, height = int(row["width"]), int(row["height"])
-                class_index = int(row["class_index"])
-            except (TypeError, ValueError):
-                raise ValueError(f"{where}: width, height and class_index must be integers") from None
-            file = row["file"]
+    try:
+        # utf-8-sig: the same as utf-8, and drops a byte-order mark in front of "file".
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise ValueError(f"{path} is not a manifest (not CSV text); a dataset is a folder with "
+                         "manifest.csv, a manifest CSV, a VOC folder or an ImageNet XML "
+                         "folder") from None
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    missing = [column for column in MANIFEST_COLUMNS if column not in (reader.fieldnames or [])]
+    if missing:
+        raise ValueError(f"{path} is not a manifest: it lacks the column(s) {missing}; "
+                         f"it has {reader.fieldnames}")
+    records, line_of = [], {}
+    for row in reader:
+        line_number = reader.line_num  # the physical line (quoted fields may span lines)
+        where = f"{path}, line {line_number}"
+        try:
+            width, height = int(row["width"]), int(row["height"])
+            class_index = int(row["class_index"])
+        except (TypeError, ValueError):
+            raise ValueError(f"{where}: width, height and class_index must be integers") from None
+        file = row["file"]
+        image_id = row.get("image_id") or Path(file).stem
+        if image_id in line_of:
+            raise ValueError(f"{path}: lines {line_of[image_id]} and {line_number} both list "
+                             f"image {image_id!r}; remove one")
+        line_of[image_id] = line_number
+        if not (path.parent / file).is_file():
+            raise FileNotFoundError(f"{where}: photo {file!r} not found "
+                                    f"({path.parent / file})")
+        try:
             records.append(ImageRecord(
                 path=path.parent / file, width=width, height=height, class_index=class_index,
-                wnid=row["wnid"], boxes=_parse_boxes(row["boxes"], where),
-                image_id=row.get("image_id") or Path(file).stem,
+                wnid=row["wnid"], boxes=_parse_boxes(row["boxes"], where), image_id=image_id,
             ))
+        except ValueError as error:
+            message = str(error)
+            raise ValueError(message if message.startswith(where) else f"{where}: {message}") from None
     return records
 
 

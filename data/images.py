@@ -14,8 +14,18 @@ Two resize protocols are used by the pretrained networks (:func:`resize_image`):
     scale, keeping the aspect ratio, so that the shorter side is ``round(S / 0.875)`` with
     ``S = max(H, W)`` of the input size, then cut out the centre ``H x W`` (the usual
     256 -> 224 protocol of Keras and torchvision evaluations).
+
+Large files. An image of more than :data:`MAX_PIXELS` pixels is refused with one line (an image
+that size is more likely a decompression bomb than a photo). Below it, :func:`load_resized` (the
+loader behind :func:`load_batch` and the command line) decodes at the size the network needs: a
+JPEG at 1/2, 1/4 or 1/8 scale while it stays :data:`REDUCING_GAP` times larger than the
+resized photo (``Image.draft``), any other file at full size and then shrunk by an integer
+factor on the same rule (``Image.reduce``, box averaging), before colours and alpha are
+converted in ``uint8``. Peak memory is then about 8 bytes per pixel of a non-JPEG file (at most
+about 0.5 GB at the limit) and a few times the network input for a JPEG.
 """
 import os
+import warnings
 from dataclasses import dataclass
 from numbers import Real
 from pathlib import Path
@@ -30,11 +40,23 @@ __all__ = [
     "TORCHVISION",
     "CAFFE_SQUEEZENET",
     "CROP_FRACTION",
+    "MAX_PIXELS",
     "load_image",
+    "load_resized",
+    "image_size",
     "resize_image",
     "resize_geometry",
     "load_batch",
 ]
+
+#: Largest image accepted, in pixels (width x height): 8192 x 8192. A 16-bit RGBA file this
+#: size decodes to 0.5 GB; Pillow's own bomb check (``Image.MAX_IMAGE_PIXELS``) is left alone.
+MAX_PIXELS = 8192 * 8192
+
+#: A file is shrunk before resizing only while it stays this many times larger than the
+#: resized photo on both sides, so the final bilinear resize still sees every pixel's share
+#: (Pillow's ``reducing_gap``; at 3 the result is practically that of a full-size resize).
+REDUCING_GAP = 3
 
 #: Fraction of the resized shorter side kept by the ``"crop"`` protocol (224 / 256).
 CROP_FRACTION = 0.875
@@ -88,13 +110,16 @@ def _float_triple(value, name):
 # Loading
 # --------------------------------------------------------------------------------------------
 
-def load_image(path):
+def load_image(path, min_side=None):
     """Read an image file as an RGB ``uint8`` array.
 
     Parameters
     ----------
     path : str or os.PathLike
         Any file Pillow can read. Of a multi-frame file (GIF, TIFF) the first frame is used.
+    min_side : int, optional
+        Decode at a reduced scale (an integer factor) as long as both sides stay at least
+        ``min_side``: for display, or for :func:`load_resized`. Default: full size.
 
     Returns
     -------
@@ -110,7 +135,8 @@ def load_image(path):
       (a grey value ``g`` gives ``(g, g, g)``; a palette index gives its palette colour).
     * Anything with transparency (``RGBA``, ``LA``, ``PA``, ``P`` with a transparent index):
       composited over white, ``c_out = round((c * a + 255 * (255 - a)) / 255)``, so that a
-      transparent background does not read as black.
+      transparent background does not read as black (in integers: the numerator is at most
+      255 * 255, and ``round(n / 255) = (n + 127) // 255`` since 255 is odd and there are no ties).
     * 16-bit grey (``I;16``, ``I;16B``, ...) and ``I`` (32-bit integers, assumed to hold 16-bit
       data, as older Pillow versions return for 16-bit PNG): clipped to ``0..65535`` and mapped
       to ``round(v / 257)``, so that 65535 -> 255.
@@ -122,10 +148,22 @@ def load_image(path):
     TypeError
         If ``path`` is not a string or path-like object.
     ImageError
-        If the file is missing, empty, not an image, truncated or corrupt, or holds NaN values.
+        If the file is missing, empty, not an image, truncated or corrupt, holds NaN values,
+        or has more than :data:`MAX_PIXELS` pixels.
         Truncation is detected because the whole image is decoded here (``Image.load``);
         Pillow's ``ImageFile.LOAD_TRUNCATED_IMAGES`` must stay ``False`` for that to work.
     """
+    image, _ = _decode(path, min_side)
+    return _to_rgb(image, path)
+
+
+def image_size(path):
+    """``(width, height)`` of an image file as :func:`load_image` returns it at full size
+    (EXIF orientation applied), read from the header only. Raises ImageError like it."""
+    return _decode(path, None, header_only=True)[1][::-1]
+
+
+def _check_file(path):
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"load_image expects a file path, got {type(path).__name__}")
     path = Path(path)
@@ -135,17 +173,58 @@ def load_image(path):
         raise ImageError(f"{path}: not a regular file")
     if path.stat().st_size == 0:
         raise ImageError(f"{path}: the file is empty (0 bytes)")
+    return path
+
+
+#: Modes that ``Image.reduce`` cannot average, and the mode each is averaged in instead.
+_REDUCIBLE = {"1": "L", "P": "RGB", "PA": "RGBA", "I;16": "I", "I;16L": "I", "I;16B": "I",
+              "I;16N": "I"}
+
+
+def _decode(path, min_side, header_only=False):
+    """Open, check the size, decode (reduced while both sides stay >= ``min_side``) and apply
+    the EXIF orientation. Returns ``(Pillow image, (h, w) of the full-size oriented image)``."""
+    path = _check_file(path)
     try:
-        with Image.open(path) as image:
-            # Image.open only reads the header; decode everything now so that a truncated
-            # or corrupt file fails here, with its name, rather than somewhere downstream.
-            image.load()
-            image = ImageOps.exif_transpose(image)
+        with warnings.catch_warnings():
+            # Pillow warns (and above twice its limit raises) for huge images; ours is lower.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                width, height = image.size
+                if width * height > MAX_PIXELS:
+                    raise ImageError(f"{path}: too large: {width}x{height} is more than the "
+                                     f"{MAX_PIXELS:,} pixels sensloc reads (MAX_PIXELS in "
+                                     "sensloc.data.images); shrink the image first")
+                transposed = image.getexif().get(0x0112, 1) in (5, 6, 7, 8)  # Orientation
+                full_hw = (width, height) if transposed else (height, width)
+                if header_only:
+                    return None, full_hw
+                if min_side and image.format == "JPEG" \
+                        and min(width, height) >= 2 * min_side:
+                    image.draft(None, (min_side, min_side))  # DCT scaling: 1/2, 1/4 or 1/8
+                # Image.open only reads the header; decode everything now so that a truncated
+                # or corrupt file fails here, with its name, rather than somewhere downstream.
+                image.load()
+                image = ImageOps.exif_transpose(image)
+    except Image.DecompressionBombError as error:
+        raise ImageError(f"{path}: too large: more than the {MAX_PIXELS:,} pixels sensloc "
+                         f"reads (MAX_PIXELS in sensloc.data.images; Pillow: {error})") from None
+    except Image.DecompressionBombWarning as error:
+        raise ImageError(f"{path}: too large: more pixels than Pillow's limit allows "
+                         f"({error})") from None
     except UnidentifiedImageError as error:
         raise ImageError(f"{path}: not an image file Pillow can read") from error
     except (OSError, SyntaxError, ValueError, EOFError) as error:
+        if isinstance(error, ImageError):
+            raise
         raise ImageError(f"{path}: truncated or corrupt image data ({error})") from error
-    return _to_rgb(image, path)
+    factor = min(image.size) // min_side if min_side else 1
+    if factor >= 2:
+        if image.mode in _REDUCIBLE or "transparency" in image.info:
+            image = image.convert("RGBA" if "transparency" in image.info
+                                  else _REDUCIBLE[image.mode])
+        image = image.reduce(factor)  # box average; RGBA and LA with premultiplied alpha
+    return image, full_hw
 
 
 def _to_rgb(image, path):
@@ -154,10 +233,14 @@ def _to_rgb(image, path):
         grey = _high_depth_to_uint8(np.asarray(image), image.mode, path)
         return np.repeat(grey[:, :, np.newaxis], 3, axis=2)
     if image.mode in ("RGBA", "RGBa", "LA", "La", "PA") or "transparency" in image.info:
-        rgba = np.asarray(image.convert("RGBA"), dtype=np.float64)
-        colour, alpha = rgba[:, :, :3], rgba[:, :, 3:]
-        # No ties are possible: the numerator is an integer and 255 is odd.
-        return np.rint((colour * alpha + 255.0 * (255.0 - alpha)) / 255.0).astype(np.uint8)
+        rgba = np.asarray(image.convert("RGBA"))
+        out = np.empty(rgba.shape[:2] + (3,), np.uint8)
+        for row in range(0, len(rgba), 256):  # in bands: uint16 temporaries of 256 rows
+            band = rgba[row:row + 256].astype(np.uint16)
+            colour, alpha = band[:, :, :3], band[:, :, 3:]
+            # colour * alpha + 255 * (255 - alpha) <= 255 * 255, + 127 still fits in uint16.
+            out[row:row + 256] = (colour * alpha + 255 * (255 - alpha) + 127) // 255
+        return out
     try:
         # np.array (not asarray): Pillow's buffer is read-only and callers may want to write.
         return np.array(image.convert("RGB"))
@@ -248,6 +331,34 @@ def resize_geometry(image_hw, size_hw, mode):
     else:
         new_h, new_w = int(short_side * old_h / old_w), short_side
     return (new_h, new_w), (int(round((new_h - height) / 2)), int(round((new_w - width) / 2)))
+
+
+def load_resized(path, size_hw, mode):
+    """:func:`resize_image` of :func:`load_image`, decoding only the pixels needed.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+    size_hw : (int, int)
+        The network input's ``(H, W)``.
+    mode : {"squash", "crop"}
+
+    Returns
+    -------
+    numpy.ndarray
+        ``uint8``, shape ``(H, W, 3)``. The geometry is that of the full-size photo
+        (:func:`resize_geometry` of its ``(h, w)``), so boxes map as for ``resize_image``.
+        A photo at least ``2 * REDUCING_GAP`` times larger than the resized one is decoded
+        shrunk (see the module notes), otherwise the result equals
+        ``resize_image(load_image(path), size_hw, mode)`` exactly.
+    """
+    height, width = _positive_int_pair(size_hw, "size_hw")
+    full_hw = image_size(path)[::-1]
+    (new_h, new_w), (top, left) = resize_geometry(full_hw, (height, width), mode)
+    image, _ = _decode(path, REDUCING_GAP * max(new_h, new_w))
+    rgb = _to_rgb(image, path)
+    scaled = np.asarray(Image.fromarray(rgb).resize((new_w, new_h), Image.BILINEAR))
+    return np.array(scaled[top:top + height, left:left + width])
 
 
 # --------------------------------------------------------------------------------------------
@@ -441,6 +552,6 @@ def load_batch(paths, preprocessing):
     paths = list(paths)
     batch = np.empty((len(paths), 3, *preprocessing.input_size), dtype=np.float32)
     for index, path in enumerate(paths):
-        image = resize_image(load_image(path), preprocessing.input_size, preprocessing.resize)
+        image = load_resized(path, preprocessing.input_size, preprocessing.resize)
         batch[index] = preprocessing.apply(image)
     return batch

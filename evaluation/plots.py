@@ -20,10 +20,12 @@ def corloc_bars(summary, path):
     colours = ["0.6" if n.startswith("baseline") else "tab:blue" for n in names]
     fig, ax = plt.subplots(figsize=(7, 0.45 * len(names) + 1.2), constrained_layout=True)
     ax.barh(names, values, xerr=[values - ci[:, 0], ci[:, 1] - values], color=colours, capsize=3)
-    for y, v in enumerate(values):
-        ax.text(v + 1, y, f"{v:.1f}%", va="center")
+    for y, (v, high) in enumerate(zip(values, ci[:, 1])):
+        # Right of the interval's cap, not of the bar, so the label never sits on the error bar.
+        ax.text(max(v, high) + 1.5, y, f"{v:.1f}%", va="center")
     ax.invert_yaxis()
-    ax.set_xlim(0, 100)
+    ax.set_xlim(0, 110)  # room for a label right of an interval reaching 100%
+    ax.set_xticks(range(0, 101, 20))
     ax.set_xlabel("CorLoc, ground-truth class known (%), with 95% bootstrap interval")
     ax.set_title(f"Localization on {summary.n} photos")
     fig.savefig(path, dpi=110)

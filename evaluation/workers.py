@@ -7,6 +7,7 @@ one thread each, on a machine that was busy anyway. So every worker process here
 of each, and the parent can do the same for itself with :func:`single_threaded`.
 """
 import os
+import signal
 from contextlib import contextmanager
 from multiprocessing import get_context
 
@@ -30,15 +31,27 @@ def environment(values):
                 os.environ[key] = value
 
 
+def _start_worker(initializer, initargs):
+    """In a new worker: leave Ctrl-C to the parent, then run the caller's initializer.
+
+    A terminal's Ctrl-C goes to every process of the foreground group; workers that took it
+    would each print a KeyboardInterrupt traceback. The parent alone stops (and its ``with``
+    block terminates the pool), saying once what was kept.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if initializer is not None:
+        initializer(*initargs)
+
+
 def spawn_pool(processes, initializer=None, initargs=()):
-    """A ``multiprocessing`` pool of fresh single-threaded processes.
+    """A ``multiprocessing`` pool of fresh single-threaded processes that ignore Ctrl-C.
 
     Spawned, not forked: Numba's and OpenBLAS's thread pools do not survive a fork. Use it as a
     context manager, like ``multiprocessing.Pool``.
     """
     with environment(SINGLE_THREAD_ENV):
         # The children read the environment when they start, inside Pool().
-        return get_context("spawn").Pool(processes, initializer, initargs)
+        return get_context("spawn").Pool(processes, _start_worker, (initializer, initargs))
 
 
 @contextmanager

@@ -65,3 +65,28 @@ def test_weights_convert_and_list(capsys, tmp_path, monkeypatch):
     assert status == 0 and out.strip().endswith("squeezenet1_0.h5")
     status, out, _ = run(capsys, "weights", "list")
     assert "squeezenet1_0" in out and "e4ab6960ae8cd815" in out
+
+
+def test_explain_colours_saturate_at_a_high_percentile_and_signed_maps_diverge():
+    from sensloc.cli.main import heat_scale
+    heat = np.random.default_rng(0).random((100, 100))  # uniform on [0, 1)
+    heat[0, 0] = 1000.0  # one pixel holding most of the magnitude, as saliency maps have
+    norm, _ = heat_scale(heat, signed=False)
+    # The 99th percentile of 10^4 uniform values is 0.99 +- 0.001: the median pixel (0.5)
+    # shows half-way up the colour range, where scaling by the maximum puts it at 0.0005.
+    assert 0.49 < norm(np.median(heat)) < 0.52 and norm(1000.0) == 1.0 and norm(0.0) == 0.0
+    norm, cmap = heat_scale(heat - 0.5, signed=True)
+    assert norm(0.0) == 0.5 and norm(-norm.vmax) == 0.0 and 0.48 < norm.vmax < 0.5
+    assert min(cmap(0.5)[:3]) > 0.9  # zero is white (near enough) on the diverging map
+    assert cmap(1.0)[0] > cmap(1.0)[2] and cmap(0.0)[2] > cmap(0.0)[0]  # red +, blue -
+    flat, _ = heat_scale(np.zeros((4, 4)), signed=False)
+    assert flat.vmax == 1.0  # an all-zero map still draws
+
+
+def test_occlusion_shows_its_forward_passes_and_computes_the_same_map(capsys):
+    from sensloc.cli.main import attribution_for
+    net = weights.load("vgg_small")  # 64 x 64 input: 3 x 3 patches of 32 every 16, + 1 clean pass
+    x = np.random.default_rng(0).standard_normal((1, 3, 64, 64)).astype(np.float32)
+    shown = attribution_for(net, x, "occlusion", 2, progress=True)
+    assert "10/10" in capsys.readouterr().err.replace("\r", "\n").splitlines()[-1]
+    np.testing.assert_array_equal(shown, saliency.occlusion(net, x, 2))

@@ -13,6 +13,15 @@ images/b.JPEG,64,64,n01443537,1,goldfish,"0,0,10,10;20,30,64,64",img_b
 """
 
 
+def write_manifest(folder, text=MANIFEST, encoding="utf-8"):
+    """``folder/manifest.csv`` with ``text``, and the (empty) photo files it lists."""
+    (folder / "images").mkdir(exist_ok=True)
+    for name in ("a.JPEG", "b.JPEG"):
+        (folder / "images" / name).touch()
+    (folder / "manifest.csv").write_text(text, encoding=encoding)
+    return folder
+
+
 def pascal_xml(filename, width, height, objects):
     """A PASCAL-style annotation; objects are (name, difficult, (xmin, ymin, xmax, ymax))."""
     parts = [f"<annotation><filename>{filename}</filename>"
@@ -24,7 +33,7 @@ def pascal_xml(filename, width, height, objects):
 
 
 def test_read_manifest_from_folder_or_file(tmp_path):
-    (tmp_path / "manifest.csv").write_text(MANIFEST)
+    write_manifest(tmp_path)
     records = read_manifest(tmp_path)
     assert [r.image_id for r in records] == ["img_a", "img_b"]
     first, second = records
@@ -37,7 +46,7 @@ def test_read_manifest_from_folder_or_file(tmp_path):
 
 
 def test_records_are_frozen_and_their_boxes_read_only(tmp_path):
-    (tmp_path / "manifest.csv").write_text(MANIFEST)
+    write_manifest(tmp_path)
     record = read_manifest(tmp_path)[0]
     with pytest.raises(dataclasses.FrozenInstanceError):
         record.width = 5
@@ -53,9 +62,36 @@ def test_records_are_frozen_and_their_boxes_read_only(tmp_path):
     (lambda text: text.replace(",227,", ",wide,"), "integers"),
 ])
 def test_read_manifest_names_the_problem(tmp_path, edit, message):
-    (tmp_path / "manifest.csv").write_text(edit(MANIFEST))
+    write_manifest(tmp_path, edit(MANIFEST))
     with pytest.raises(ValueError, match=message):
         read_manifest(tmp_path)
+
+
+def test_a_manifest_with_a_byte_order_mark_reads_like_one_without(tmp_path):
+    write_manifest(tmp_path, encoding="utf-8-sig")
+    assert (tmp_path / "manifest.csv").read_bytes()[:3] == b"\xef\xbb\xbf"
+    assert [r.image_id for r in read_manifest(tmp_path)] == ["img_a", "img_b"]
+
+
+def test_duplicate_rows_and_missing_photos_are_refused_naming_the_lines(tmp_path):
+    lines = MANIFEST.splitlines()
+    write_manifest(tmp_path, "\n".join(lines + [lines[1].replace("a.JPEG", "c.JPEG")]) + "\n")
+    with pytest.raises(ValueError, match=r"manifest.csv: lines 2 and 4 both list image 'img_a'"):
+        read_manifest(tmp_path)
+    write_manifest(tmp_path, MANIFEST.replace("b.JPEG", "gone.JPEG"))
+    with pytest.raises(FileNotFoundError, match=r"manifest.csv, line 3: photo 'images/gone.JPEG' "
+                                                r"not found"):
+        read_manifest(tmp_path)
+
+
+def test_a_file_that_is_not_a_manifest_is_named_as_such(tmp_path):
+    photo = tmp_path / "cat.jpg"
+    photo.write_bytes(b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + bytes(range(256)))
+    with pytest.raises(ValueError, match=r"cat.jpg is not a manifest \(not CSV text\)"):
+        read_manifest(photo)
+    (tmp_path / "notes.csv").write_text("a,b\n1,2\n")
+    with pytest.raises(ValueError, match=r"notes.csv is not a manifest: it lacks the column"):
+        read_manifest(tmp_path / "notes.csv")
 
 
 def test_read_manifest_missing_file(tmp_path):

@@ -6,7 +6,6 @@ the weight file once; the command line's ``--dask local`` prints the same table 
 an unreachable scheduler and a missing ``distributed`` are one-line errors; and on the real
 SqueezeNet and photos the Dask run's CSV equals the local run's, byte for byte.
 """
-import csv
 import os
 import signal
 import sys
@@ -79,8 +78,7 @@ def test_killed_worker_loses_nothing_and_numbers_equal_a_local_run(scene, tmp_pa
     # have found no shard left to run).
     assert set(loads.values()) <= {0, 1} and 1 in loads.values()
     assert dask_csv.read_bytes() == local_csv.read_bytes()  # no lost, duplicated or torn row
-    with open(dask_csv, newline="") as stream:
-        keys = [(r["config"], r["image_id"]) for r in csv.DictReader(stream)]
+    keys = [(r["config"], r["image_id"]) for r in ev.read_results(dask_csv)]
     assert len(keys) == len(set(keys)) == 4 * 12
     assert summary.rows == local.rows
     # The half-done shard was re-run with the same batches: the maps are the same floats.

@@ -180,3 +180,94 @@ def test_command_line_fit_evaluate_localize(scene, tmp_path, capsys):
     assert (tmp_path / "figs" / "p0-box.png").exists()
     assert main(["localize", str(photo), "--weights", str(scene["other"]), "--boxes", str(model)]) == 2
     assert "fitted for vgg11" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ results file: what produced it
+
+def copy_scene(scene, folder):
+    """The scene's photos and manifest in ``folder`` (a dataset the test may edit)."""
+    folder.mkdir()
+    for path in scene["data"].glob("p*.png"):
+        (folder / path.name).write_bytes(path.read_bytes())
+    (folder / "manifest.csv").write_text((scene["data"] / "manifest.csv").read_text())
+    return folder
+
+
+def test_results_of_another_run_are_refused_not_reported(scene, tmp_path):
+    data = copy_scene(scene, tmp_path / "data")
+    results, cache = tmp_path / "results.csv", tmp_path / "cache"
+    run = dict(cache_root=cache, results_path=results, k=3, progress=False)
+    first, _ = ev.evaluate(scene["weights"], read_manifest(data), configs(), **run)
+    kept = results.read_bytes()
+    header = json.loads(kept.decode().splitlines()[0][len(ev.RESULTS_MAGIC):])
+    assert header["weights_sha256"] == ev.sha256_file(scene["weights"])
+    assert header["folds"] == 3 and header["seed"] == 0 and header["images"] == 12
+    assert set(header["configs"]) == {"union", "fixed"}
+
+    # The same run resumes: nothing appended, the same numbers.
+    again, _ = ev.evaluate(scene["weights"], read_manifest(data), configs(), **run)
+    assert again.rows == first.rows and results.read_bytes() == kept
+
+    # Each changed input is named, and the file is left as it was.
+    manifest = (data / "manifest.csv").read_text()
+    rows = list(csv.reader(manifest.splitlines()))
+    rows[1][6] = "0,0,48,40"  # one ground-truth box edited
+    with open(data / "manifest.csv", "w", newline="") as stream:
+        csv.writer(stream).writerows(rows)
+    changes = [("digest of the images, classes and boxes", dict(records=read_manifest(data))),
+               ("seed", dict(seed=1)), ("folds", dict(k=2)),
+               ("weight file SHA-256", dict(weight_path=scene["other"]))]
+    (data / "manifest.csv").write_text(manifest)
+    for name, change in changes:
+        arguments = {"weight_path": scene["weights"], "records": read_manifest(data),
+                     "configs": configs(), **run, **change}
+        with pytest.raises(ValueError, match=f"holds results of another run \\({name} "):
+            ev.evaluate(**arguments)
+        assert results.read_bytes() == kept
+    changed = [ev.Config("union", factory=lambda: pr.ThresholdBoxes(MapSpec.make("gradient"), "largest"))]
+    with pytest.raises(ValueError, match="configuration 'union' has other parameters"):
+        ev.evaluate(scene["weights"], read_manifest(data), changed, **run)
+    assert results.read_bytes() == kept
+
+    # A new configuration joins the file: its rows are appended, the old ones kept.
+    more = configs() + [ev.Config("largest", factory=lambda: pr.ThresholdBoxes(
+        MapSpec.make("gradient", "max_abs"), "largest"))]
+    grown, _ = ev.evaluate(scene["weights"], read_manifest(data), more, **run)
+    assert grown.rows["union"] == first.rows["union"] and grown.rows["largest"]["n"] == 12
+    assert results.read_bytes().split(b"\n", 1)[1].startswith(kept.split(b"\n", 1)[1])
+    assert len(ev.read_results(results)) == 48 + 12
+
+
+@pytest.mark.parametrize("content", [b'{"n": 12, "configs": {"a": 1}}',  # no final newline
+                                     b"config,image_id,true_class,predicted_class,xmin,ymin,xmax,"
+                                     b"ymax,iou,hit,hit_top1\nunion,p0,0,1,0,0,1,1,0.1,0,0\nunion,p",
+                                     b"\xff\xd8\xff\xe0 a photo", b"# sensloc results v1 {broken\n"])
+def test_a_file_that_is_not_a_results_file_is_never_modified(scene, tmp_path, content):
+    other = tmp_path / "summary.json"
+    other.write_bytes(content)
+    with pytest.raises(ValueError, match="summary.json"):
+        ev.evaluate(scene["weights"], read_manifest(scene["data"]), configs(), tmp_path / "cache",
+                    other, k=3, progress=False)
+    assert other.read_bytes() == content
+    with pytest.raises(ValueError, match="summary.json"):
+        ev.read_results(other)
+    assert other.read_bytes() == content
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["summary.json"]  # no map computed either
+
+
+def test_results_file_is_created_at_the_first_row_with_the_umask(scene, tmp_path):
+    import os
+    identity = {"configs": {"a": "1"}, "seed": 0}
+    with pytest.raises(ValueError, match="the folder .*nodir does not exist"):
+        ev.ResultsFile(tmp_path / "nodir" / "r.csv", identity)
+    results = ev.ResultsFile(tmp_path / "r.csv", identity)
+    assert not (tmp_path / "r.csv").exists()  # a run that fails before its first row leaves nothing
+    record = read_manifest(scene["data"])[0]
+    old = os.umask(0o027)
+    try:
+        results.add("a", record, 0, [0, 0, 4, 4], 0.25)
+    finally:
+        os.umask(old)
+        results.close()
+    assert (tmp_path / "r.csv").stat().st_mode & 0o777 == 0o640
+    assert [r["iou"] for r in ev.read_results(tmp_path / "r.csv")] == ["0.250000"]

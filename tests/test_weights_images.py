@@ -307,3 +307,73 @@ def test_real_imagenet_photos_load_at_their_manifest_size():
         image = load_image(folder / row["file"])
         assert image.shape == (int(row["height"]), int(row["width"]), 3)
         assert image.dtype == np.uint8 and 20 < image.mean() < 235
+
+
+# ---------------------------------------------------------------- large files: decoded at the size needed
+
+def test_integer_compositing_equals_the_float_formula_for_every_colour_and_alpha(tmp_path):
+    from sensloc.data.images import _to_rgb
+    c, a = np.meshgrid(np.arange(256), np.arange(256), indexing="ij")
+    rgba = np.stack([c, c, 255 - c, a], axis=2).astype(np.uint8)  # (256, 256, 4): all pairs
+    colour, alpha = rgba[..., :3].astype(np.float64), rgba[..., 3:].astype(np.float64)
+    expected = np.rint((colour * alpha + 255 * (255 - alpha)) / 255).astype(np.uint8)
+    np.testing.assert_array_equal(_to_rgb(Image.fromarray(rgba, "RGBA"), "x.png"), expected)
+
+
+@pytest.mark.parametrize("mode", ["RGB", "RGBA", "L", "P", "I;16"])
+def test_load_resized_equals_resize_of_load_when_nothing_is_shrunk(tmp_path, rng, mode):
+    from sensloc.data.images import load_resized
+    pixels = rng.integers(0, 256, (60, 90, 4), dtype=np.uint8)
+    image = Image.fromarray(pixels, "RGBA")
+    image = image if mode == "RGBA" else image.convert("RGB").convert(mode) if mode != "I;16" \
+        else Image.fromarray(pixels[..., 0].astype(np.uint16) * 257)
+    path = save(image, tmp_path / "photo.png")
+    for size, resize in (((32, 32), "squash"), ((20, 24), "crop")):
+        np.testing.assert_array_equal(load_resized(path, size, resize),
+                                      resize_image(load_image(path), size, resize))
+
+
+@pytest.mark.parametrize("suffix", [".png", ".jpg"])
+def test_a_large_photo_is_shrunk_before_resizing_almost_invisibly(tmp_path, suffix):
+    from sensloc.data.images import image_size, load_resized
+    # A smooth photo (a blurred disc with a soft alpha edge for PNG), 1200 x 900: shrunk 4x
+    # (JPEG: decoded at 1/4 by DCT scaling) on the way to 32 x 32.
+    y, x = np.mgrid[0:900, 0:1200]
+    r = np.hypot(x - 500, y - 400)
+    disc = np.clip(255 - r / 2, 0, 255)
+    rgba = np.stack([disc, 255 - disc, np.full_like(disc, 90), np.clip(400 - r / 2, 0, 255)], 2)
+    image = Image.fromarray(rgba.astype(np.uint8), "RGBA")
+    path = tmp_path / f"large{suffix}"
+    (image if suffix == ".png" else image.convert("RGB")).save(path, quality=95)
+    assert image_size(path) == (1200, 900)
+    for resize in ("squash", "crop"):
+        shrunk = load_resized(path, (32, 32), resize).astype(int)
+        full = resize_image(load_image(path), (32, 32), resize).astype(int)
+        # Box averages then bilinear against one wide bilinear filter: the two filters differ
+        # in shape, not in centre, so on this slope (1/2 grey level per file pixel, about 18
+        # per output pixel) they differ by a small part of one output pixel's step: measured
+        # at most 4 levels, mean 0.7 (PNG squash), bounded at a quarter step and 1 level.
+        assert np.abs(shrunk - full).max() <= 18 / 4 and np.abs(shrunk - full).mean() < 1
+
+
+def png_header(path, width, height):
+    """A PNG that declares ``width x height`` RGBA pixels but holds almost no data."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 6, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(b"\0" * 100)) + chunk(b"IEND", b""))
+    return path
+
+
+@pytest.mark.parametrize("side", [8193, 10000, 50000])  # ours, Pillow's warning, Pillow's error
+def test_images_above_the_pixel_limit_are_refused_naming_them(tmp_path, side):
+    from sensloc.data.images import MAX_PIXELS, load_resized
+    path = png_header(tmp_path / "huge.png", side, side)
+    assert side * side > MAX_PIXELS
+    for load in (load_image, lambda p: load_resized(p, (32, 32), "squash")):
+        with pytest.raises(ImageError, match=r"huge\.png: too large: ") as error:
+            load(path)
+        assert "\n" not in str(error.value)
