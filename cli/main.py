@@ -23,7 +23,7 @@ import numpy as np
 
 from sensloc.data import images
 from sensloc.saliency.maps import METHOD_OPTIONS as MAP_METHODS
-from sensloc.localize.protocols import PRESETS
+from sensloc.localize.presets import PRESETS
 from sensloc.localize.presets import PRESET_FRACTIONS
 
 DEFAULT_NET = "squeezenet1_0"
@@ -180,7 +180,8 @@ def open_datasets(paths):
 def protocol_from_args(args, architecture):
     """A fresh protocol from ``--preset`` or from ``--method`` and ``--protocol``."""
     from sensloc.saliency.maps import MapSpec
-    from sensloc.localize.protocols import RegressionBoxes, ThresholdBoxes, preset
+    from sensloc.localize.presets import preset
+    from sensloc.localize.protocols import RegressionBoxes, ThresholdBoxes
     if args.preset:
         return preset(args.preset, architecture)
     if not args.method:
@@ -220,7 +221,7 @@ def weights_path(name):
 def cmd_evaluate(args):
     from sensloc.evaluation.boxmodels import load_box_model
     from sensloc.evaluation.runner import Config, evaluate
-    from sensloc.localize.protocols import preset
+    from sensloc.localize.presets import preset
     net = load_network(args)
     source = args.weights or weights_path(args.net)
     configs = []
@@ -258,7 +259,7 @@ def cmd_localize(args):
     import json
     from sensloc.evaluation.boxmodels import load_box_model
     from sensloc.evaluation.runner import input_to_photo
-    from sensloc.localize.protocols import preset
+    from sensloc.localize.presets import preset
     net = load_network(args)
     if args.boxes:
         protocol = load_box_model(args.boxes).check(net, args.method).protocol

@@ -34,11 +34,11 @@ from sensloc import weights as weight_files
 from sensloc.data import images
 from sensloc._files import sha256_file
 
-from sensloc.localize.boxes import clip_boxes, iou
 from sensloc.evaluation.map_cache import MapCache, network_key
+from sensloc.evaluation.workers import spawn_pool
+from sensloc.localize.boxes import best_iou, clip_boxes
 from sensloc.localize.metrics import bootstrap_ci, per_class_corloc
 from sensloc.localize.protocols import CenterBox, WholeImage, cross_validated_boxes
-from sensloc.evaluation.workers import spawn_pool
 
 RESULT_COLUMNS = ("config", "image_id", "true_class", "predicted_class", "xmin", "ymin", "xmax",
                   "ymax", "iou", "hit", "hit_top1")
@@ -383,34 +383,34 @@ class Config:
         return tuple(p.map_specs)
 
 
+def baseline_configs(input_hw):
+    """The baselines every evaluation reports, as ordinary protocols: the training images'
+    mean box size centred in the input, and the whole input ((H, W) ``input_hw``)."""
+    return [Config("baseline: center box", factory=lambda: CenterBox(input_hw=input_hw)),
+            Config("baseline: whole image", factory=lambda: WholeImage(input_hw=input_hw))]
+
+
 def predict_boxes(configs, maps, gt_input, input_hw, k, seed):
-    """{config name: (N, 4) boxes in input pixels}, baselines included."""
+    """{config name: (N, 4) boxes in input pixels}, the baselines last.
+
+    A fitted protocol is applied as it is; a factory's protocols are cross-validated with
+    ``k`` folds (:func:`~sensloc.localize.protocols.cross_validated_boxes`), or, with
+    ``k = 0``, fitted on all images (only the baselines are factories then).
+    """
     n = len(gt_input)
     boxes = {}
-    for config in configs:
+    for config in list(configs) + baseline_configs(input_hw):
         needed = {s: maps[s] for s in config.specs}
         if config.protocol is not None:
-            boxes[config.name] = config.protocol.predict(needed)
-        else:
+            protocol = config.protocol
+        elif k:
             boxes[config.name] = cross_validated_boxes(config.factory, needed, gt_input, k, seed)[0]
-    center = np.zeros((n, 4))
-    if k:
-        for f_boxes, test in _center_cv(gt_input, input_hw, k, seed):
-            center[test] = f_boxes
-    else:
-        center = CenterBox().fit({}, gt_input, input_hw).predict({}, n, input_hw)
-    boxes["baseline: center box"] = center
-    boxes["baseline: whole image"] = WholeImage().predict({}, n, input_hw)
+            continue
+        else:
+            protocol = config.factory().fit(needed, gt_input)
+        boxes[config.name] = (protocol.predict(needed) if protocol.map_specs
+                              else protocol.predict(needed, count=n))
     return boxes
-
-
-def _center_cv(gt_input, input_hw, k, seed):
-    from sensloc.localize.protocols import folds
-    fold = folds(len(gt_input), k, seed)
-    for f in range(k):
-        train, test = np.flatnonzero(fold != f), np.flatnonzero(fold == f)
-        model = CenterBox().fit({}, [gt_input[i] for i in train], input_hw)
-        yield model.predict({}, len(test), input_hw), test
 
 
 @dataclass
@@ -492,7 +492,7 @@ def evaluate(weight_path, records, configs, cache_root, results_path, k=5, seed=
             for record, box, cls in zip(dataset.records, input_boxes, predicted):
                 box = input_to_photo(box, (record.width, record.height), prep)[0]
                 photo_boxes[name].append(box)
-                results.add(name, record, int(cls), box, float(iou(box, record.boxes).max()))
+                results.add(name, record, int(cls), box, best_iou(box, record.boxes))
     finally:
         results.close()
     summary = summarize(read_results(results_path), list(boxes), [r.image_id for r in dataset.records])

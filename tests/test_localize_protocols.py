@@ -2,7 +2,9 @@
 import numpy as np
 import pytest
 
+from sensloc.localize import presets
 from sensloc.localize import protocols as pr
+from sensloc.localize.folds import folds
 from sensloc.localize.boxes import iou
 from sensloc.saliency.maps import MapSpec
 
@@ -70,7 +72,7 @@ def test_khan_protocol_mixes_two_maps():
     protocol = pr.KhanBoxes(SPEC, OTHER).fit({SPEC: maps, OTHER: shifted}, boxes)
     predicted = protocol.predict({SPEC: maps, OTHER: shifted})
     assert np.mean([iou(p, b).max() >= 0.5 for p, b in zip(predicted, boxes)]) > 0.9
-    again = pr.protocol_from_params("khan", protocol.params())
+    again = presets.protocol_from_params("khan", protocol.params())
     np.testing.assert_array_equal(again.predict({SPEC: maps, OTHER: shifted}), predicted)
 
 
@@ -83,7 +85,7 @@ def test_regression_protocol_learns_boxes_from_maps():
     baseline = np.mean([iou(p, b).max() >= 0.5 for p, b in zip(center, boxes)])
     assert corloc > 0.7 and corloc > baseline + 0.5  # measured 0.755 against 0.07
     assert len(fitted) == 5 and fitted[0].regressor.lam in pr.LAMBDAS
-    again = pr.protocol_from_params("regression", fitted[0].params())
+    again = presets.protocol_from_params("regression", fitted[0].params())
     np.testing.assert_allclose(again.predict({SPEC: maps}), fitted[0].predict({SPEC: maps}))
 
 
@@ -105,9 +107,9 @@ def test_cross_validation_never_sees_the_test_fold():
     assert np.mean([iou(p, b).max() for p, b in zip(leaked, boxes)]) == 1.0
     honest, _ = pr.cross_validated_boxes(Memorize, {SPEC: maps}, boxes, k=5)
     assert np.mean([iou(p, b).max() for p, b in zip(honest, boxes)]) < 0.6
-    assert np.bincount(pr.folds(50, 5)).tolist() == [10] * 5
+    assert np.bincount(folds(50, 5)).tolist() == [10] * 5
     with pytest.raises(ValueError, match="2 <= k"):
-        pr.folds(3, 5)
+        folds(3, 5)
 
 
 def test_center_box_baseline_uses_the_mean_size():
@@ -119,8 +121,8 @@ def test_center_box_baseline_uses_the_mean_size():
 
 
 def test_presets_are_known():
-    for name in pr.PRESETS:
-        assert pr.preset(name, "squeezenet1_0").map_specs
-    assert pr.preset("grad_cam", "vgg16").spec.options == (("layer", "relu5_3"),)
+    for name in presets.PRESETS:
+        assert presets.preset(name, "squeezenet1_0").map_specs
+    assert presets.preset("grad_cam", "vgg16").spec.options == (("layer", "relu5_3"),)
     with pytest.raises(ValueError, match="unknown preset"):
-        pr.preset("best-ever", "vgg16")
+        presets.preset("best-ever", "vgg16")
