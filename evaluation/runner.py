@@ -36,8 +36,8 @@ from sensloc._files import sha256_file
 
 from sensloc.evaluation.map_cache import MapCache, network_key
 from sensloc.evaluation.workers import spawn_pool
-from sensloc.localize.boxes import best_iou, clip_boxes
-from sensloc.localize.metrics import bootstrap_ci, per_class_corloc
+from sensloc.localize.boxes import best_ious, clip_boxes
+from sensloc.localize.metrics import bootstrap_ci, hits, per_class_corloc
 from sensloc.localize.protocols import CenterBox, WholeImage, cross_validated_boxes
 
 RESULT_COLUMNS = ("config", "image_id", "true_class", "predicted_class", "xmin", "ymin", "xmax",
@@ -355,10 +355,9 @@ class ResultsFile:
         self.stream.flush()
         os.fsync(self.stream.fileno())
 
-    def add(self, config, record, predicted_class, box, overlap):
+    def add(self, config, record, predicted_class, box, overlap, hit):
         if (config, record.image_id) in self.done:
             return
-        hit = overlap >= 0.5
         self._write([config, record.image_id, record.class_index, predicted_class,
                      *(f"{v:.2f}" for v in box), f"{overlap:.6f}", int(hit),
                      int(hit and predicted_class == record.class_index)])
@@ -438,14 +437,14 @@ def summarize(rows, names, image_ids):
     table = {}
     for name in names:
         mine = [r for r in rows if r["config"] == name and r["image_id"] in wanted]
-        hits = np.array([int(r["hit"]) for r in mine])
+        found = np.array([int(r["hit"]) for r in mine])
         top1 = np.array([int(r["hit_top1"]) for r in mine])
-        low, high = bootstrap_ci(hits) if len(hits) else (np.nan, np.nan)
+        low, high = bootstrap_ci(found) if len(found) else (np.nan, np.nan)
         classes = np.array([int(r["true_class"]) for r in mine])
-        table[name] = {"corloc": float(hits.mean()), "corloc_top1": float(top1.mean()),
-                       "ci95": [float(low), float(high)], "n": int(len(hits)),
+        table[name] = {"corloc": float(found.mean()), "corloc_top1": float(top1.mean()),
+                       "ci95": [float(low), float(high)], "n": int(len(found)),
                        "per_class": {int(c): float(v) for c, v in
-                                     per_class_corloc(hits, classes).items()}}
+                                     per_class_corloc(found, classes).items()}}
     return Summary(len(wanted), table)
 
 
@@ -487,12 +486,15 @@ def evaluate(weight_path, records, configs, cache_root, results_path, k=5, seed=
     results = ResultsFile(results_path)
     photo_boxes = {}
     try:
+        truth = [r.boxes for r in dataset.records]
         for name, input_boxes in boxes.items():
-            photo_boxes[name] = []
-            for record, box, cls in zip(dataset.records, input_boxes, predicted):
-                box = input_to_photo(box, (record.width, record.height), prep)[0]
-                photo_boxes[name].append(box)
-                results.add(name, record, int(cls), box, best_iou(box, record.boxes))
+            photo_boxes[name] = [input_to_photo(box, (r.width, r.height), prep)[0]
+                                 for r, box in zip(dataset.records, input_boxes)]
+            overlaps = best_ious(np.array(photo_boxes[name]), truth)
+            found = hits(np.array(photo_boxes[name]), truth)  # IoU >= 0.5 with a true box
+            for record, box, cls, overlap, hit in zip(dataset.records, photo_boxes[name],
+                                                      predicted, overlaps, found):
+                results.add(name, record, int(cls), box, float(overlap), bool(hit))
     finally:
         results.close()
     summary = summarize(read_results(results_path), list(boxes), [r.image_id for r in dataset.records])
