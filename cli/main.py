@@ -28,7 +28,7 @@ import numpy as np
 
 from sensloc.data import images
 from sensloc.saliency.maps import METHOD_OPTIONS as MAP_METHODS
-from sensloc.localize.protocols import PRESETS
+from sensloc.localize.presets import PRESETS
 from sensloc.localize.presets import PRESET_FRACTIONS
 
 DEFAULT_NET = "squeezenet1_0"
@@ -375,7 +375,8 @@ def open_datasets(paths):
 def protocol_from_args(args, architecture):
     """A fresh protocol from ``--preset`` or from ``--method`` and ``--protocol``."""
     from sensloc.saliency.maps import MapSpec
-    from sensloc.localize.protocols import RegressionBoxes, ThresholdBoxes, preset
+    from sensloc.localize.presets import preset
+    from sensloc.localize.protocols import RegressionBoxes, ThresholdBoxes
     if args.preset:
         return preset(args.preset, architecture)
     if not args.method:
@@ -428,7 +429,7 @@ def weights_path(name):
 def cmd_evaluate(args):
     from sensloc.evaluation.boxmodels import load_box_model
     from sensloc.evaluation.runner import Config, evaluate
-    from sensloc.localize.protocols import preset
+    from sensloc.localize.presets import preset
     inputs = [args.weights, *dataset_files(args.datasets), *(args.boxes or ())]
     summary_json = output_path(args.summary_json, "--summary-json", inputs) \
         if args.summary_json else None
@@ -479,7 +480,7 @@ def cmd_localize(args):
     import json
     from sensloc.evaluation.boxmodels import load_box_model
     from sensloc.evaluation.runner import input_to_photo
-    from sensloc.localize.protocols import preset
+    from sensloc.localize.presets import preset
     out_dir = output_folder(args.out_dir, "--out-dir")
     figures = figure_names(args.images, out_dir)
     for figure in figures if out_dir.is_dir() else ():  # a new folder holds no input

@@ -5,7 +5,7 @@ Layout (format version 1)
 =========================  ==================================================================
 attribute ``format``       ``"sensloc-boxes"``
 ``format_version``         ``1``
-``protocol``               protocol kind (:data:`sensloc.localize.protocols.PROTOCOLS`)
+``protocol``               protocol kind (:data:`sensloc.localize.presets.KINDS`)
 ``architecture``           the network's architecture, e.g. ``"squeezenet1_0"``
 ``network_key``            :func:`sensloc.evaluation.map_cache.network_key`: weights SHA-256 + preprocessing
 ``weights_sha256``         SHA-256 of the network's source weight file
@@ -32,7 +32,7 @@ from sensloc._files import atomic_write
 
 from sensloc.saliency.maps import MapSpec
 from sensloc.evaluation.map_cache import network_key
-from sensloc.localize.protocols import protocol_from_params
+from sensloc.localize.presets import protocol_from_params
 
 FORMAT, FORMAT_VERSION = "sensloc-boxes", 1
 

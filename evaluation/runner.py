@@ -36,11 +36,11 @@ from sensloc import weights as weight_files
 from sensloc.data import images
 from sensloc._files import atomic_write, sha256_file
 
-from sensloc.localize.boxes import clip_boxes, iou
 from sensloc.evaluation.map_cache import MapCache, network_key
-from sensloc.localize.metrics import bootstrap_ci, per_class_corloc
-from sensloc.localize.protocols import CenterBox, WholeImage, cross_validated_boxes
 from sensloc.evaluation.workers import spawn_pool
+from sensloc.localize.boxes import best_ious, clip_boxes
+from sensloc.localize.metrics import bootstrap_ci, hits, per_class_corloc
+from sensloc.localize.protocols import CenterBox, WholeImage, cross_validated_boxes
 
 RESULT_COLUMNS = ("config", "image_id", "true_class", "predicted_class", "xmin", "ymin", "xmax",
                   "ymax", "iou", "hit", "hit_top1")
@@ -478,12 +478,11 @@ class ResultsFile:
         self.stream.flush()
         os.fsync(self.stream.fileno())
 
-    def add(self, config, record, predicted_class, box, overlap):
+    def add(self, config, record, predicted_class, box, overlap, hit):
         if (config, record.image_id) in self.done:
             return
         if self.stream is None:
             self._open()
-        hit = overlap >= 0.5
         self._write([config, record.image_id, record.class_index, predicted_class,
                      *(f"{v:.2f}" for v in box), f"{overlap:.6f}", int(hit),
                      int(hit and predicted_class == record.class_index)])
@@ -517,34 +516,34 @@ class Config:
         return _digest(["cross-validated", type(p).__name__, p.params()])
 
 
+def baseline_configs(input_hw):
+    """The baselines every evaluation reports, as ordinary protocols: the training images'
+    mean box size centred in the input, and the whole input ((H, W) ``input_hw``)."""
+    return [Config("baseline: center box", factory=lambda: CenterBox(input_hw=input_hw)),
+            Config("baseline: whole image", factory=lambda: WholeImage(input_hw=input_hw))]
+
+
 def predict_boxes(configs, maps, gt_input, input_hw, k, seed):
-    """{config name: (N, 4) boxes in input pixels}, baselines included."""
+    """{config name: (N, 4) boxes in input pixels}, the baselines last.
+
+    A fitted protocol is applied as it is; a factory's protocols are cross-validated with
+    ``k`` folds (:func:`~sensloc.localize.protocols.cross_validated_boxes`), or, with
+    ``k = 0``, fitted on all images (only the baselines are factories then).
+    """
     n = len(gt_input)
     boxes = {}
-    for config in configs:
+    for config in list(configs) + baseline_configs(input_hw):
         needed = {s: maps[s] for s in config.specs}
         if config.protocol is not None:
-            boxes[config.name] = config.protocol.predict(needed)
-        else:
+            protocol = config.protocol
+        elif k:
             boxes[config.name] = cross_validated_boxes(config.factory, needed, gt_input, k, seed)[0]
-    center = np.zeros((n, 4))
-    if k:
-        for f_boxes, test in _center_cv(gt_input, input_hw, k, seed):
-            center[test] = f_boxes
-    else:
-        center = CenterBox().fit({}, gt_input, input_hw).predict({}, n, input_hw)
-    boxes["baseline: center box"] = center
-    boxes["baseline: whole image"] = WholeImage().predict({}, n, input_hw)
+            continue
+        else:
+            protocol = config.factory().fit(needed, gt_input)
+        boxes[config.name] = (protocol.predict(needed) if protocol.map_specs
+                              else protocol.predict(needed, count=n))
     return boxes
-
-
-def _center_cv(gt_input, input_hw, k, seed):
-    from sensloc.localize.protocols import folds
-    fold = folds(len(gt_input), k, seed)
-    for f in range(k):
-        train, test = np.flatnonzero(fold != f), np.flatnonzero(fold == f)
-        model = CenterBox().fit({}, [gt_input[i] for i in train], input_hw)
-        yield model.predict({}, len(test), input_hw), test
 
 
 @dataclass
@@ -572,14 +571,14 @@ def summarize(rows, names, image_ids):
     table = {}
     for name in names:
         mine = [r for r in rows if r["config"] == name and r["image_id"] in wanted]
-        hits = np.array([int(r["hit"]) for r in mine])
+        found = np.array([int(r["hit"]) for r in mine])
         top1 = np.array([int(r["hit_top1"]) for r in mine])
-        low, high = bootstrap_ci(hits) if len(hits) else (np.nan, np.nan)
+        low, high = bootstrap_ci(found) if len(found) else (np.nan, np.nan)
         classes = np.array([int(r["true_class"]) for r in mine])
-        table[name] = {"corloc": float(hits.mean()), "corloc_top1": float(top1.mean()),
-                       "ci95": [float(low), float(high)], "n": int(len(hits)),
+        table[name] = {"corloc": float(found.mean()), "corloc_top1": float(top1.mean()),
+                       "ci95": [float(low), float(high)], "n": int(len(found)),
                        "per_class": {int(c): float(v) for c, v in
-                                     per_class_corloc(hits, classes).items()}}
+                                     per_class_corloc(found, classes).items()}}
     return Summary(len(wanted), table)
 
 
@@ -625,12 +624,15 @@ def evaluate(weight_path, records, configs, cache_root, results_path, k=5, seed=
     predicted = logits.argmax(axis=1)
     photo_boxes = {}
     try:
+        truth = [r.boxes for r in dataset.records]
         for name, input_boxes in boxes.items():
-            photo_boxes[name] = []
-            for record, box, cls in zip(dataset.records, input_boxes, predicted):
-                box = input_to_photo(box, (record.width, record.height), prep)[0]
-                photo_boxes[name].append(box)
-                results.add(name, record, int(cls), box, float(iou(box, record.boxes).max()))
+            photo_boxes[name] = [input_to_photo(box, (r.width, r.height), prep)[0]
+                                 for r, box in zip(dataset.records, input_boxes)]
+            overlaps = best_ious(np.array(photo_boxes[name]), truth)
+            found = hits(np.array(photo_boxes[name]), truth)  # IoU >= 0.5 with a true box
+            for record, box, cls, overlap, hit in zip(dataset.records, photo_boxes[name],
+                                                      predicted, overlaps, found):
+                results.add(name, record, int(cls), box, float(overlap), bool(hit))
     finally:
         results.close()
     summary = summarize(read_results(results_path), list(boxes), [r.image_id for r in dataset.records])

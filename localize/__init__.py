@@ -1,8 +1,10 @@
 """Localization: from heat maps to boxes, and how well the boxes fit.
 
-:mod:`~sensloc.localize.boxes` (the box convention, IoU, boxes from a heat map),
-:mod:`~sensloc.localize.metrics` (CorLoc and its interval), :mod:`~sensloc.localize.baselines`,
-:mod:`~sensloc.localize.regression` (closed-form least squares), the box protocols
-(:mod:`~sensloc.localize.protocols`) and the presets that name them
-(:mod:`~sensloc.localize.presets`).
+Bottom to top (each module imports only those above it in this list):
+:mod:`~sensloc.localize.boxes` (the box convention, IoU, union boxes, boxes from a heat map),
+:mod:`~sensloc.localize.metrics` (hits, CorLoc and its interval), :mod:`~sensloc.localize.folds`
+(the fold assignment of every cross-validation), :mod:`~sensloc.localize.baselines`,
+:mod:`~sensloc.localize.regression` (closed-form ridge least squares), the box protocols
+(:mod:`~sensloc.localize.protocols`, one module per family) and the presets that name and tune
+them (:mod:`~sensloc.localize.presets`).
 """

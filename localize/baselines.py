@@ -1,4 +1,5 @@
-"""Baselines that look at no pixel: the whole image and a centred box of the average size.
+"""Baselines that look at no pixel: a centred box of the average size (the whole image is
+:func:`sensloc.localize.boxes.whole_image`).
 
 Any localization method must beat these. The centre box is Ebrahimpour & Noelle's baseline:
 a box with the training set's mean width and height, centred in the image. Sizes are kept as
@@ -8,21 +9,7 @@ convention of :mod:`sensloc.localize.boxes`.
 """
 import numpy as np
 
-from sensloc.localize.boxes import as_size, single_box, whole_image
-
-
-def whole_image_box(image_size_wh):
-    """The whole image ``(0, 0, W, H)`` as the prediction.
-
-    Parameters
-    ----------
-    image_size_wh : (2,) or (N, 2) array-like of (width, height)
-
-    Returns
-    -------
-    (4,) or (N, 4) float64 array
-    """
-    return whole_image(image_size_wh)
+from sensloc.localize.boxes import as_size, single_box
 
 
 def mean_box_size(gt_boxes, image_sizes, target="largest"):

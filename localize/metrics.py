@@ -7,13 +7,14 @@ the true class. Boxes follow the convention of :mod:`sensloc.localize.boxes`.
 """
 import numpy as np
 
-from sensloc.localize.boxes import as_boxes, best_iou
+from sensloc.localize.boxes import as_boxes, best_ious
 
 
 def _check_pairing(pred_boxes, gt_boxes):
-    pred = as_boxes(pred_boxes, "pred_boxes")
-    if pred.ndim != 2:
-        raise ValueError(f"pred_boxes must have shape (N, 4); got {pred.shape}")
+    pred = np.asarray(pred_boxes)
+    if pred.ndim not in (2, 3) or pred.shape[-1] != 4:
+        raise ValueError(f"pred_boxes must have shape (N, 4) or (N, F, 4); got {pred.shape}")
+    as_boxes(pred.reshape(-1, 4), "pred_boxes")
     if len(gt_boxes) != len(pred):
         raise ValueError(f"{len(pred)} predicted boxes but ground truth for {len(gt_boxes)} images")
     if len(pred) == 0:
@@ -26,21 +27,20 @@ def hits(pred_boxes, gt_boxes, threshold=0.5):
 
     Parameters
     ----------
-    pred_boxes : (N, 4) array
-        One predicted box per image.
+    pred_boxes : (N, 4) array, or (N, F, 4) for F candidate boxes per image
+        One predicted box per image (or several, each scored on its own).
     gt_boxes : sequence of N arrays, the n-th of shape (K_n, 4) (or (4,))
         All ground-truth boxes of each image, in the same coordinates as ``pred_boxes``.
     threshold : float in (0, 1]
 
     Returns
     -------
-    (N,) bool array
+    (N,) bool array, or (N, F) for candidates
     """
     pred = _check_pairing(pred_boxes, gt_boxes)
     if not 0 < threshold <= 1:
         raise ValueError(f"threshold must lie in (0, 1]; got {threshold}")
-    overlaps = np.array([best_iou(box, gt) for box, gt in zip(pred, gt_boxes)])
-    return overlaps >= threshold
+    return best_ious(pred, gt_boxes) >= threshold
 
 
 def corloc(pred_boxes, gt_boxes, threshold=0.5):
@@ -48,9 +48,10 @@ def corloc(pred_boxes, gt_boxes, threshold=0.5):
 
     Returns
     -------
-    float in [0, 1]
+    float in [0, 1]; for (N, F, 4) candidates, the (F,) CorLoc of each candidate column
     """
-    return float(np.mean(hits(pred_boxes, gt_boxes, threshold)))
+    found = hits(pred_boxes, gt_boxes, threshold)
+    return float(np.mean(found)) if found.ndim == 1 else found.mean(axis=0)
 
 
 def _as_labels(labels, name, length):

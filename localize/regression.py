@@ -16,7 +16,9 @@ weights ``(D + 1, 4)``, the last row the bias. Boxes follow :mod:`sensloc.locali
 import numpy as np
 import scipy.linalg
 
-from sensloc.localize.boxes import as_boxes, as_size, iou, scale_boxes, single_box
+from sensloc.localize.boxes import as_boxes, as_size, scale_boxes, single_box
+from sensloc.localize.folds import folds
+from sensloc.localize.metrics import hits
 
 CV_SCORES = ("corloc", "mse")
 
@@ -174,14 +176,30 @@ def fit_ridge(X, Y, lam):
     if not np.isfinite(lam) or lam < 0:
         raise ValueError(f"lam must be a finite number >= 0; got {lam}")
     X1 = _with_bias(X)
-    penalty = np.full(X1.shape[1], float(lam))
-    penalty[-1] = 0.0
-    W = solve_normal_equations(X1.T @ X1 + np.diag(penalty), X1.T @ Y)
+    W = solve_ridge(X1.T @ X1, X1.T @ Y, lam)
     if W is not None:
         return W
-    stacked_X = np.vstack([X1, np.diag(np.sqrt(penalty))])
+    stacked_X = np.vstack([X1, np.diag(np.sqrt(ridge_penalty(X1.shape[1], lam)))])
     stacked_Y = np.vstack([Y, np.zeros((X1.shape[1], Y.shape[1]))])
     return np.linalg.lstsq(stacked_X, stacked_Y, rcond=None)[0]
+
+
+def ridge_penalty(size, lam):
+    """The diagonal of ``lam I'``, (size,): ``lam`` everywhere but the bias (last) position."""
+    penalty = np.full(size, float(lam))
+    penalty[-1] = 0.0  # the bias is not shrunk
+    return penalty
+
+
+def solve_ridge(gram, moment, lam):
+    """The ridge solution from the normal equations, ``(G + lam I')^-1 m``, or None if singular.
+
+    ``G = X1^T X1`` (D + 1, D + 1) and ``m = X1^T Y`` (D + 1,) or (D + 1, T) for a design
+    ``X1`` whose last column is the bias, which is not shrunk (:func:`ridge_penalty`). Callers
+    that build ``G`` and ``m`` block by block (too many rows for memory) use this directly;
+    :func:`fit_ridge` is the same solve from ``X`` and ``Y``.
+    """
+    return solve_normal_equations(gram + np.diag(ridge_penalty(len(gram), lam)), moment)
 
 
 def solve_normal_equations(gram, moment):
@@ -231,7 +249,7 @@ def predict(W, X):
 def choose_lambda_cv(X, Y, lambdas, k=5, seed=0, score="corloc", gt_boxes=None, threshold=0.5):
     """Pick the ridge parameter by k-fold cross-validation inside the training data.
 
-    The images are shuffled (``numpy.random.default_rng(seed)``) and split into ``k`` folds;
+    The images are split into ``k`` folds by :func:`sensloc.localize.folds.folds` (seeded);
     for every ``lam`` a model is fitted on ``k - 1`` folds and scored on the held-out one, with
     the boxes :func:`predict` returns:
 
@@ -274,19 +292,16 @@ def choose_lambda_cv(X, Y, lambdas, k=5, seed=0, score="corloc", gt_boxes=None, 
     elif len(gt_boxes) != len(X):
         raise ValueError(f"gt_boxes has {len(gt_boxes)} entries for {len(X)} images")
 
-    folds = np.array_split(np.random.default_rng(seed).permutation(len(X)), k)
+    fold = folds(len(X), k, seed)
     squared_error = np.zeros(len(lambdas))
     n_hits = np.zeros(len(lambdas))
-    for held_out in folds:
-        train = np.setdiff1d(np.arange(len(X)), held_out)
+    for f in range(k):
+        train, held_out = np.flatnonzero(fold != f), np.flatnonzero(fold == f)
         for index, lam in enumerate(lambdas):
             boxes = predict(fit_ridge(X[train], Y[train], lam), X[held_out])
             squared_error[index] += np.sum((boxes - Y[held_out]) ** 2)
             if score == "corloc":
-                n_hits[index] += sum(
-                    np.max(iou(box, as_boxes(gt_boxes[n]).reshape(-1, 4))) >= threshold
-                    for box, n in zip(boxes, held_out)
-                )
+                n_hits[index] += hits(boxes, [gt_boxes[n] for n in held_out], threshold).sum()
     mse = squared_error / Y.size
     if score == "mse":
         return float(lambdas[np.argmin(mse)]), mse

@@ -12,6 +12,8 @@ The explained score ``f_t`` is the pre-softmax logit of class ``t`` by default;
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
+from sensloc.nets import softmax
+from sensloc.saliency.layers import feature_layer
 from sensloc.saliency.postprocess import reduce_channels
 from sensloc.saliency.rules import Deconvnet, Gradient, Guided, Rescale
 
@@ -72,8 +74,7 @@ def score_signal(logits, targets, output="logit"):
     one_hot[np.arange(len(targets)), targets] = 1
     if output == "logit":
         return one_hot
-    z = logits - logits.max(axis=1, keepdims=True)
-    p = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+    p = softmax(logits)
     if output == "log_softmax":
         return one_hot - p
     return p[np.arange(len(targets)), targets][:, None] * (one_hot - p)
@@ -84,9 +85,10 @@ def scores(logits, targets, output="logit"):
     rows = np.arange(len(targets))
     if output == "logit":
         return logits[rows, targets]
-    z = logits - logits.max(axis=1, keepdims=True)
-    log_p = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
-    return log_p[rows, targets] if output == "log_softmax" else np.exp(log_p[rows, targets])
+    if output == "softmax":
+        return softmax(logits)[rows, targets]
+    z = logits - logits.max(axis=1, keepdims=True)  # log p_t without underflow to log(0)
+    return (z - np.log(np.exp(z).sum(axis=1, keepdims=True)))[rows, targets]
 
 
 def backpropagate(net, x, target=None, rule=None, output="logit"):
@@ -319,7 +321,8 @@ def grad_cam(net, x, target=None, layer=None, relu=True, output="logit"):
     ----------
     layer : str
         A top-level layer name with a spatial output (e.g. ``"fire9"``, ``"relu5_3"``);
-        by default the last layer with a 4-D output.
+        by default the architecture's feature layer
+        (:func:`sensloc.saliency.layers.feature_layer`).
     relu : bool
         Apply the final ReLU (Selvaraju et al.); ``False`` keeps negative evidence.
 
@@ -329,8 +332,7 @@ def grad_cam(net, x, target=None, layer=None, relu=True, output="logit"):
     :func:`saliency.postprocess.upsample`.
     """
     trace = net.forward(x)
-    if layer is None:
-        layer = [name for name, out in trace.outputs.items() if out.ndim == 4][-1]
+    layer = feature_layer(net, trace) if layer is None else layer
     net.layer(layer)
     activations = trace.outputs[layer]
     if activations.ndim != 4:
@@ -355,7 +357,8 @@ def neuron_selection(net, x, target=None, layer=None, k=5, rule=None):
     Parameters
     ----------
     layer : str
-        Top-level layer name (default: the last layer with a 4-D output).
+        Top-level layer name (default: the architecture's feature layer,
+        :func:`sensloc.saliency.layers.feature_layer`).
     k : int
     rule : Rule, optional
         The rule below layer ``l`` (guided backpropagation by default).
@@ -366,8 +369,7 @@ def neuron_selection(net, x, target=None, layer=None, k=5, rule=None):
     """
     rule = Guided() if rule is None else rule
     trace = net.forward(x)
-    if layer is None:
-        layer = [name for name, out in trace.outputs.items() if out.ndim == 4][-1]
+    layer = feature_layer(net, trace) if layer is None else layer
     targets = targets_for(trace.output, target)
     activations = trace.outputs[layer]
     effect = net.backward(trace, score_signal(trace.output, targets), stop=layer)

@@ -2,17 +2,17 @@ import numpy as np
 import pytest
 
 from conftest import shared_path
-from sensloc.localize.baselines import center_box, mean_box_size, whole_image_box
-from sensloc.localize.boxes import scale_boxes
+from sensloc.localize.baselines import center_box, mean_box_size
+from sensloc.localize.boxes import scale_boxes, whole_image
 from sensloc.data.datasets import read_manifest
 
 GT = [np.array([[0, 0, 200, 100]]), np.array([[10, 50, 30, 90], [0, 0, 80, 40]])]
 SIZES = [(400, 200), (100, 100)]
 
 
-def test_whole_image_box():
-    np.testing.assert_array_equal(whole_image_box((640, 480)), [0, 0, 640, 480])
-    np.testing.assert_array_equal(whole_image_box([(640, 480), (5, 7)]), [[0, 0, 640, 480], [0, 0, 5, 7]])
+def test_whole_image():
+    np.testing.assert_array_equal(whole_image((640, 480)), [0, 0, 640, 480])
+    np.testing.assert_array_equal(whole_image([(640, 480), (5, 7)]), [[0, 0, 640, 480], [0, 0, 5, 7]])
 
 
 def test_mean_box_size_hand_computed():

@@ -1,12 +1,14 @@
-"""The ``best`` protocol on synthetic maps whose right answer is known by construction."""
+"""The ``mix`` protocol (:class:`MixBoxes`) on synthetic maps whose right answer is known by construction."""
 import json
 
 import numpy as np
 import pytest
 
 from sensloc.localize.protocols import mix as best
+from sensloc.localize import presets
 from sensloc.localize import protocols as pr
-from sensloc.localize.boxes import boxes_from_heatmap, iou
+from sensloc.localize.boxes import boxes_from_heatmap, iou, union_boxes
+from sensloc.localize.folds import folds
 from sensloc.saliency.maps import MapSpec
 
 A = MapSpec.make("deeplift", "sum", reference="blur")
@@ -33,31 +35,33 @@ def scaled_truth(boxes, scale):
     return [best.scale_about_centre(b, scale, np.array([SIZE, SIZE])) for b in boxes]
 
 
-def corloc(pred, truth):
+def corloc(pred, truth):  # independent of sensloc.localize.metrics
     return np.mean([iou(p, t).max() >= 0.5 for p, t in zip(pred, truth)])
 
 
-def test_union_boxes_are_those_of_boxes_from_heatmap(rng):
+def test_union_boxes_box_every_pixel_above_the_level(rng):
     heat = rng.random((6, 23, 31)) ** 4
     heat[2] = 0.0                      # no positive value: the whole image
     heat[3] = -heat[3]
     fractions = (0.02, 0.3, 0.55, 1.0)
-    fast = best.union_boxes(heat, fractions)
+    fast = union_boxes(heat, fractions)
     assert fast.shape == (6, 4, 4)
-    for j, f in enumerate(fractions):
-        np.testing.assert_array_equal(fast[:, j], boxes_from_heatmap(heat, f, "union"))
+    for n in range(6):
+        for j, f in enumerate(fractions):
+            rows, cols = np.nonzero(heat[n] >= f * heat[n].max())
+            expected = ([0, 0, 31, 23] if heat[n].max() <= 0 else
+                        [cols.min(), rows.min(), cols.max() + 1, rows.max() + 1])
+            np.testing.assert_array_equal(fast[n, j], expected)
+            np.testing.assert_array_equal(boxes_from_heatmap(heat[n], f, "union"), expected)
 
 
-def test_best_overlap_is_the_best_iou_over_ground_truth_boxes(rng):
-    corners = rng.uniform(0, 50, (5, 3, 4))
-    candidates = np.concatenate([np.minimum(corners[..., :2], corners[..., 2:]),
-                                 np.maximum(corners[..., :2], corners[..., 2:])], axis=-1)
-    truth = [candidates[0, :2] + 1, candidates[1, :1], candidates[2] * 0.9, candidates[3, 1:] - 2,
-             np.array([[0, 0, 50, 50.0]])]
-    padded, valid = best._padded_truth(truth)
-    got = best.best_overlap(candidates, padded, valid)
-    expected = np.array([[iou(c, t).max() for c in cs] for cs, t in zip(candidates, truth)])
-    np.testing.assert_allclose(got, expected)
+def test_scores_are_the_training_corloc_of_every_candidate(rng):
+    maps, boxes = blob_maps(n=12, seed=5)
+    protocol = best.MixBoxes((A, B), sigmas=(2.0,), border_widths=(0.1,), scales=(1.0,))
+    table = protocol.scores(maps, boxes)
+    heat = best.mixed_heat([maps[A], maps[B]], 2.0, 0.1, 0.5)
+    expected = [corloc(boxes_from_heatmap(heat, f, "union"), boxes) for f in pr.FRACTIONS]
+    np.testing.assert_array_equal(table[(2.0, 0.1, 1.0)], expected)
 
 
 def test_mixed_heat_is_the_geometric_mean_of_khan_maps_with_the_border_mask(rng):
@@ -72,10 +76,11 @@ def test_mixed_heat_is_the_geometric_mean_of_khan_maps_with_the_border_mask(rng)
 
 def test_fit_and_predict_recover_the_boxes():
     maps, boxes = blob_maps()
-    protocol = best.BestBoxes((A, B)).fit(maps, boxes)
-    assert protocol.sigma in best.SIGMAS and protocol.border_width in best.BORDER_WIDTHS
-    assert protocol.fraction in pr.FRACTIONS and protocol.scale in best.SCALES
-    assert protocol.train_corloc == 1.0
+    protocol = best.MixBoxes((A, B)).fit(maps, boxes)
+    search = protocol.search
+    assert search.sigma in best.SIGMAS and search.border_width in best.BORDER_WIDTHS
+    assert search.fraction in pr.FRACTIONS and search.scale in best.SCALES
+    assert search.train_corloc == 1.0
     predicted = protocol.predict(maps)
     assert predicted.shape == (40, 4)
     assert np.all(predicted[:, :2] <= predicted[:, 2:])
@@ -85,24 +90,23 @@ def test_fit_and_predict_recover_the_boxes():
 
 def test_params_round_trip_through_json():
     maps, boxes = blob_maps(seed=1)
-    protocol = best.BestBoxes((A, B), sigmas=(1.0, 3.0)).fit(maps, boxes)
+    protocol = best.MixBoxes((A, B), sigmas=(1.0, 3.0)).fit(maps, boxes)
     params = json.loads(json.dumps(protocol.params()))
-    again = best.BestBoxes.from_params(params)
-    assert again.map_specs == (A, B) and again.sigmas == (1.0, 3.0)
-    assert (again.sigma, again.border_width, again.fraction, again.scale) == \
-        (protocol.sigma, protocol.border_width, protocol.fraction, protocol.scale)
+    again = best.MixBoxes.from_params(params)
+    assert again.map_specs == (A, B) and again.search.sigmas == (1.0, 3.0)
+    assert again.search.params() == protocol.search.params()
     np.testing.assert_array_equal(again.predict(maps), protocol.predict(maps))
-    assert again.describe().startswith("best(")
+    assert again.describe().startswith("mix(")
 
 
 def test_fit_chooses_the_scale_its_training_labels_ask_for():
     maps, boxes = blob_maps(seed=2, noise=0.0)
     grid = dict(sigmas=(0.0,), threshold=0.95)  # unsmoothed maps: the union box is the blob
     for scale in (0.9, 1.1):
-        protocol = best.BestBoxes((A, B), **grid).fit(maps, scaled_truth(boxes, scale))
-        assert protocol.scale == scale and protocol.train_corloc == 1.0
+        protocol = best.MixBoxes((A, B), **grid).fit(maps, scaled_truth(boxes, scale))
+        assert protocol.search.scale == scale and protocol.search.train_corloc == 1.0
     # The scores the choice was made from are the training CorLoc of every grid point.
-    protocol = best.BestBoxes((A, B), **grid)
+    protocol = best.MixBoxes((A, B), **grid)
     table = protocol.scores(maps, scaled_truth(boxes, 1.1))
     assert set(table) == {(0.0, w, s) for w in best.BORDER_WIDTHS for s in best.SCALES}
     assert table[(0.0, 0.1, 1.1)].max() == 1.0 and table[(0.0, 0.1, 1.0)].max() == 0.0
@@ -112,36 +116,66 @@ def test_cross_validation_fits_on_the_training_folds_only():
     # Images of fold 0 say "boxes 10% larger than the blob", those of fold 1 "10% smaller":
     # each fold's protocol must learn the *other* fold's scale and so miss every test image.
     maps, boxes = blob_maps(n=30, seed=3, noise=0.0)
-    fold = pr.folds(30, 2, seed=0)
+    fold = folds(30, 2, seed=0)
     truth = [best.scale_about_centre(b, 1.1 if f == 0 else 0.9, np.array([SIZE, SIZE]))
              for b, f in zip(boxes, fold)]
-    factory = lambda: best.BestBoxes((A, B), sigmas=(0.0,), threshold=0.95)  # noqa: E731
+    factory = lambda: best.MixBoxes((A, B), sigmas=(0.0,), threshold=0.95)  # noqa: E731
     predicted, fitted = pr.cross_validated_boxes(factory, maps, truth, k=2, seed=0)
-    assert [p.scale for p in fitted] == [0.9, 1.1]
-    assert all(p.train_corloc == 1.0 for p in fitted)
+    assert [p.search.scale for p in fitted] == [0.9, 1.1]
+    assert all(p.search.train_corloc == 1.0 for p in fitted)
     hits = [iou(p, t).max() >= 0.95 for p, t in zip(predicted, truth)]
     assert not any(hits)
     # Fitted on everything instead, it can only please one half.
     everything = factory().fit(maps, truth)
-    assert everything.train_corloc == pytest.approx(max(np.mean(fold == 0), np.mean(fold == 1)))
+    assert everything.search.train_corloc == pytest.approx(max(np.mean(fold == 0), np.mean(fold == 1)))
 
 
 def test_errors_and_presets():
     maps, boxes = blob_maps(n=5)
     with pytest.raises(ValueError, match="not fitted"):
-        best.BestBoxes((A, B)).predict(maps)
+        best.MixBoxes((A, B)).predict(maps)
     with pytest.raises(KeyError, match="needs the maps"):
-        best.BestBoxes((A, B)).fit({A: maps[A]}, boxes)
+        best.MixBoxes((A, B)).fit({A: maps[A]}, boxes)
     with pytest.raises(ValueError, match="ground truth for 4"):
-        best.BestBoxes((A, B)).fit(maps, boxes[:4])
+        best.MixBoxes((A, B)).fit(maps, boxes[:4])
     with pytest.raises(ValueError, match="at least one"):
-        best.BestBoxes(())
-    squeeze, vgg = best.best_protocol("squeezenet1_0"), best.best_protocol("vgg16")
-    assert squeeze.kind == "best" and isinstance(squeeze, pr.Protocol)
+        best.MixBoxes(())
+    squeeze, vgg = presets.preset("mix", "squeezenet1_0"), presets.preset("mix", "vgg16")
+    assert squeeze.kind == "mix" and isinstance(squeeze, pr.Protocol)
     assert squeeze.map_specs[-1].options == (("layer", "fire9"),)
     assert vgg.map_specs[-1].options == (("layer", "relu5_3"),)
     assert squeeze.map_specs[0].options == (("reference", "blur"),)
     assert not squeeze.fitted and squeeze.params()["scale"] is None
+
+
+def test_a_box_model_saved_with_the_old_kind_best_loads_as_mix(tmp_path):
+    """Box models written while MixBoxes was BestBoxes say kind "best"; they load as MixBoxes."""
+    import h5py
+    from sensloc import nets
+    from sensloc.data import images
+    from sensloc.evaluation.boxmodels import load_box_model, save_box_model
+    from sensloc.data.datasets import ImageRecord
+    maps, boxes = blob_maps(n=10, seed=6)
+    protocol = best.MixBoxes((A, B), sigmas=(2.0,), scales=(1.0,)).fit(maps, boxes)
+    net = nets.random_parameters(nets.vgg_small(num_classes=3), 0)
+    net.preprocessing = images.Preprocessing((64, 64), "RGB", 1 / 255, (0.5,) * 3, (0.25,) * 3,
+                                             "squash")
+    net.source = {"sha256": "0" * 64}
+    records = [ImageRecord(path=tmp_path / "a.png", width=40, height=40, class_index=0,
+                           wnid="n0", boxes=boxes[0], image_id="a")]
+    path = save_box_model(tmp_path / "mix.h5", protocol, net, records)
+    with h5py.File(path, "a") as f:
+        assert f.attrs["protocol"] == "mix"
+        f.attrs["protocol"] = "best"  # as BestBoxes wrote it
+        # ... with the factors as one JSON string each, as before views existed
+        params = json.loads(f["params"][()])
+        params["specs"] = [A.to_json(), B.to_json()]
+        del f["params"]
+        f.create_dataset("params", data=json.dumps(params))
+    loaded = load_box_model(path).protocol
+    assert type(loaded) is best.MixBoxes and loaded.kind == "mix"
+    assert loaded.factors == ((A,), (B,))
+    np.testing.assert_array_equal(loaded.predict(maps), protocol.predict(maps))
 
 
 # --------------------------------------------------------------------------- views of the image
@@ -219,13 +253,13 @@ def test_a_factor_of_views_is_their_average_in_the_mix():
     maps, boxes = blob_maps(n=6, seed=4)
     mirror = MapSpec.make("deeplift", "sum", reference="blur", mirror=True)
     maps[mirror] = maps[A][:, :, ::-1].copy()
-    protocol = best.BestBoxes([(A, mirror), B], sigmas=(2.0,), border_widths=(0.1,),
+    protocol = best.MixBoxes([(A, mirror), B], sigmas=(2.0,), border_widths=(0.1,),
                               scales=(1.0,)).fit(maps, boxes)
     assert protocol.map_specs == (A, mirror, B)
     expected = best.mixed_heat([best.view_average([maps[A], maps[mirror]]), maps[B]], 2.0,
                                0.1, 0.5)
     np.testing.assert_array_equal(protocol.heat(maps), expected)
-    again = best.BestBoxes.from_params(json.loads(json.dumps(protocol.params())))
+    again = best.MixBoxes.from_params(json.loads(json.dumps(protocol.params())))
     assert again.factors == protocol.factors
     np.testing.assert_array_equal(again.predict(maps), protocol.predict(maps))
 

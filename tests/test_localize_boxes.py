@@ -3,7 +3,7 @@ from collections import deque
 import numpy as np
 import pytest
 
-from sensloc.localize.boxes import (as_boxes, best_iou, box_area, box_from_mask,
+from sensloc.localize.boxes import (as_boxes, best_iou, best_ious, box_area, box_from_mask,
                                     boxes_from_heatmap, clip_boxes, iou, scale_boxes, single_box)
 
 
@@ -153,3 +153,19 @@ def test_clip_boxes():
     np.testing.assert_array_equal(clip_boxes([-5, 3, 120, 90], (100, 80)), [0, 3, 100, 80])
     with pytest.raises(ValueError, match="positive"):
         clip_boxes([0, 0, 1, 1], (0, 10))
+
+
+def test_best_ious_of_many_images_and_candidates_equal_the_iou_loop(rng):
+    corners = rng.uniform(0, 50, (5, 3, 4))
+    candidates = np.concatenate([np.minimum(corners[..., :2], corners[..., 2:]),
+                                 np.maximum(corners[..., :2], corners[..., 2:])], axis=-1)
+    truth = [candidates[0, :2] + 1, candidates[1, :1], candidates[2] * 0.9, candidates[3, 1:] - 2,
+             np.array([0, 0, 50, 50.0])]
+    expected = np.array([[np.max(iou(c, t)) for c in cs] for cs, t in zip(candidates, truth)])
+    np.testing.assert_array_equal(best_ious(candidates, truth), expected)   # (N, F, 4)
+    np.testing.assert_array_equal(best_ious(candidates[:, 1], truth), expected[:, 1])  # (N, 4)
+    assert best_ious(candidates[:, 1], truth)[4] == best_iou(candidates[4, 1], truth[4])
+    with pytest.raises(ValueError, match="ground truth for 4"):
+        best_ious(candidates, truth[:4])
+    with pytest.raises(ValueError, match="xmin > xmax"):
+        best_ious(candidates[:, :, ::-1], truth)

@@ -18,7 +18,7 @@ from sensloc import weights
 from sensloc.evaluation import runner as ev
 from sensloc.cli.main import main
 from sensloc.data.datasets import read_manifest
-from sensloc.localize.protocols import preset
+from sensloc.localize.presets import preset
 from test_localize_evaluate import configs, scene  # noqa: F401 (scene is a fixture)
 
 distributed = pytest.importorskip("distributed")

@@ -21,6 +21,7 @@ from sensloc.evaluation.boxmodels import load_box_model, save_box_model
 from sensloc.cli.main import main
 from sensloc.data.datasets import read_manifest
 from sensloc.evaluation.map_cache import MapCache, network_key
+from sensloc.localize.boxes import iou
 from sensloc.saliency.maps import MapSpec
 
 PREP = images.Preprocessing((32, 32), "RGB", 1 / 255, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), "squash")
@@ -85,9 +86,9 @@ def test_evaluation_caches_maps_and_resumes_results(scene, tmp_path):
     for row in rows:  # every row's IoU is that of its box with the ground truth
         record = records[int(row["image_id"][1:])]
         box = np.array([float(row[k]) for k in ("xmin", "ymin", "xmax", "ymax")])
-        assert abs(float(row["iou"]) - ev.iou(box, record.boxes).max()) < 1e-3
+        assert abs(float(row["iou"]) - iou(box, record.boxes).max()) < 1e-3
     whole = summary.rows["baseline: whole image"]["corloc"]
-    assert whole == np.mean([ev.iou([0, 0, 48, 40], r.boxes).max() >= 0.5 for r in records])
+    assert whole == np.mean([iou([0, 0, 48, 40], r.boxes).max() >= 0.5 for r in records])
 
     # Interrupt: cut the file in the middle of a line; the rerun completes it exactly once.
     text = results.read_text()

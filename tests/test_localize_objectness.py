@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from sensloc.localize.protocols import objectness as ob
-from sensloc.localize import protocols as pr
-from sensloc.localize.protocols.mix import recipe
+from sensloc.localize import presets
+from sensloc.localize.folds import folds
+from sensloc.localize.protocols.threshold import khan_heat
 from sensloc.localize.boxes import iou
 from sensloc.saliency.maps import MapSpec
 
@@ -54,7 +55,7 @@ def test_cell_features_stack_sqrt_activations_and_recipe_cell_means(rng):
     assert phi.shape == (2, 16, 9) and phi.dtype == np.float32
     np.testing.assert_allclose(phi[1, 6, :3], np.sqrt(acts[0][1, :, 1, 2]), rtol=1e-6)
     np.testing.assert_allclose(phi[1, 6, 3:8], np.sqrt(acts[1][1, :, 1, 2]), rtol=1e-6)
-    cell = recipe(heat, 2.0)[1, 5:10, 10:15].mean()
+    cell = khan_heat(heat, True, 2.0, border_width=0.0)[1, 5:10, 10:15].mean()
     assert phi[1, 6, 8] == pytest.approx(cell, rel=1e-5)
     with pytest.raises(ValueError, match="one grid"):
         ob.cell_features([acts[0], acts[1][:, :, :2]], [heat], 2.0)
@@ -87,7 +88,7 @@ def test_lambda_is_chosen_by_the_inner_cross_validation():
     t = ob.box_coverage(boxes, (SIZE, SIZE), (GRID, GRID)).reshape(30, -1)
     d = phi.shape[2]
     mean, sd = phi.reshape(-1, d).mean(axis=0), phi.reshape(-1, d).std(axis=0)
-    fold = pr.folds(30, 5, seed=0)
+    fold = folds(30, 5, seed=0)
     errors = []
     for lam in lambdas:
         held_out = np.empty_like(t)
@@ -111,8 +112,8 @@ def test_objectness_boxes_find_the_rectangle_and_ignore_the_stray_blob():
     hits = [iou(p, boxes[i]).max() >= 0.5 for p, i in zip(predicted, test)]
     assert np.mean(hits) >= 0.9
     # The saliency map alone boxes the stray blob too: most union boxes miss.
-    from sensloc.localize.protocols.mix import BestBoxes
-    alone = BestBoxes((E,), sigmas=(1.0,)).fit({E: maps[E][train]}, [boxes[i] for i in train])
+    from sensloc.localize.protocols.mix import MixBoxes
+    alone = MixBoxes((E,), sigmas=(1.0,)).fit({E: maps[E][train]}, [boxes[i] for i in train])
     alone_boxes = alone.predict({E: maps[E][test]})
     assert np.mean([iou(p, boxes[i]).max() >= 0.5 for p, i in zip(alone_boxes, test)]) < 0.7
 
@@ -121,7 +122,7 @@ def test_params_round_trip_and_errors():
     maps, boxes = synthetic(n=25)
     protocol = ob.ObjectnessBoxes((L1,), (E,), lambdas=(1.0, 10.0), sigmas=(2.0,)).fit(maps, boxes)
     params = json.loads(json.dumps(protocol.params()))
-    again = pr.protocol_from_params("objectness", params)
+    again = presets.protocol_from_params("objectness", params)
     np.testing.assert_array_equal(again.predict(maps), protocol.predict(maps))
     assert again.map_specs == (L1, E) and again.fitted
     with pytest.raises(ValueError, match="not fitted"):
@@ -135,13 +136,13 @@ def test_params_round_trip_and_errors():
 
 
 def test_the_best_preset_is_the_objectness_protocol():
-    squeeze = pr.preset("best", "squeezenet1_0")
+    squeeze = presets.preset("best", "squeezenet1_0")
     assert squeeze.kind == "objectness"
     assert [s.options for s in squeeze.layers] == [(("layer", "pool8"),), (("layer", "fire9"),)]
     assert len(squeeze.evidence) == 4
-    vgg = pr.preset("best", "vgg16")
+    vgg = presets.preset("best", "vgg16")
     assert [dict(s.options)["layer"] for s in vgg.layers] == ["pool4", "relu5_3"]
-    assert pr.preset("mix", "squeezenet1_0").kind == "best"
+    assert presets.preset("mix", "squeezenet1_0").kind == "mix"
 
 
 def test_activation_maps_are_the_layer_outputs():

@@ -2,7 +2,9 @@
 import numpy as np
 import pytest
 
+from sensloc.localize import presets
 from sensloc.localize import protocols as pr
+from sensloc.localize.folds import folds
 from sensloc.localize.boxes import iou
 from sensloc.saliency.maps import MapSpec
 
@@ -70,7 +72,7 @@ def test_khan_protocol_mixes_two_maps():
     protocol = pr.KhanBoxes(SPEC, OTHER).fit({SPEC: maps, OTHER: shifted}, boxes)
     predicted = protocol.predict({SPEC: maps, OTHER: shifted})
     assert np.mean([iou(p, b).max() >= 0.5 for p, b in zip(predicted, boxes)]) > 0.9
-    again = pr.protocol_from_params("khan", protocol.params())
+    again = presets.protocol_from_params("khan", protocol.params())
     np.testing.assert_array_equal(again.predict({SPEC: maps, OTHER: shifted}), predicted)
 
 
@@ -83,7 +85,7 @@ def test_regression_protocol_learns_boxes_from_maps():
     baseline = np.mean([iou(p, b).max() >= 0.5 for p, b in zip(center, boxes)])
     assert corloc > 0.7 and corloc > baseline + 0.5  # measured 0.755 against 0.07
     assert len(fitted) == 5 and fitted[0].regressor.lam in pr.LAMBDAS
-    again = pr.protocol_from_params("regression", fitted[0].params())
+    again = presets.protocol_from_params("regression", fitted[0].params())
     np.testing.assert_allclose(again.predict({SPEC: maps}), fitted[0].predict({SPEC: maps}))
 
 
@@ -105,9 +107,9 @@ def test_cross_validation_never_sees_the_test_fold():
     assert np.mean([iou(p, b).max() for p, b in zip(leaked, boxes)]) == 1.0
     honest, _ = pr.cross_validated_boxes(Memorize, {SPEC: maps}, boxes, k=5)
     assert np.mean([iou(p, b).max() for p, b in zip(honest, boxes)]) < 0.6
-    assert np.bincount(pr.folds(50, 5)).tolist() == [10] * 5
+    assert np.bincount(folds(50, 5)).tolist() == [10] * 5
     with pytest.raises(ValueError, match="2 <= k"):
-        pr.folds(3, 5)
+        folds(3, 5)
 
 
 def test_center_box_baseline_uses_the_mean_size():
@@ -119,8 +121,56 @@ def test_center_box_baseline_uses_the_mean_size():
 
 
 def test_presets_are_known():
-    for name in pr.PRESETS:
-        assert pr.preset(name, "squeezenet1_0").map_specs
-    assert pr.preset("grad_cam", "vgg16").spec.options == (("layer", "relu5_3"),)
+    for name in presets.PRESETS:
+        assert presets.preset(name, "squeezenet1_0").map_specs
+    assert presets.preset("grad_cam", "vgg16").spec.options == (("layer", "relu5_3"),)
     with pytest.raises(ValueError, match="unknown preset"):
-        pr.preset("best-ever", "vgg16")
+        presets.preset("best-ever", "vgg16")
+
+
+def test_baselines_are_cross_validated_like_every_protocol():
+    """The runner's center box: each fold's box has the mean size of the *other* folds."""
+    from sensloc.evaluation.runner import predict_boxes
+    rng = np.random.default_rng(7)
+    corners = rng.uniform(0, 40, (23, 4))
+    boxes = [np.array([[min(a, c), min(b, d), max(a, c), max(b, d)]]) for a, b, c, d in corners]
+    got = predict_boxes([], {}, boxes, (40, 48), k=3, seed=2)
+    assert list(got) == ["baseline: center box", "baseline: whole image"]
+    fold = folds(23, 3, seed=2)
+    for f in range(3):
+        train = [b[0] for b, g in zip(boxes, fold) if g != f]
+        w = np.mean([(b[2] - b[0]) / 48 for b in train]) * 48
+        h = np.mean([(b[3] - b[1]) / 40 for b in train]) * 40
+        np.testing.assert_allclose(got["baseline: center box"][fold == f],
+                                   [[24 - w / 2, 20 - h / 2, 24 + w / 2, 20 + h / 2]] * (fold == f).sum())
+    np.testing.assert_array_equal(got["baseline: whole image"], [[0, 0, 48, 40]] * 23)
+    # Without cross-validation the center box is fitted on all images.
+    everything = predict_boxes([], {}, boxes, (40, 48), k=0, seed=2)["baseline: center box"]
+    w = np.mean([b[0, 2] - b[0, 0] for b in boxes])
+    np.testing.assert_allclose(everything[0, [0, 2]], [24 - w / 2, 24 + w / 2])
+
+
+def test_one_feature_layer_for_grad_cam_neuron_selection_and_the_presets(rng):
+    """``explain --method grad_cam`` (the default layer) and the ``grad_cam`` preset agree."""
+    from sensloc import nets, saliency
+    from sensloc.saliency.layers import FEATURE_LAYERS, feature_layer
+    assert feature_layer("squeezenet1_0") == "fire9" and feature_layer("vgg16") == "relu5_3"
+    for architecture in FEATURE_LAYERS:
+        layer = feature_layer(architecture)
+        assert presets.preset("grad_cam", architecture).spec.options == (("layer", layer),)
+        assert dict(presets.preset("dwaraknath", architecture).spec.options)["layer"] == layer
+        assert dict(presets.preset("mix", architecture).map_specs[-1].options)["layer"] == layer
+        small = {} if architecture.startswith("squeezenet") else {"input_size": 32, "hidden": 8}
+        nets.build(architecture, num_classes=4, **small).layer(layer)  # the layer exists
+    net = nets.random_parameters(nets.squeezenet1_0(num_classes=5), seed=1)
+    x = rng.normal(size=(1, 3, 67, 67)).astype(np.float32)
+    np.testing.assert_array_equal(saliency.grad_cam(net, x, 2),
+                                  saliency.grad_cam(net, x, 2, layer="fire9"))
+    np.testing.assert_array_equal(saliency.neuron_selection(net, x, 2, k=2),
+                                  saliency.neuron_selection(net, x, 2, layer="fire9", k=2))
+    # A network the table does not know: the last layer with a spatial output.
+    net.name = "my_net"
+    trace = net.forward(x)
+    assert feature_layer(net, trace) == [n for n, o in trace.outputs.items() if o.ndim == 4][-1]
+    with pytest.raises(ValueError, match="declares no feature layer"):
+        feature_layer("my_net")

@@ -188,3 +188,19 @@ def test_cell_means_are_exact_area_averages(rng):
     expected = fine.reshape(3, 4, 5, 7, 2).mean(axis=(2, 4))
     np.testing.assert_allclose(got, expected, rtol=1e-12)
     assert got.shape == (3, 4, 7)
+
+
+def test_cross_validation_uses_the_shared_fold_assignment(rng):
+    """choose_lambda_cv's held-out MSE is that of the folds of sensloc.localize.folds.folds."""
+    from sensloc.localize.folds import folds
+    X = rng.uniform(size=(37, 4))
+    Y = rng.uniform(size=(37, 4))
+    lambdas = [1e-3, 1.0]
+    _, scores = choose_lambda_cv(X, Y, lambdas, k=4, seed=5, score="mse")
+    fold = folds(37, 4, seed=5)
+    for lam, score in zip(lambdas, scores):
+        error = 0.0
+        for f in range(4):
+            W = fit_ridge(X[fold != f], Y[fold != f], lam)
+            error += np.sum((predict(W, X[fold == f]) - Y[fold == f]) ** 2)
+        assert score == pytest.approx(error / Y.size, rel=1e-12)

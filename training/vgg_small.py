@@ -251,7 +251,7 @@ def demo_protocol(net, photos):
     box-fitting scenes when the network was trained (recorded in its file); for photos, the
     ``khan`` preset's (:data:`sensloc.cli.main.PRESET_FRACTIONS`)."""
     from sensloc.localize.presets import PRESET_FRACTIONS
-    from sensloc.localize.protocols import preset
+    from sensloc.localize.presets import preset
     if photos:
         protocol = preset("khan", net.name)
         protocol.fraction = PRESET_FRACTIONS["khan"]

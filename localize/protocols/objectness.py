@@ -1,4 +1,4 @@
-"""The ``best`` preset: an objectness map learned in closed form, then boxed by Khan's recipe.
+"""The ``best`` preset's protocol: an objectness map learned in closed form, then boxed like ``mix``.
 
 Ebrahimpour & Noelle regress the four box corners on a saliency map. Here the least-squares
 regression moves down to the cells of the network's last feature grid (13 x 13 for
@@ -9,97 +9,53 @@ the object. For cell ``c`` of image ``n``::
     o_nc   = [(phi_nc - mu) / sd, 1] w
 
 with ``A^l_nc`` the activations (all channels) of layer ``l`` at that cell, and ``s^k_nc`` the
-mean over the cell of saliency map ``k`` after Khan's recipe (:func:`sensloc.localize.protocols.mix.recipe`:
-positive part, normalized, smoothed, normalized, cut below its mean). The activations say
-*what* is at the cell (an object part or background texture, whatever the class), the
-saliency maps *whether the explained class* uses it. ``mu`` and ``sd`` standardize each
-feature over the training cells, and ``w`` minimizes the ridge objective
+mean over the cell of saliency map ``k`` after Khan's recipe
+(:func:`sensloc.localize.protocols.threshold.khan_heat` without the border mask: positive part,
+normalized, smoothed, normalized, cut below its mean). The activations say *what* is at the
+cell (an object part or background texture, whatever the class), the saliency maps *whether
+the explained class* uses it. ``mu`` and ``sd`` standardize each feature over the training
+cells, and ``w`` minimizes the ridge objective
 
     sum_nc (o_nc - t_nc)^2 + lam ||w_without_bias||^2,
 
 ``t_nc`` the fraction of the cell covered by the image's ground-truth boxes, solved exactly
-from the normal equations (:func:`sensloc.localize.regression.solve_normal_equations`). ``lam`` is
-chosen by k-fold cross-validation inside the training images (squared error of the cells).
+from the normal equations (:func:`sensloc.localize.regression.solve_ridge`). ``lam`` is chosen
+by k-fold cross-validation inside the training images (squared error of the cells).
 
-The map ``o`` (clipped at 0, upsampled bilinearly to the input) is then boxed as by
-:class:`sensloc.localize.protocols.mix.BestBoxes` with this one map as its only factor: Khan's recipe, border
-mask, the union of the pixels above ``fraction`` of the maximum, scaled about its centre, the
-four parameters chosen by CorLoc on the training images. Those training images' maps come from
-the same inner cross-validation (each predicted by weights fitted without it), so the box
-search sees maps as good as a new image's, not the regression's fit to its own targets.
+The map ``o`` (clipped at 0, upsampled bilinearly to the input) is then boxed by the ``mix``
+protocol's :class:`~sensloc.localize.protocols.mix.BoxSearch` with this one map as its only
+factor: Khan's recipe, border mask, the union of the pixels above ``fraction`` of the maximum,
+scaled about its centre, the four parameters chosen by CorLoc on the training images. Those
+training images' maps come from the same inner cross-validation (each predicted by weights
+fitted without it), so the box search sees maps as good as a new image's, not the
+regression's fit to its own targets.
 
-Measured (SqueezeNet 1.0 with its real weights, the 692 development photos, ground-truth
-class known, 5-fold cross-validation with seed 0, everything chosen inside the folds; 95%
-bootstrap intervals). The first four rows are prototypes of the same regression before it
-entered the library (the evidence features unstandardized, lambda fixed, swept over
-10-10^5); the others are this module:
-
-=============================================================  ======================
-features of the cells (13 x 13), then the box search            CV CorLoc (95% CI)
-=============================================================  ======================
-``fire9`` activations alone                                     68.2% (64.7-71.7)
-``fire9`` and ``pool8``                                         69.8-70.8%
-``fire9``, ``pool8`` and the four recipe maps (this module)     72.1-72.5%
-the same map as a fifth factor of ``mix``'s geometric mean      69.5-71.0%
-this module, standardized, lambda by inner CV (``evaluate``)    72.1% (68.8-75.4)
-the same with fold seeds 1 and 2 (``--seed``)                   72.5% / 71.5%
-``mix`` (:mod:`sensloc.localize.protocols.mix`), fold seeds 0 / 1 / 2            70.4 / 69.8 / 68.8%
-evidence smoothed by sigma 2 / 8 instead of 4                   72.0% / 72.5%
-DeepLIFT with the zero reference as a fifth evidence map        72.3% (68.9-75.6)
-``fire9`` alone as the layer (no ``pool8``)                     71.4% (68.1-74.7)
-=============================================================  ======================
-
-Every variant of the regression lies within 72 +- 0.6 and inside the others' intervals; the
-module keeps Khan's sigma 4 and both layers, chosen before these were measured.
-
-The gain is in the small objects (7.5% of the 67 below a tenth of the image are boxed, 3% by
-``mix``; 40% of the 122 between a tenth and a quarter, 37% by ``mix``) and the large ones
-(94.5% of the 308 above half, 90.6%), for a loss between a quarter and a half (79.0% of 195,
-82.6%). The chosen threshold is high (``fraction`` 0.52-0.62 against ``mix``'s 0.02): the
-regression's map is smooth and graded, so the box is the core where coverage is predicted
-high, not the support of every hot pixel.
-
-Measured in the same session and dropped (prototypes, same photos and folds): ``mix``'s map
-averaged over SLIC or Felzenszwalb superpixels (scikit-image; 25-400 segments, weight searched)
-69.1-71.1%; a pixel-wise ridge regression from the recipe maps, their blurs and position
-features to the inside of the box 67.2%; contrastive signals at the logits (``e_t - p``, the
-log-softmax gradient: 65.5%; ``e_t - 1/K``: 69.8%); the maximum-sum sub-window of the mix
-minus a threshold (efficient subwindow search) at most 70.4% even tuned on all photos;
-largest or heaviest components for photos with several objects (no better than the union
-box on them: 32% against 35%, so no switch can help); and MobileNetV2's maps (the quantized
-TFLite weights dequantized, a PyTorch prototype; top-1 76.6% on these photos) through
-``mix``'s recipe: 67.5%, and 61-68% mixed with SqueezeNet's.
+The measurements behind it (72.1% CV CorLoc on the 692 development photos against ``mix``'s
+70.4%) and the variants dropped: docs/experiments/objectness.md.
 """
 import numpy as np
 
 from sensloc.saliency import postprocess
-
-from sensloc.localize.protocols.mix import BestBoxes, SCALES, SIGMAS, BORDER_WIDTHS, recipe
 from sensloc.saliency.maps import MapSpec
-from sensloc.localize.protocols import FRACTIONS, folds, last_spatial_layer
-from sensloc.localize.regression import cell_means, solve_normal_equations
+
+from sensloc.localize.folds import folds
+from sensloc.localize.protocols.base import Protocol
+from sensloc.localize.protocols.mix import BORDER_WIDTHS, SCALES, SIGMAS, BoxSearch
+from sensloc.localize.protocols.threshold import FRACTIONS, khan_heat
+from sensloc.localize.regression import cell_means, solve_ridge
 
 #: Ridge parameters tried by the inner cross-validation (the features are standardized).
 LAMBDAS = tuple(10.0 ** np.arange(0, 7))
 #: Images per block when accumulating ``X^T X`` (bounds the memory of the float64 rows).
 BLOCK = 64
 
-#: The numbers that justify the preset (``sensloc evaluate ... --cv 5 --preset best``).
-MEASURED = {
-    "data": "692 ILSVRC2012 val photos (imagenet-val-227 + imagenet-val-full), SqueezeNet 1.0",
-    "protocol": "sensloc.evaluation.runner.evaluate, 5-fold cross_validated_boxes, seed 0",
-    "corloc_gt_known": 0.721, "ci95": (0.688, 0.754), "corloc_top1": 0.533,
-    "corloc_by_gt_area": {"<10%": 0.075, "10-25%": 0.402, "25-50%": 0.790, ">=50%": 0.945},
-    "chosen_lambda_in_every_fold": 1e4,
-    "fit_seconds_per_fold_554_photos": 35,
-}
-
 
 def box_coverage(gt_boxes, input_hw, grid_hw):
     """``t[n, c]``: the fraction of cell ``c`` inside the union of image n's boxes, (N, h, w).
 
-    Boxes ``(xmin, ymin, xmax, ymax)`` in input pixels (:mod:`sensloc.localize.boxes`) are drawn on the
-    pixel grid (edges rounded to whole pixels), then area-averaged exactly onto the cells.
+    Boxes ``(xmin, ymin, xmax, ymax)`` in input pixels (:mod:`sensloc.localize.boxes`) are
+    drawn on the pixel grid (edges rounded to whole pixels), then area-averaged exactly onto
+    the cells.
     """
     out = np.empty((len(gt_boxes),) + tuple(grid_hw))
     mask = np.empty((1,) + tuple(input_hw))  # one image at a time: N full-size masks are large
@@ -119,7 +75,8 @@ def cell_features(activations, evidence, sigma):
     activations : sequence of L arrays (N, C_l, h, w)
         Layer outputs on one grid (non-negative after ReLU; ``sqrt`` tempers their tails).
     evidence : sequence of K arrays (N, H, W)
-        Saliency maps at the input resolution, put through :func:`sensloc.localize.protocols.mix.recipe`.
+        Saliency maps at the input resolution, put through Khan's recipe without the border
+        mask (:func:`sensloc.localize.protocols.threshold.khan_heat`, ``border_width=0``).
     sigma : float
         The recipe's smoothing, in input pixels.
     """
@@ -128,7 +85,8 @@ def cell_features(activations, evidence, sigma):
         raise ValueError(f"the layers must share one grid of cells; got {sorted(grids)}")
     grid = grids.pop()
     blocks = [np.sqrt(np.maximum(np.asarray(a, np.float32), 0)) for a in activations]
-    blocks += [cell_means(recipe(m, sigma), grid)[:, None].astype(np.float32) for m in evidence]
+    blocks += [cell_means(khan_heat(m, True, sigma, border_width=0.0), grid)[:, None]
+               .astype(np.float32) for m in evidence]
     features = np.concatenate(blocks, axis=1)
     n, d = features.shape[:2]
     if not np.isfinite(features).all():
@@ -149,15 +107,14 @@ def _gram(features, targets, mean, sd):
 
 
 def _ridge(gram, moment, lam):
-    penalty = np.full(len(gram), float(lam))
-    penalty[-1] = 0.0  # the bias is not shrunk
-    system = gram + np.diag(penalty)
-    w = solve_normal_equations(system, moment)
-    return w if w is not None else np.linalg.lstsq(system, moment, rcond=None)[0]
+    w = solve_ridge(gram, moment, lam)
+    if w is None:  # lam > 0 makes the system positive definite; rounding can still break it
+        raise ValueError(f"the objectness regression is singular at lambda {lam}: use a larger one")
+    return w
 
 
-class ObjectnessBoxes(BestBoxes):
-    """Cell-wise ridge regression to an objectness map, then :class:`BestBoxes`' union box.
+class ObjectnessBoxes(Protocol):
+    """Cell-wise ridge regression to an objectness map, then the ``mix`` box search on it.
 
     Parameters
     ----------
@@ -167,12 +124,13 @@ class ObjectnessBoxes(BestBoxes):
         Saliency maps whose recipe cell means join the features.
     evidence_sigma : float
         Smoothing of the evidence maps (Khan's 4 px).
-    lambdas : sequence of float
+    lambdas : sequence of float > 0
         Ridge parameters for the inner cross-validation.
     inner_folds : int
         Folds of the inner cross-validation (``lam`` and the training images' maps).
     sigmas, border_widths, fractions, scales, border_weight, threshold
-        The box stage's grid, as for :class:`BestBoxes`.
+        The box stage's grid (:class:`~sensloc.localize.protocols.mix.BoxSearch`,
+        ``self.search``).
     lam, mean, sd, weights, ... : optional
         Fitted values (from :meth:`params`).
     """
@@ -183,19 +141,20 @@ class ObjectnessBoxes(BestBoxes):
                  sigmas=SIGMAS, border_widths=BORDER_WIDTHS, fractions=FRACTIONS, scales=SCALES,
                  border_weight=0.5, threshold=0.5, lam=None, mean=None, sd=None, weights=None,
                  sigma=None, border_width=None, fraction=None, scale=None, train_corloc=None):
-        super().__init__(evidence, sigmas, border_widths, fractions, scales, border_weight,
-                         sigma, border_width, fraction, scale, threshold, train_corloc)
-        self.layers = tuple(layers)
+        self.layers, self.evidence = tuple(layers), tuple(evidence)
         if not self.layers or not all(isinstance(s, MapSpec) and s.method == "activations"
                                       for s in self.layers):
             raise ValueError("ObjectnessBoxes needs at least one MapSpec of activations")
-        self.evidence = self.map_specs
+        if not self.evidence or not all(isinstance(s, MapSpec) for s in self.evidence):
+            raise ValueError("ObjectnessBoxes needs at least one MapSpec of evidence")
         self.map_specs = self.layers + self.evidence
         self.evidence_sigma = float(evidence_sigma)
         self.lambdas = tuple(float(v) for v in lambdas)
         self.inner_folds = int(inner_folds)
-        if not self.lambdas or self.inner_folds < 2:
-            raise ValueError("ObjectnessBoxes needs at least one lambda and two inner folds")
+        if not self.lambdas or min(self.lambdas) <= 0 or self.inner_folds < 2:
+            raise ValueError("ObjectnessBoxes needs lambdas > 0 and at least two inner folds")
+        self.search = BoxSearch(sigmas, border_widths, fractions, scales, border_weight, sigma,
+                                border_width, fraction, scale, threshold, train_corloc)
         self.lam = lam
         self.mean = None if mean is None else np.asarray(mean, np.float64)
         self.sd = None if sd is None else np.asarray(sd, np.float64)
@@ -204,7 +163,7 @@ class ObjectnessBoxes(BestBoxes):
 
     @property
     def fitted(self):
-        return super().fitted and self.weights is not None
+        return self.search.fitted and self.weights is not None
 
     def features(self, maps):
         missing = [s.name for s in self.map_specs if s not in maps]
@@ -236,9 +195,6 @@ class ObjectnessBoxes(BestBoxes):
         grid, size = self._grid_and_input(maps)
         return self._as_map(self._predict_cells(self.features(maps), self.weights), grid, size)
 
-    def _maps(self, maps):
-        return [self.objectness(maps)]
-
     def fit(self, maps, gt_boxes):
         features = self.features(maps)
         grid, size = self._grid_and_input(maps)
@@ -265,11 +221,16 @@ class ObjectnessBoxes(BestBoxes):
         best = int(np.argmin(errors))  # the smallest lambda among ties
         self.lam, self.cell_mse = self.lambdas[best], float(errors[best])
         self.weights = _ridge(gram, moment, self.lam)
-        return self.fit_factors([self._as_map(held_out[..., best], grid, size)], gt_boxes)
+        self.search.fit([self._as_map(held_out[..., best], grid, size)], gt_boxes)
+        return self
+
+    def predict(self, maps):
+        if not self.fitted:
+            raise ValueError(f"{self.kind} is not fitted: call fit")
+        return self.search.predict([self.objectness(maps)])
 
     def params(self):
-        p = super().params()
-        p.pop("specs")
+        p = self.search.params()
         p.update({"layers": [s.to_json() for s in self.layers],
                   "evidence": [s.to_json() for s in self.evidence],
                   "evidence_sigma": self.evidence_sigma, "lambdas": list(self.lambdas),
@@ -281,24 +242,9 @@ class ObjectnessBoxes(BestBoxes):
 
     @classmethod
     def from_params(cls, p):
-        return cls([MapSpec.from_json(s) for s in p["layers"]],
-                   [MapSpec.from_json(s) for s in p["evidence"]], p["evidence_sigma"],
-                   p["lambdas"], p["inner_folds"], p["sigmas"], p["border_widths"],
-                   p["fractions"], p["scales"], p["border_weight"], p["threshold"], p["lam"],
-                   p["mean"], p["sd"], p["weights"], p["sigma"], p["border_width"],
-                   p["fraction"], p["scale"], p.get("train_corloc"))
-
-
-def feature_layers(architecture):
-    """The layers whose activations describe the cells: the last spatial layer and the pooling
-    layer that opens its block, on the same grid (SqueezeNet: ``pool8`` and ``fire9``, 13 x 13;
-    VGG16: ``pool4`` and ``relu5_3``, 14 x 14; the small VGG: ``pool3`` and ``relu4_2``)."""
-    last = last_spatial_layer(architecture)
-    before = "pool8" if last == "fire9" else f"pool{int(last[4]) - 1}"  # relu5_3 -> pool4
-    return tuple(MapSpec.make("activations", layer=name) for name in (before, last))
-
-
-def objectness_protocol(architecture):
-    """A fresh, unfitted ``best`` protocol for a network architecture (e.g. ``"vgg16"``)."""
-    from sensloc.localize.protocols.mix import best_specs
-    return ObjectnessBoxes(feature_layers(architecture), best_specs(architecture))
+        protocol = cls([MapSpec.from_json(s) for s in p["layers"]],
+                       [MapSpec.from_json(s) for s in p["evidence"]], p["evidence_sigma"],
+                       p["lambdas"], p["inner_folds"], lam=p["lam"], mean=p["mean"], sd=p["sd"],
+                       weights=p["weights"])
+        protocol.search = BoxSearch.from_params(p)
+        return protocol

@@ -57,7 +57,8 @@ from sensloc.localize import boxes
 from sensloc.cli.main import open_datasets
 from sensloc.evaluation.runner import Config, Dataset, evaluate, load_maps
 from sensloc.saliency.maps import MapSpec
-from sensloc.localize.protocols import RegressionBoxes, ThresholdBoxes, preset
+from sensloc.localize.presets import preset
+from sensloc.localize.protocols import RegressionBoxes, ThresholdBoxes
 
 FAST = os.environ.get("SENSLOC_TUTORIAL_FAST", "0") not in ("", "0")
 N_IMAGES = int(os.environ.get("SENSLOC_TUTORIAL_IMAGES", 10 if FAST else 0)) or None   # None: all
