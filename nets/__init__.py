@@ -10,7 +10,7 @@ Training reads the same backward pass a second time at every layer with weights
 >>> loss, signal = training.softmax_cross_entropy(trace.output, labels)
 >>> optimizer.step(net.backward_parameters(trace, signal))   # dL/dw, dL/db of every layer
 
-Two backends do the arithmetic, with the same functions (:mod:`nets.backend`):
+Two backends do the arithmetic, with the same functions (:mod:`nets.backends`):
 
 >>> nets.current_backend()          # "numpy": nets.reference, the equations in NumPy
 >>> nets.use_backend("numba")       # the Numba kernels (Winograd, packed GEMM, threads)
@@ -26,7 +26,7 @@ from functools import partial
 
 import numpy as np
 
-from sensloc.nets.backend import (backend, configure_process, current_backend,
+from sensloc.nets.backends import (backend, configure_process, current_backend,
                                   use_backend)
 from sensloc.nets.layers import (Concat, Conv2d, Fire, Flatten, GlobalAvgPool2d, Layer, Linear,
                                  MaxPool2d, PoolCache, ReLU)

@@ -24,7 +24,7 @@ Rules are duck-typed objects supplied by ``saliency``; ``nets`` knows only this 
 spatial layers and ``(N, D)`` for fully connected ones.
 
 The arithmetic is done by the current backend's operations, ``ops.conv2d_forward`` and so on
-(:mod:`nets.backend`): by default :mod:`nets.reference`, where each is the NumPy of its
+(:mod:`nets.backends`): by default :mod:`nets.reference`, where each is the NumPy of its
 equation; the fast Numba backend has the same functions. Averaging, flattening and
 concatenation are a line of NumPy each and stay here.
 """
@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sensloc.nets.backend import ops
+from sensloc.nets.backends import ops
 
 
 class Layer:

@@ -1,6 +1,6 @@
 """The NumPy reference backend: every numerical operation of the layers, written as its equation.
 
-This is the code that runs by default (:mod:`nets.backend`) and the code to read: each function
+This is the code that runs by default (:mod:`nets.backends`) and the code to read: each function
 is the equation in its docstring, vectorized over the batch and the channels by looping over the
 few kernel taps (never over pixels), so that VGG16 at 224 x 224 runs a forward and backward pass
 in seconds. The fast backend (:mod:`nets._numba`: Numba kernels, Winograd, a packed GEMM) has
@@ -177,7 +177,7 @@ def relu_rule(rule, signal, eta, eta_ref):
     ``rule.relu(signal, eta, eta_ref)``, the rule's own NumPy expression.
 
     (A fast backend may run a fused kernel of the same expression instead, for the rules that
-    mark their ``relu`` method as having one; see :mod:`nets.backend`.)
+    mark their ``relu`` method as having one; see :mod:`nets.backends`.)
     """
     return rule.relu(signal, eta, eta_ref)
 

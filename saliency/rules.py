@@ -15,7 +15,7 @@ object with two methods; a new rule touches no layer code:
 
 Notation: ``s`` is the signal at the ReLU's output, ``eta`` its input, ``1[.]`` an indicator.
 Each ``relu`` below is its equation as a NumPy expression; that is the code that runs on the
-default (NumPy) backend. The fast backend (:mod:`nets.backend`) runs a fused one-pass kernel of
+default (NumPy) backend. The fast backend (:mod:`nets.backends`) runs a fused one-pass kernel of
 the same expression instead, for a method that declares one with ``relu.fused = "kind"``; a
 subclass that overrides ``relu`` (its method has no mark) and any rule of your own run their
 NumPy method on every backend.

@@ -1,8 +1,8 @@
-"""The fast backend: :mod:`nets.reference`'s operations as Numba kernels (see :mod:`nets.backend`).
+"""The fast backend: :mod:`nets.reference`'s operations as Numba kernels (see :mod:`nets.backends`).
 
 Same names, signatures, shapes and dtypes as :mod:`nets.reference`; the tests hold the two
 equal. Importing this package compiles or loads the kernels and probes the CPU's vector width
-(:mod:`nets._numba.gemm`), which is why :mod:`nets.backend` imports it only when selected.
+(:mod:`nets._numba.gemm`), which is why :mod:`nets.backends` imports it only when selected.
 Operations that have no faster form here are the reference's own.
 """
 from sensloc.nets.reference import conv_output_size, linear_backward_weight, pool_output_size

@@ -29,7 +29,7 @@ threads (:func:`gemm` by columns or rows, :func:`winograd_products` by transform
 each running the single-threaded Numba GEMM of :mod:`nets._numba.gemm` (or, for thin products,
 a BLAS kept single-threaded by :func:`serial_blas`), and the other kernels split their outputs,
 so no two threads ever write the same element. The process settings that make this pool fast
-(passive OpenMP waiting, glibc keeping freed memory) are :func:`nets.backend.configure_process`'s
+(passive OpenMP waiting, glibc keeping freed memory) are :func:`nets.backends.configure_process`'s
 business, never this module's: importing it changes nothing in the process.
 """
 import importlib
