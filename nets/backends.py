@@ -61,7 +61,8 @@ def current_backend():
 
 @contextmanager
 def backend(name):
-    """``with nets.backend("numba"): ...`` runs the block on ``name``, then restores the previous one."""
+    """``with nets.backend("numba"): ...`` runs the block on backend ``name``, then restores
+    the previous one."""
     previous = use_backend(name)
     try:
         yield
@@ -124,7 +125,7 @@ def keep_freed_memory(limit=2**31 - 1):
 
 
 def configure_process(threads=None, wait_policy="PASSIVE", keep_memory=None):
-    """Tune this process for the fast backend; call it once, early, in programs that own the process.
+    """Tune this process for the fast backend: once, early, in programs that own their process.
 
     What it sets, and why (measurements on the 2-core development machine):
 

@@ -125,7 +125,8 @@ class Linear(Layer):
         return ops.linear_forward(x, self.weight, self.bias), x
 
     def backward(self, dy, cache, rule=None, ref_cache=None):
-        """``dx_i = sum_k w_ki dy_k``, i.e. ``dy @ W``: (N, D_out) -> (N, D_in). Rule-independent."""
+        """``dx_i = sum_k w_ki dy_k``, i.e. ``dy @ W``: (N, D_out) -> (N, D_in).
+        Rule-independent."""
         return ops.linear_backward_input(dy, self.weight)
 
     def backward_parameters(self, dy, cache):
@@ -182,7 +183,8 @@ class MaxPool2d(Layer):
 
     def route(self, signal, cache):
         """Send each window's signal to the input that won it; overlapping winners add up:
-        ``dx[argmax] += dy`` (:func:`nets.reference.max_pool_route`), (N, C, OH, OW) -> (N, C, H, W)."""
+        ``dx[argmax] += dy`` (:func:`nets.reference.max_pool_route`),
+        (N, C, OH, OW) -> (N, C, H, W)."""
         return ops.max_pool_route(signal, cache.argmax, cache.x.shape)
 
     def backward(self, dy, cache, rule=None, ref_cache=None):

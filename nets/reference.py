@@ -141,7 +141,8 @@ def conv2d_backward_weight(dy, x, kernel_size, stride, padding):
 # ---------------------------------------------------------------------------------- fully connected
 
 def linear_forward(x, w, b):
-    """``y = x W^T + b``: (N, D_in), W (D_out, D_in) (PyTorch's layout), b (D_out,) -> (N, D_out)."""
+    """``y = x W^T + b``: x (N, D_in), W (D_out, D_in) (PyTorch's layout), b (D_out,)
+    -> y (N, D_out)."""
     return x @ w.T + b
 
 

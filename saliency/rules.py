@@ -142,7 +142,8 @@ class Rescale(Rule):
         delta_in = eta - eta_ref
         usable = np.abs(delta_in) >= self.eps
         # s * (g(eta) - g(eta_ref)) / (eta - eta_ref), the division only where it is defined
-        secant = signal * (np.maximum(eta, 0) - np.maximum(eta_ref, 0)) / np.where(usable, delta_in, 1)
+        secant = (signal * (np.maximum(eta, 0) - np.maximum(eta_ref, 0))
+                  / np.where(usable, delta_in, 1))
         return np.where(usable, secant, (eta > 0) * signal)
 
     relu.fused = "rescale"

@@ -217,7 +217,8 @@ def test_importing_the_library_changes_nothing_and_loads_no_numba():
         before = dict(os.environ)
         import sensloc, sensloc.nets, sensloc.saliency, sensloc.localize, sensloc.weights
         import sensloc.cli
-        changed = sorted(k for k in set(before) | set(os.environ) if before.get(k) != os.environ.get(k))
+        changed = sorted(k for k in set(before) | set(os.environ)
+                         if before.get(k) != os.environ.get(k))
         print(json.dumps({"changed": changed, "backend": sensloc.nets.current_backend(),
                           "loaded": sorted(m for m in ("numba", "llvmlite", "sensloc.nets._numba")
                                            if m in sys.modules)}))

@@ -29,8 +29,9 @@ threads (:func:`gemm` by columns or rows, :func:`winograd_products` by transform
 each running the single-threaded Numba GEMM of :mod:`nets._numba.gemm` (or, for thin products,
 a BLAS kept single-threaded by :func:`serial_blas`), and the other kernels split their outputs,
 so no two threads ever write the same element. The process settings that make this pool fast
-(passive OpenMP waiting, glibc keeping freed memory) are :func:`nets.backends.configure_process`'s
-business, never this module's: importing it changes nothing in the process.
+(passive OpenMP waiting, glibc keeping freed memory) are the business of
+:func:`nets.backends.configure_process`, never of this module: importing it changes nothing in
+the process.
 """
 import importlib
 import threading
@@ -318,7 +319,7 @@ def _unroll(x, k, stride, padding, oh, ow):
 
 def conv2d_forward(x, w, b, stride, padding):
     """Fast convolution; same contract as :func:`nets.reference.conv2d_forward` (float32 or
-    float64): ``y[n, o, oh, ow] = b[o] + sum_{c,i,j} w[o, c, i, j] * x_pad[n, c, s*oh + i, s*ow + j]``.
+    float64): ``y[n, o, oh, ow] = b[o] + sum_{c,i,j} w[o, c, i, j] x_pad[n, c, s oh + i, s ow + j]``.
     """
     n, c, h, wd = x.shape
     o, _, kh, kw = w.shape
