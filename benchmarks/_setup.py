@@ -68,6 +68,7 @@ def choose_backend(name="numba"):
     if name == "numba":
         nets.configure_process()
     nets.use_backend(name)
+    nets.backends.backend_module()   # import it now (the first map would otherwise)
     return name
 
 

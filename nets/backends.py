@@ -7,7 +7,7 @@ Two backends have the same functions (:data:`OPERATIONS`) with the same signatur
     compiles nothing, starts no thread pool and runs exactly the code a student reads.
 ``"numba"`` - :mod:`nets._numba`
     Numba kernels, Winograd convolutions and a packed GEMM split among Numba's threads, 2-10x
-    faster on the networks here. Imported (and its CPU probe run) only when first selected.
+    faster on the networks here. Imported (and its CPU probe run) only when first used.
 
 The command line, the evaluation workers, training and the benchmarks choose ``"numba"``
 explicitly; library users choose with :func:`use_backend` or, for a block, :func:`backend`.
@@ -37,20 +37,21 @@ DEFAULT = "numpy"
 _state = {"name": DEFAULT, "module": None}
 
 
-def _module(name):
+def _check(name):
     if name not in BACKENDS:
         raise ValueError(f"unknown backend {name!r}; choose one of {sorted(BACKENDS)}")
-    return importlib.import_module(BACKENDS[name])
+    return name
 
 
 def use_backend(name):
     """Run every layer on backend ``name`` ("numpy" or "numba") from now on, in every thread.
 
+    The backend's module is imported at the first operation that needs it, so selecting
+    "numba" in a command that computes nothing (``sensloc weights list``) loads no Numba.
     Returns the name of the backend that was current before.
     """
-    module = _module(name)   # raises for an unknown name before anything changes
     previous = _state["name"]
-    _state["name"], _state["module"] = name, module
+    _state["name"], _state["module"] = _check(name), None
     return previous
 
 
@@ -71,12 +72,13 @@ def backend(name):
 
 
 def backend_module(name=None):
-    """The module implementing backend ``name`` (the current one by default)."""
-    if name is None:
-        if _state["module"] is None:
-            _state["module"] = _module(_state["name"])
-        return _state["module"]
-    return _module(name)
+    """The module implementing backend ``name`` (the current one by default), imported now."""
+    if name is not None:
+        return importlib.import_module(BACKENDS[_check(name)])
+    module = _state["module"]
+    if module is None:
+        module = _state["module"] = importlib.import_module(BACKENDS[_state["name"]])
+    return module
 
 
 class _Operations:

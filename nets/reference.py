@@ -175,7 +175,8 @@ def relu_backward(signal, eta):
 
 def relu_rule(rule, signal, eta, eta_ref):
     """The signal at a ReLU's input under an attribution ``rule`` (:mod:`saliency.rules`):
-    ``rule.relu(signal, eta, eta_ref)``, the rule's own NumPy expression.
+    ``rule.relu(signal, eta, eta_ref)``, the rule's own NumPy expression. ``signal``, ``eta``
+    and ``eta_ref`` (the reference pass's ReLU input, or None) share one shape, any.
 
     (A fast backend may run a fused kernel of the same expression instead, for the rules that
     mark their ``relu`` method as having one; see :mod:`nets.backends`.)
