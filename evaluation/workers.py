@@ -63,10 +63,14 @@ def spawn_pool(processes, initializer=None, initargs=()):
 
 @contextmanager
 def single_threaded():
-    """Run the block with one BLAS thread and, if Numba is loaded (the fast backend), one Numba
-    thread in this process."""
+    """Run the block with one BLAS thread and, on the fast backend (or wherever Numba is
+    loaded), one Numba thread in this process."""
     from threadpoolctl import threadpool_limits
-    numba = sys.modules.get("numba")   # not loaded: the NumPy backend, nothing to limit
+
+    from sensloc import nets
+    if nets.current_backend() == "numba":
+        nets.backends.backend_module()   # load it now (it loads at its first use), to limit it
+    numba = sys.modules.get("numba")     # not loaded: the NumPy backend, nothing to limit
     threads = None if numba is None else numba.get_num_threads()
     if numba is not None:
         numba.set_num_threads(1)
