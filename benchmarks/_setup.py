@@ -57,10 +57,27 @@ def configure_threads(threads):
         os.environ[name] = str(threads)
 
 
+def choose_backend(name="numba"):
+    """Put this process on sensloc's backend ``name`` (the benchmarks measure "numba", the fast
+    one, unless told otherwise), with :func:`nets.configure_process`'s settings for it.
+
+    The library sets nothing on import: what a program that owns its process does (the
+    ``sensloc`` command, the evaluation workers) is done here explicitly.
+    """
+    from sensloc import nets
+    if name == "numba":
+        nets.configure_process()
+    nets.use_backend(name)
+    nets.backends.backend_module()   # import it now (the first map would otherwise)
+    return name
+
+
 def apply_thread_setters(threads, torch_module=None):
-    """After import: numba.set_num_threads and torch.set_num_threads (when given)."""
-    import numba
-    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    """After import: numba.set_num_threads (if Numba is loaded: the fast backend) and
+    torch.set_num_threads (when given)."""
+    numba = sys.modules.get("numba")
+    if numba is not None:
+        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
     if torch_module is not None:
         torch_module.set_num_threads(threads)
 

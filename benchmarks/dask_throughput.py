@@ -35,6 +35,8 @@ def load_average():
 def warm_up(job):
     """Run one shard in this worker: reads the weights, loads the Numba kernels."""
     from sensloc.evaluation.runner import run_shard
+    from sensloc.evaluation.workers import start_worker
+    start_worker("numba")   # as the backend plugin of ensure_maps will (registered later)
     return run_shard(job)
 
 
@@ -60,6 +62,8 @@ def main(argv=None):
     from sensloc.evaluation.runner import Dataset, ShardJob, ensure_maps
     from sensloc.localize.protocols import preset
     from sensloc._files import sha256_file
+    from sensloc.evaluation.workers import start_worker
+    start_worker("numba")   # this process and, through it, every worker: the fast backend
 
     weight_path = Path(weights.resolve(args.weights)).resolve()
     net = weights.load(weight_path)

@@ -32,8 +32,8 @@ def main():
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeats", type=int, default=3)
     args = p.parse_args()
-    from benchmarks._setup import (INPUT_SIDE, TARGET, apply_thread_setters, configure_threads,
-                                   fill_random_inplace, import_twins)
+    from benchmarks._setup import (INPUT_SIDE, TARGET, apply_thread_setters, choose_backend,
+                                   configure_threads, fill_random_inplace, import_twins)
     configure_threads(args.threads)
     side = INPUT_SIDE["vgg16"]
     if args.side == "ours":
@@ -41,6 +41,7 @@ def main():
 
         from sensloc import nets
         from sensloc import saliency
+        choose_backend("numba")   # loads Numba and the kernels' modules: part of the imports
         t_imported = time.monotonic()
         apply_thread_setters(args.threads)
         net = fill_random_inplace(nets.build("vgg16"))

@@ -1,11 +1,11 @@
-"""The packed Numba GEMM (:mod:`nets.gemm`) against NumPy's BLAS, one thread each, same process.
+"""The packed Numba GEMM (:mod:`nets._numba.gemm`) against NumPy's BLAS, one thread each, same process.
 
     python benchmarks/gemm.py [--repeats 7]
 
 Shapes are the products VGG16 and SqueezeNet run: the per-position Winograd GEMMs of VGG16's
 3x3 layers at batch 1 (``(O, C) @ (C, tiles)``) and im2col/pointwise products. Prints the best
 of ``repeats`` calls of each side in GFLOP/s and their ratio; every BLAS is limited to one
-thread (:func:`nets.kernels.serial_blas`, which also covers the SciPy BLAS that Numba's
+thread (:func:`nets._numba.kernels.serial_blas`, which also covers the SciPy BLAS that Numba's
 ``np.dot`` calls), as inside the library's kernels.
 """
 import argparse
@@ -18,7 +18,7 @@ import numpy as np  # noqa: E402
 from numba import njit  # noqa: E402
 
 from benchmarks._setup import call_times  # noqa: E402
-from sensloc.nets import gemm, kernels  # noqa: E402
+from sensloc.nets._numba import gemm, kernels  # noqa: E402
 
 SHAPES = [  # (M, K, N, where it occurs)
     (64, 64, 12544, "VGG16 conv1_2, Winograd, batch 1"),

@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks._setup import (INPUT_SIDE, TARGET, apply_thread_setters,  # noqa: E402
-                               configure_threads, fill_random_inplace,
+                               choose_backend, configure_threads, fill_random_inplace,
                                import_twins)
 
 
@@ -40,21 +40,23 @@ def maxrss_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
-def ours(batch):
+def ours(batch, threads):
     import numpy as np
 
     from sensloc import nets
     from sensloc import saliency
-    from sensloc.nets import kernels
+    choose_backend("numba")
+    from sensloc.nets import _numba as fast
 
+    apply_thread_setters(threads)
     net = fill_random_inplace(nets.build("vgg16"))
     rng = np.random.default_rng(1)
     # Load (or compile) the Numba kernels on a tiny input, outside the measured map.
     tiny = rng.standard_normal((1, 2, 6, 6), dtype=np.float32)
-    y = kernels.conv2d_forward(tiny, np.ones((2, 2, 3, 3), np.float32), np.zeros(2, np.float32), 1, 1)
-    kernels.conv2d_backward_input(y, np.ones((2, 2, 3, 3), np.float32), tiny.shape, 1, 1)
-    p, arg = kernels.max_pool_forward(tiny, 2, 2, 0, False)
-    kernels.max_pool_route(p, arg, tiny.shape)
+    y = fast.conv2d_forward(tiny, np.ones((2, 2, 3, 3), np.float32), np.zeros(2, np.float32), 1, 1)
+    fast.conv2d_backward_input(y, np.ones((2, 2, 3, 3), np.float32), tiny.shape, 1, 1)
+    p, arg = fast.max_pool_forward(tiny, 2, 2, 0, False)
+    fast.max_pool_route(p, arg, tiny.shape)
     x = rng.standard_normal((batch, 3, INPUT_SIDE["vgg16"], INPUT_SIDE["vgg16"]), dtype=np.float32)
     setup = maxrss_mb()
     t = time.perf_counter()
@@ -86,8 +88,7 @@ def main():
     import warnings
     warnings.filterwarnings("ignore")
     if args.side == "ours":
-        apply_thread_setters(args.threads)
-        setup, seconds, shape = ours(args.batch)
+        setup, seconds, shape = ours(args.batch, args.threads)
     else:
         setup, seconds, shape = reference(args.batch, args.threads)
     peak = maxrss_mb()

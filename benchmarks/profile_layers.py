@@ -5,9 +5,9 @@
 
 Instrumentation happens in this process only, by wrapping (never editing) library callables:
 every top-level layer's ``forward`` / ``backward`` (instance attributes), the Numba kernels
-``nets.kernels._im2col`` / ``_col2im`` / ``_winograd_input_transform`` /
+``nets._numba.kernels._im2col`` / ``_col2im`` / ``_winograd_input_transform`` /
 ``_winograd_output_transform`` / ``_max_pool_forward`` / ``_max_pool_route``, and the GEMMs
-(``nets.kernels.gemm`` and ``winograd_products``; the fully connected layers' forward GEMMs
+(``nets._numba.kernels.gemm`` and ``winograd_products``; the fully connected layers' forward GEMMs
 count there too). Every figure is the median over ``repeats`` passes after one warm-up pass.
 
 Passes profiled: ``forward`` (``net.forward``), ``backward/gradient`` (``net.backward`` with the
@@ -25,7 +25,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks._setup import (INPUT_SIDE, TARGET, add_paths, apply_thread_setters,  # noqa: E402
-                               configure_threads, import_twins, reference_available)
+                               choose_backend, configure_threads, import_twins,
+                               reference_available)
 
 KERNELS = ("_im2col", "_col2im", "_winograd_input_transform", "_winograd_output_transform",
            "_max_pool_forward", "_max_pool_route")
@@ -49,7 +50,7 @@ class _Clock:
 
 
 def instrument(net, clock):
-    from sensloc.nets import kernels
+    from sensloc.nets._numba import kernels
     for name in KERNELS:
         setattr(kernels, name, clock.wrap(name, getattr(kernels, name)))
     for name in GEMMS:
@@ -103,6 +104,7 @@ def main():
     torch = None
     if use_ref:
         import torch
+    choose_backend("numba")
     apply_thread_setters(args.threads, torch)
 
     net = nets.random_parameters(nets.build(args.net))
@@ -206,7 +208,7 @@ def main():
     if use_ref and args.net == "vgg16":
         print("\nconvolution input-gradient per layer (ms): ours conv2d_backward_input vs "
               "torch.nn.grad.conv2d_input")
-        from sensloc.nets import kernels
+        from sensloc.nets._numba import kernels
         for layer in [lay for lay in net.layers if kind(lay) == "Conv2d"]:
             xin = trace.caches[layer.name]
             dy = np.ones_like(trace.outputs[layer.name])

@@ -29,8 +29,8 @@ if str(HERE.parent) not in sys.path:
     sys.path.insert(0, str(HERE.parent))
 
 from benchmarks._setup import (INPUT_SIDE, add_paths, apply_thread_setters,  # noqa: E402
-                               configure_threads, import_twins, machine, reference_available,
-                               versions)
+                               choose_backend, configure_threads, import_twins, machine,
+                               reference_available, versions)
 from benchmarks.cases import EXPENSIVE, METHODS  # noqa: E402
 
 NETS = ("vgg16", "squeezenet1_0")
@@ -58,6 +58,9 @@ def parse_args(argv=None):
                         "(default 1, to keep the full run near 30 min; 'all' = every --batch)")
     p.add_argument("--repeats", type=int, default=None, help="timed calls per side (default 5)")
     p.add_argument("--threads", type=int, default=2, help="NumPy/Numba/PyTorch threads")
+    p.add_argument("--backend", choices=("numba", "numpy"), default="numba",
+                   help="sensloc's backend for the timing section (default %(default)s; the "
+                        "memory and first-call workers always measure numba)")
     p.add_argument("--ig-steps", type=int, default=None, help="integration points (default 32)")
     p.add_argument("--sg-samples", type=int, default=None, help="SmoothGrad samples (default 16)")
     p.add_argument("--batch-size", type=int, default=8,
@@ -148,6 +151,7 @@ def run_timing(args, use_ref, csv_path):
     if use_ref:
         import torch
         twins = import_twins()
+    choose_backend(args.backend)
     apply_thread_setters(args.threads, torch)
     cfg = {"ig_steps": args.ig_steps, "sg_samples": args.sg_samples,
            "batch_size": args.batch_size}
@@ -271,9 +275,10 @@ def run_first_call(args, use_ref):
 def main(argv=None):
     args = parse_args(argv)
     configure_threads(args.threads)
-    # What a user of the library gets: nets sets a passive OpenMP wait policy at import, but
-    # PyTorch's OpenMP runtime, loaded first here, would otherwise read the environment before
-    # it. Set it (unless given) before either loads, so both sides run as in their own process.
+    # What the sensloc command gets: nets.configure_process sets a passive OpenMP wait policy,
+    # but PyTorch's OpenMP runtime, loaded first here, would otherwise read the environment
+    # before it. Set it (unless given) before either loads, so both sides run as in their own
+    # process.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     if args.no_spin:
         os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
@@ -296,6 +301,7 @@ def main(argv=None):
               f"- machine: {host['cpu']}, {host['cores']} cores; load average at start "
               f"{host['loadavg']}",
               f"- threads: {args.threads} (OpenBLAS, Numba, PyTorch); " + _spin_env(),
+              f"- sensloc backend: {args.backend}",
               "- versions: " + ", ".join(f"{k} {v}" for k, v in versions().items()),
               f"- settings: repeats {args.repeats}, ig-steps {args.ig_steps}, sg-samples "
               f"{args.sg_samples}, {args.batch_size} images per pass in IG/SmoothGrad; IG and "

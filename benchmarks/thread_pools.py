@@ -6,8 +6,9 @@ A forward or backward pass alternates OpenBLAS GEMMs with Numba ``parallel=True`
 (im2col, col2im, max pooling, the fused ReLU rules). Both pools busy-wait after a call; with
 2 threads each on 2 cores, the pool that is needed next waits for the spinning one to be
 descheduled. This script times, in a fresh process per setting, a small GEMM (a SqueezeNet
-expand3x3: 64x144 @ 144x3025) alone, ``nets.kernels.relu_gate`` on 193,600 values alone, and
-the two alternating, under environment settings that stop one pool from spinning.
+expand3x3: 64x144 @ 144x3025) alone, the fast backend's ``relu_gate`` (``nets._numba.kernels``)
+on 193,600 values alone, and the two alternating, under environment settings that stop one
+pool from spinning. (No ``nets.configure_process`` here: the environment is what is measured.)
 """
 import json
 import os
@@ -34,7 +35,7 @@ def child():
     import numpy as np
 
     from benchmarks._setup import call_times
-    from sensloc.nets import kernels
+    from sensloc.nets._numba import kernels
     rng = np.random.default_rng(0)
     w = rng.random((64, 144), dtype=np.float32)
     c = rng.random((144, 3025), dtype=np.float32)

@@ -730,8 +730,13 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if getattr(args, "target", "top1") != "top1" and not str(args.target).lstrip("-").isdigit():
         parser.error(f"--target must be a class index or top1, got {args.target!r}")
+    # A command owns its process: the fast backend and its process settings (never applied on
+    # import, so `sensloc --help` and a bad argument end before Numba loads).
+    from sensloc import nets
+    nets.configure_process()
     try:
-        status = args.run(args)
+        with nets.backend("numba"):
+            status = args.run(args)
     except (UsageError, ValueError, OSError, KeyError) as error:
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
         report(f"sensloc: error: {message}")

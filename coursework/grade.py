@@ -33,7 +33,7 @@ import numpy as np
 
 from sensloc import nets
 from sensloc import saliency
-from sensloc.nets import kernels
+from sensloc.nets import reference
 
 from sensloc.localize import boxes as box_lib
 from sensloc.localize import metrics as metric_lib
@@ -394,9 +394,9 @@ def _conv_cases(rng):
     cases = []
     for n, c, h, w, o, k, s, p in ((1, 1, 5, 5, 1, 3, 1, 0), (2, 3, 7, 6, 4, 3, 1, 1), (2, 2, 9, 7, 3, 3, 2, 1),
                                    (1, 3, 6, 6, 2, 1, 1, 0), (1, 2, 11, 10, 3, 5, 2, 2), (1, 2, 8, 9, 2, 3, 2, 0)):
-        oh, ow = kernels.conv_output_size(h, k, s, p), kernels.conv_output_size(w, k, s, p)
+        oh, ow = reference.conv_output_size(h, k, s, p), reference.conv_output_size(w, k, s, p)
         signal, weight = rng.normal(size=(n, o, oh, ow)), rng.normal(size=(o, c, k, k))
-        expected = kernels.conv2d_backward_input(signal, weight, (n, c, h, w), s, p)
+        expected = reference.conv2d_backward_input(signal, weight, (n, c, h, w), s, p)
         label = f"input {(n, c, h, w)}, kernel {k}x{k}, {o} outputs, stride {s}, padding {p}"
         cases.append(Case(label, (signal, weight, (n, c, h, w), s, p), expected))
     return cases

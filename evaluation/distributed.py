@@ -37,7 +37,7 @@ and its workers need ``sensloc`` installed. ``dask[distributed]`` is an optional
 import logging
 from contextlib import contextmanager, nullcontext
 
-from sensloc.evaluation.workers import SINGLE_THREAD_ENV, environment
+from sensloc.evaluation.workers import SINGLE_THREAD_ENV, environment, start_worker
 
 INSTALL_HINT = 'pip install "sensloc[dask]"'
 
@@ -123,6 +123,22 @@ def map_unordered(client, function, items):
         client.cancel(futures)
 
 
+def backend_plugin():
+    """A Dask worker plugin that puts its workers on this process's backend
+    (:func:`sensloc.evaluation.workers.start_worker`), as the local ``--jobs`` pool does."""
+    distributed = require_distributed()
+    from sensloc import nets
+
+    class Backend(distributed.WorkerPlugin):
+        def __init__(self, backend):
+            self.backend = backend
+
+        def setup(self, worker):
+            start_worker(self.backend)
+
+    return Backend(nets.current_backend())
+
+
 def dask_allowed_failures():
     import dask
     return dask.config.get("distributed.scheduler.allowed-failures") + 1
@@ -159,6 +175,8 @@ def dask_executor(target, local_workers=1):
                          f"not {target!r}")
     with clients as client:
         import dask
+        # Every worker, present and future, computes on this process's backend.
+        client.register_plugin(backend_plugin(), name="sensloc-backend")
         timeout = dask.config.get("distributed.comm.timeouts.connect")
         try:  # a cluster just started may not have its workers yet
             client.wait_for_workers(1, timeout=timeout)

@@ -9,11 +9,25 @@ Training reads the same backward pass a second time at every layer with weights
 
 >>> loss, signal = training.softmax_cross_entropy(trace.output, labels)
 >>> optimizer.step(net.backward_parameters(trace, signal))   # dL/dw, dL/db of every layer
+
+Two backends do the arithmetic, with the same functions (:mod:`nets.backends`):
+
+>>> nets.current_backend()          # "numpy": nets.reference, the equations in NumPy
+>>> nets.use_backend("numba")       # the Numba kernels (Winograd, packed GEMM, threads)
+>>> with nets.backend("numpy"): ... # for a block, then back
+
+The default is "numpy", so that a plain import compiles nothing, starts no thread pool, and
+runs the code a student reads when stepping into a layer (VGG16 forward and backward at 224 x
+224 in seconds). Programs that own their process and want speed choose "numba" explicitly: the
+``sensloc`` command, the evaluation workers, training and the benchmarks do, and call
+:func:`configure_process` (thread and allocator settings, never applied on import).
 """
 from functools import partial
 
 import numpy as np
 
+from sensloc.nets.backends import (backend, configure_process, current_backend,
+                                  use_backend)
 from sensloc.nets.layers import (Concat, Conv2d, Fire, Flatten, GlobalAvgPool2d, Layer, Linear,
                                  MaxPool2d, PoolCache, ReLU)
 from sensloc.nets.network import Network, Trace, softmax
@@ -63,4 +77,4 @@ def random_parameters(net, seed=0):
 __all__ = ["ARCHITECTURES", "CONFIGURATIONS", "Concat", "Conv2d", "Fire", "Flatten",
            "GlobalAvgPool2d", "Layer", "Linear", "MaxPool2d", "Network", "PoolCache", "ReLU",
            "Trace", "build", "random_parameters", "softmax", "squeezenet1_0", "training", "vgg",
-           "vgg_small"]
+           "vgg_small", "backend", "configure_process", "current_backend", "use_backend"]

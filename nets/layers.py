@@ -22,12 +22,17 @@ Rules are duck-typed objects supplied by ``saliency``; ``nets`` knows only this 
 
 ``rule=None`` means the plain gradient. Arrays are float32 batches ``(N, C, H, W)`` for
 spatial layers and ``(N, D)`` for fully connected ones.
+
+The arithmetic is done by the current backend's operations, ``ops.conv2d_forward`` and so on
+(:mod:`nets.backends`): by default :mod:`nets.reference`, where each is the NumPy of its
+equation; the fast Numba backend has the same functions. Averaging, flattening and
+concatenation are a line of NumPy each and stay here.
 """
 from dataclasses import dataclass
 
 import numpy as np
 
-from sensloc.nets import kernels
+from sensloc.nets.backends import ops
 
 
 class Layer:
@@ -53,7 +58,8 @@ class Layer:
 class Conv2d(Layer):
     """2-D convolution (cross-correlation) with zero padding.
 
-    ``y[n, o] = b[o] + sum_c w[o, c] (*) x[n, c]`` with ``(*)`` the strided cross-correlation.
+    ``y[n, o] = b[o] + sum_c w[o, c] (*) x[n, c]`` with ``(*)`` the strided cross-correlation;
+    written out tap by tap in :func:`nets.reference.conv2d_forward`.
 
     Parameters
     ----------
@@ -68,33 +74,17 @@ class Conv2d(Layer):
         self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
         self.weight = np.zeros((out_channels, in_channels, kernel_size, kernel_size), np.float32)
         self.bias = np.zeros(out_channels, np.float32)
-        self._winograd_memo = None
 
     def forward(self, x):
         """(N, C, H, W) -> (N, O, OH, OW); the cache is the input (for weight gradients later)."""
-        return kernels.conv2d_forward(x, self.weight, self.bias, self.stride, self.padding,
-                                      self._winograd_weights()), x
+        return ops.conv2d_forward(x, self.weight, self.bias, self.stride, self.padding), x
 
     def backward(self, dy, cache, rule=None, ref_cache=None):
-        """``dx = sum_o w[o, c] (*)^T dy[n, o]``: a transposed convolution. Rule-independent."""
-        return kernels.conv2d_backward_input(dy, self.weight, cache.shape, self.stride, self.padding,
-                                             self._winograd_weights())
+        """``dx = sum_o w[o, c] (*)^T dy[n, o]``: a transposed convolution. Rule-independent.
 
-    def _winograd_weights(self):
-        """The Winograd transform of the current weights, or None if this conv does not use it.
-
-        Transforming VGG16's kernels takes 20 ms, so it is kept between passes. Weights change
-        in place (optimizers, loading, the sanity checks' randomization), so the memo holds a
-        copy of the weights it was made from and compares them every time
-        (:func:`nets.kernels.same_values`).
+        (N, O, OH, OW) -> (N, C, H, W); :func:`nets.reference.conv2d_backward_input`.
         """
-        shape = (self.kernel_size, self.stride, self.padding, self.in_channels, self.out_channels)
-        if not (kernels.uses_winograd(*shape) or kernels.uses_winograd(*shape, transposed=True)):
-            return None
-        memo = self._winograd_memo
-        if memo is None or not kernels.same_values(memo[0], self.weight):  # values, shape, dtype
-            memo = self._winograd_memo = (self.weight.copy(), kernels.winograd_weights(self.weight))
-        return memo[1]
+        return ops.conv2d_backward_input(dy, self.weight, cache.shape, self.stride, self.padding)
 
     def backward_parameters(self, dy, cache):
         """Gradients of the parameters, for training.
@@ -107,8 +97,8 @@ class Conv2d(Layer):
         dict
             ``{"weight": (O, C, K, K), "bias": (O,)}``
         """
-        dw, db = kernels.conv2d_backward_weight(dy, cache, self.kernel_size, self.stride,
-                                                self.padding)
+        dw, db = ops.conv2d_backward_weight(dy, cache, self.kernel_size, self.stride,
+                                            self.padding)
         return {"weight": dw, "bias": db}
 
     def parameters(self):
@@ -132,16 +122,17 @@ class Linear(Layer):
 
     def forward(self, x):
         """(N, D_in) -> (N, D_out); the cache is the input."""
-        # As y^T = W x^T + b: the rows of W (thousands) split well among threads, those of x not.
-        return np.ascontiguousarray(kernels.gemm(self.weight, x.T, bias=self.bias).T), x
+        return ops.linear_forward(x, self.weight, self.bias), x
 
     def backward(self, dy, cache, rule=None, ref_cache=None):
-        """``dx_i = sum_k w_ki dy_k``, i.e. ``dy @ W``. Rule-independent."""
-        return kernels.gemm_split_inner(dy, self.weight)
+        """``dx_i = sum_k w_ki dy_k``, i.e. ``dy @ W``: (N, D_out) -> (N, D_in).
+        Rule-independent."""
+        return ops.linear_backward_input(dy, self.weight)
 
     def backward_parameters(self, dy, cache):
         """``dW = dy^T x`` (D_out, D_in) and ``db = sum_n dy[n]`` (D_out,), for training."""
-        return {"weight": dy.T @ cache, "bias": dy.sum(axis=0)}
+        dw, db = ops.linear_backward_weight(dy, cache)
+        return {"weight": dw, "bias": db}
 
     def parameters(self):
         return {self.name: {"weight": self.weight, "bias": self.bias}}
@@ -150,17 +141,19 @@ class Linear(Layer):
 class ReLU(Layer):
     """``g(eta) = max(eta, 0)``; the backward multiplier is the rule's business.
 
-    The cache is the forward input ``eta``. With no rule the multiplier is the derivative
-    ``g'(eta) = 1[eta > 0]`` (0 at the kink, as every autodiff framework does).
+    The cache is the forward input ``eta``. With no rule the multiplier is the derivative,
+    ``s_in = g'(eta) * s = 1[eta > 0] * s`` (0 at the kink, as every autodiff framework does;
+    :func:`nets.reference.relu_backward`); with a rule it is ``rule.relu(s, eta, eta_ref)``
+    (:func:`nets.reference.relu_rule`). Any shape.
     """
 
     def forward(self, x):
-        return kernels.relu(x), x
+        return ops.relu(x), x
 
     def backward(self, dy, cache, rule=None, ref_cache=None):
         if rule is None:
-            return kernels.relu_gate(dy, cache)
-        return rule.relu(dy, cache, ref_cache)
+            return ops.relu_backward(dy, cache)
+        return ops.relu_rule(rule, dy, cache, ref_cache)
 
 
 @dataclass(frozen=True)
@@ -184,13 +177,15 @@ class MaxPool2d(Layer):
         self.padding, self.ceil_mode = padding, ceil_mode
 
     def forward(self, x):
-        y, argmax = kernels.max_pool_forward(x, self.kernel_size, self.stride, self.padding,
-                                             self.ceil_mode)
+        y, argmax = ops.max_pool_forward(x, self.kernel_size, self.stride, self.padding,
+                                         self.ceil_mode)
         return y, PoolCache(x, y, argmax)
 
     def route(self, signal, cache):
-        """Send each window's signal to the input that won it; overlapping winners add up."""
-        return kernels.max_pool_route(signal, cache.argmax, cache.x.shape)
+        """Send each window's signal to the input that won it; overlapping winners add up:
+        ``dx[argmax] += dy`` (:func:`nets.reference.max_pool_route`),
+        (N, C, OH, OW) -> (N, C, H, W)."""
+        return ops.max_pool_route(signal, cache.argmax, cache.x.shape)
 
     def backward(self, dy, cache, rule=None, ref_cache=None):
         if rule is None:
@@ -199,7 +194,8 @@ class MaxPool2d(Layer):
 
 
 class GlobalAvgPool2d(Layer):
-    """``y[n, c] = mean_{h, w} x[n, c, h, w]``: (N, C, H, W) -> (N, C). Linear."""
+    """``y[n, c] = mean_{h, w} x[n, c, h, w]``: (N, C, H, W) -> (N, C). Linear; its backward
+    spreads each signal evenly, ``dx[n, c, h, w] = dy[n, c] / (H W)``."""
 
     def forward(self, x):
         return x.mean(axis=(2, 3), dtype=x.dtype), x.shape
@@ -220,7 +216,8 @@ class Flatten(Layer):
 
 
 class Concat(Layer):
-    """Stack a list of (N, C_i, H, W) arrays along channels; the backward splits the signal."""
+    """Stack a list of (N, C_i, H, W) arrays along channels; the backward splits the signal
+    back into the (N, C_i, H, W) pieces (the transpose of stacking)."""
 
     def forward(self, xs):
         return np.concatenate(xs, axis=1), [x.shape[1] for x in xs]

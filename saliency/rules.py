@@ -14,10 +14,13 @@ object with two methods; a new rule touches no layer code:
     forward pass (``layer.route``), which is the gradient of max pooling.
 
 Notation: ``s`` is the signal at the ReLU's output, ``eta`` its input, ``1[.]`` an indicator.
+Each ``relu`` below is its equation as a NumPy expression; that is the code that runs on the
+default (NumPy) backend. The fast backend (:mod:`nets.backends`) runs a fused one-pass kernel of
+the same expression instead, for a method that declares one with ``relu.fused = "kind"``; a
+subclass that overrides ``relu`` (its method has no mark) and any rule of your own run their
+NumPy method on every backend.
 """
 import numpy as np
-
-from sensloc.nets import kernels
 
 
 class Rule:
@@ -45,7 +48,9 @@ class Gradient(Rule):
     name = "gradient"
 
     def relu(self, signal, eta, eta_ref):
-        return kernels.relu_gate(signal, eta)
+        return (eta > 0) * signal
+
+    relu.fused = "gradient"
 
 
 class Guided(Rule):
@@ -58,7 +63,9 @@ class Guided(Rule):
     name = "guided"
 
     def relu(self, signal, eta, eta_ref):
-        return kernels.relu_gate(signal, eta, guided=True)
+        return (eta > 0) * (signal > 0) * signal
+
+    relu.fused = "guided"
 
 
 class Deconvnet(Rule):
@@ -71,7 +78,9 @@ class Deconvnet(Rule):
     name = "deconvnet"
 
     def relu(self, signal, eta, eta_ref):
-        return np.maximum(signal, 0)
+        return (signal > 0) * signal
+
+    relu.fused = "deconvnet"
 
 
 class Rescale(Rule):
@@ -130,7 +139,14 @@ class Rescale(Rule):
     def relu(self, signal, eta, eta_ref):
         if eta_ref is None:
             raise ValueError("the rescale rule needs the reference pass (ref_trace)")
-        return kernels.relu_secant(signal, eta, eta_ref, self.eps)
+        delta_in = eta - eta_ref
+        usable = np.abs(delta_in) >= self.eps
+        # s * (g(eta) - g(eta_ref)) / (eta - eta_ref), the division only where it is defined
+        secant = (signal * (np.maximum(eta, 0) - np.maximum(eta_ref, 0))
+                  / np.where(usable, delta_in, 1))
+        return np.where(usable, secant, (eta > 0) * signal)
+
+    relu.fused = "rescale"
 
     def max_pool(self, layer, signal, cache, ref_cache):
         if self.max_pool_mode == "gradient":

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from numba import njit
 
-from sensloc.nets import gemm
+from sensloc.nets._numba import gemm
 
 
 @njit
@@ -98,7 +98,7 @@ def test_avx2_tile_shape_computes_the_same_product(tmp_path):
         real = llvm.get_host_cpu_features()
         avx2_only = type(real)((k, v and not k.startswith("avx512")) for k, v in real.items())
         llvm.get_host_cpu_features = lambda: avx2_only  # Numba compiles for it too
-        from sensloc.nets import gemm
+        from sensloc.nets._numba import gemm
         assert (gemm.LANES, gemm.MR, gemm.NR) == (8, 4, 24), (gemm.LANES, gemm.MR, gemm.NR)
         rng = np.random.default_rng(0)
         for m, k, n in [(4, 16, 48), (13, 300, 100), (9, 600, 530)]:

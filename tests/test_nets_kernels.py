@@ -1,4 +1,5 @@
-"""Fast kernels against their naive references, on randomized shapes, strides and paddings."""
+"""The fast (Numba) kernels against the NumPy reference (nets.reference), on randomized shapes,
+strides and paddings, and the process settings of nets.configure_process."""
 import os
 import subprocess
 import sys
@@ -6,7 +7,9 @@ import sys
 import numpy as np
 import pytest
 
-from sensloc.nets import kernels
+from sensloc import nets
+from sensloc.nets import reference
+from sensloc.nets._numba import kernels
 
 
 def random_conv_case(rng):
@@ -22,33 +25,33 @@ def random_conv_case(rng):
 
 
 @pytest.mark.parametrize("seed", range(12))
-def test_conv_forward_matches_naive(seed):
+def test_conv_forward_matches_reference(seed):
     x, w, b, s, p = random_conv_case(np.random.default_rng(seed))
     fast = kernels.conv2d_forward(x, w, b, s, p)
-    naive = kernels.conv2d_forward_naive(x.astype(np.float64), w.astype(np.float64), b, s, p)
+    naive = reference.conv2d_forward(x.astype(np.float64), w.astype(np.float64), b, s, p)
     np.testing.assert_allclose(fast, naive, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("seed", range(12))
-def test_conv_backward_input_matches_naive(seed):
+def test_conv_backward_input_matches_reference(seed):
     rng = np.random.default_rng(seed)
     x, w, b, s, p = random_conv_case(rng)
-    y = kernels.conv2d_forward_naive(x, w, b, s, p)
+    y = reference.conv2d_forward(x, w, b, s, p)
     dy = rng.normal(size=y.shape).astype(np.float32)
     fast = kernels.conv2d_backward_input(dy, w, x.shape, s, p)
-    naive = kernels.conv2d_backward_input_naive(dy.astype(np.float64), w.astype(np.float64),
+    naive = reference.conv2d_backward_input(dy.astype(np.float64), w.astype(np.float64),
                                                 x.shape, s, p)
     np.testing.assert_allclose(fast, naive, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("seed", range(12))
-def test_conv_backward_weight_matches_naive(seed):
+def test_conv_backward_weight_matches_reference(seed):
     rng = np.random.default_rng(100 + seed)
     x, w, b, s, p = random_conv_case(rng)
-    y = kernels.conv2d_forward_naive(x, w, b, s, p)
+    y = reference.conv2d_forward(x, w, b, s, p)
     dy = rng.normal(size=y.shape).astype(np.float32)
     dw, db = kernels.conv2d_backward_weight(dy, x, w.shape[2], s, p)
-    dw_naive, db_naive = kernels.conv2d_backward_weight_naive(dy.astype(np.float64),
+    dw_naive, db_naive = reference.conv2d_backward_weight(dy.astype(np.float64),
                                                               x.astype(np.float64), w.shape[2], s, p)
     assert dw.shape == w.shape and db.shape == b.shape and dw.dtype == np.float32
     np.testing.assert_allclose(dw, dw_naive, rtol=1e-4, atol=1e-4)
@@ -56,33 +59,33 @@ def test_conv_backward_weight_matches_naive(seed):
 
 
 @pytest.mark.parametrize("k,stride,padding", [(3, 1, 1), (1, 1, 0), (3, 2, 0)])
-def test_chunked_unrolling_equals_naive(monkeypatch, rng, k, stride, padding):
+def test_chunked_unrolling_equals_reference(monkeypatch, rng, k, stride, padding):
     # A budget of two images' columns splits a batch of 5 into chunks of 2, 2 and 1.
     x = rng.normal(size=(5, 3, 9, 8))
     w, b = rng.normal(size=(4, 3, k, k)), rng.normal(size=4)
-    y = kernels.conv2d_forward_naive(x, w, b, stride, padding)
+    y = reference.conv2d_forward(x, w, b, stride, padding)
     per_image = 3 * k * k * y.shape[2] * y.shape[3]
     monkeypatch.setattr(kernels, "COLUMN_BUDGET", 2 * per_image)
     assert kernels._chunks(5, per_image) == [(0, 2), (2, 4), (4, 5)]
     dy = rng.normal(size=y.shape)
     np.testing.assert_allclose(kernels.conv2d_forward(x, w, b, stride, padding), y, rtol=1e-12)
     np.testing.assert_allclose(kernels.conv2d_backward_input(dy, w, x.shape, stride, padding),
-                               kernels.conv2d_backward_input_naive(dy, w, x.shape, stride, padding),
+                               reference.conv2d_backward_input(dy, w, x.shape, stride, padding),
                                rtol=1e-12, atol=1e-12)
     for fast, naive in zip(kernels.conv2d_backward_weight(dy, x, k, stride, padding),
-                           kernels.conv2d_backward_weight_naive(dy, x, k, stride, padding)):
+                           reference.conv2d_backward_weight(dy, x, k, stride, padding)):
         np.testing.assert_allclose(fast, naive, rtol=1e-12, atol=1e-12)
 
 
-def test_pointwise_conv_shortcut_matches_naive(rng):
+def test_pointwise_conv_shortcut_matches_reference(rng):
     x = rng.normal(size=(2, 7, 5, 6)).astype(np.float32)
     w = rng.normal(size=(4, 7, 1, 1)).astype(np.float32)
     b = rng.normal(size=4).astype(np.float32)
     np.testing.assert_allclose(kernels.conv2d_forward(x, w, b, 1, 0),
-                               kernels.conv2d_forward_naive(x, w, b, 1, 0), rtol=1e-5, atol=1e-5)
+                               reference.conv2d_forward(x, w, b, 1, 0), rtol=1e-5, atol=1e-5)
     dy = rng.normal(size=(2, 4, 5, 6)).astype(np.float32)
     np.testing.assert_allclose(kernels.conv2d_backward_input(dy, w, x.shape, 1, 0),
-                               kernels.conv2d_backward_input_naive(dy, w, x.shape, 1, 0),
+                               reference.conv2d_backward_input(dy, w, x.shape, 1, 0),
                                rtol=1e-5, atol=1e-5)
 
 
@@ -97,11 +100,11 @@ def test_pointwise_conv_shortcut_matches_naive(rng):
     (4, 2, 2, 1, True, 3),
 ])
 def test_pool_output_size(size, kernel, stride, padding, ceil_mode, expected):
-    assert kernels.pool_output_size(size, kernel, stride, padding, ceil_mode) == expected
+    assert reference.pool_output_size(size, kernel, stride, padding, ceil_mode) == expected
 
 
 @pytest.mark.parametrize("seed", range(12))
-def test_max_pool_matches_naive(seed):
+def test_max_pool_matches_reference(seed):
     rng = np.random.default_rng(100 + seed)
     k = int(rng.integers(2, 5))
     s = int(rng.integers(1, k + 1))
@@ -109,25 +112,32 @@ def test_max_pool_matches_naive(seed):
     ceil = bool(rng.integers(0, 2))
     x = rng.normal(size=(2, 3, int(rng.integers(k, 14)), int(rng.integers(k, 14)))).astype(np.float32)
     y, arg = kernels.max_pool_forward(x, k, s, p, ceil)
-    y_ref, arg_ref = kernels.max_pool_forward_naive(x, k, s, p, ceil)
+    y_ref, arg_ref = reference.max_pool_forward(x, k, s, p, ceil)
     np.testing.assert_array_equal(y, y_ref)
     np.testing.assert_array_equal(arg, arg_ref)
     dy = rng.normal(size=y.shape).astype(np.float32)
+    # Overlapping windows add up to k*k float32 signals at a pixel: the kernel adds in float32,
+    # the reference in float64 rounded once, so they differ by the rounding of that sum.
     np.testing.assert_allclose(kernels.max_pool_route(dy, arg, x.shape),
-                               kernels.max_pool_route_naive(dy, arg_ref, x.shape), rtol=1e-6)
+                               reference.max_pool_route(dy, arg_ref, x.shape), rtol=1e-6,
+                               atol=k * k * np.finfo(np.float32).eps * np.abs(dy).max())
+    # In float64 the two add the same numbers in the same order: equal.
+    np.testing.assert_array_equal(kernels.max_pool_route(dy.astype(float), arg, x.shape),
+                                  reference.max_pool_route(dy.astype(float), arg_ref, x.shape))
 
 
-def test_max_pool_ties_pick_first_and_overlaps_add():
+@pytest.mark.parametrize("ops", [reference, kernels], ids=["numpy", "numba"])
+def test_max_pool_ties_pick_first_and_overlaps_add(ops):
     # A constant plane: every window ties, the first (top-left) element wins. With 3x3 stride 2
     # the windows overlap, so pixel (2, 2) wins for several windows and its signals must ADD.
     x = np.zeros((1, 1, 5, 5), np.float32)
     x[0, 0, 2, 2] = 1.0
-    y, arg = kernels.max_pool_forward(x, 3, 2, 0, False)
+    y, arg = ops.max_pool_forward(x, 3, 2, 0, False)
     assert np.all(arg == 12)
-    dx = kernels.max_pool_route(np.ones_like(y), arg, x.shape)
+    dx = ops.max_pool_route(np.ones_like(y), arg, x.shape)
     assert dx[0, 0, 2, 2] == 4.0 and dx.sum() == 4.0
     tie = np.zeros((1, 1, 2, 2), np.float32)
-    assert kernels.max_pool_forward(tie, 2, 2, 0, False)[1].item() == 0
+    assert ops.max_pool_forward(tie, 2, 2, 0, False)[1].item() == 0
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -155,22 +165,36 @@ def test_relu_multipliers_match_numpy(rng, dtype):
 
 
 @pytest.mark.parametrize("preset, expected", [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
-def test_openmp_workers_wait_passively_unless_the_user_says_otherwise(preset, expected):
+def test_configure_process_makes_openmp_wait_passively_unless_the_user_says_otherwise(preset,
+                                                                                     expected):
     env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
     if preset is not None:
         env["OMP_WAIT_POLICY"] = preset
-    out = subprocess.run([sys.executable, "-c", "import os, nets; print(os.environ['OMP_WAIT_POLICY'])"],
-                         env=env, capture_output=True, text=True, check=True).stdout
-    assert out.strip() == expected
+    script = """if True:
+        import os
+        from sensloc import nets
+        nets.use_backend("numba")   # importing the fast backend sets nothing either
+        print(os.environ.get("OMP_WAIT_POLICY"))
+        print(nets.configure_process()["OMP_WAIT_POLICY"], os.environ["OMP_WAIT_POLICY"])
+    """
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
+                         check=True).stdout.split("\n")
+    assert out[0] == str(preset)
+    assert out[1].split() == [expected, expected]
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="needs Linux's /proc")
-@pytest.mark.parametrize("setting, kept", [(None, True), ("0", False)])
-def test_freed_memory_is_kept_for_the_next_pass_unless_the_user_says_otherwise(setting, kept):
+@pytest.mark.parametrize("configure, setting, kept", [(True, None, True), (True, "0", False),
+                                                      (False, None, False)])
+def test_freed_memory_is_kept_only_when_configured_and_the_user_allows(configure, setting, kept):
     # 200 MB allocated, touched and freed: with glibc keeping freed blocks the resident size
     # stays up (the next pass reuses those pages); left alone, glibc unmaps it at once.
-    script = """if True:
-        import numpy as np, nets
+    script = f"""if True:
+        import numpy as np
+        from sensloc import nets
+        nets.use_backend("numba")
+        if {configure}:
+            nets.configure_process()
         def resident_mb():
             return int(open("/proc/self/statm").read().split()[1]) * 4096 / 2**20
         before = resident_mb()
@@ -182,8 +206,19 @@ def test_freed_memory_is_kept_for_the_next_pass_unless_the_user_says_otherwise(s
     if setting is not None:
         env["SENSLOC_KEEP_FREED_MEMORY"] = setting
     out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
-                         check=True, cwd=os.path.dirname(os.path.dirname(__file__))).stdout
+                         check=True).stdout
     assert (float(out) > 150) == kept, f"resident size after the free grew by {out.strip()} MB"
+
+
+def test_configure_process_sets_numba_threads():
+    import numba
+    threads = numba.get_num_threads()
+    try:
+        assert nets.configure_process(threads=1, wait_policy=None, keep_memory=False) == {
+            "keep_freed_memory": False, "threads": 1}
+        assert numba.get_num_threads() == 1
+    finally:
+        numba.set_num_threads(threads)
 
 
 # Winograd F(2x2, 3x3), written out with the matrices of Lavin & Gray (2016) as the reference.
@@ -209,7 +244,7 @@ def test_winograd_tile_identity_and_weight_transforms(rng):
 
 @pytest.mark.parametrize("dtype, tolerance", [(np.float32, 1e-5), (np.float64, 1e-12)])
 @pytest.mark.parametrize("seed", range(6))
-def test_winograd_convolution_matches_naive(seed, dtype, tolerance):
+def test_winograd_convolution_matches_reference(seed, dtype, tolerance):
     # Random channel counts (the kernel itself, whichever direction uses_winograd picks it
     # for), odd and even sizes, paddings 0-2; the transposed correlation is the input signal.
     rng = np.random.default_rng(300 + seed)
@@ -219,24 +254,24 @@ def test_winograd_convolution_matches_naive(seed, dtype, tolerance):
     w, b = rng.normal(size=(o, c, 3, 3)).astype(dtype), rng.normal(size=o).astype(dtype)
     u = kernels.winograd_weights(w)
     y = kernels.winograd_conv2d(x, u, b, p)
-    naive = kernels.conv2d_forward_naive(x.astype(float), w.astype(float), b.astype(float), 1, p)
+    naive = reference.conv2d_forward(x.astype(float), w.astype(float), b.astype(float), 1, p)
     assert y.dtype == dtype
     np.testing.assert_allclose(y, naive, rtol=tolerance, atol=tolerance)
     dy = rng.normal(size=y.shape).astype(dtype)
     dx = kernels.winograd_conv2d(dy, u, np.zeros(c, dtype), 2 - p, transposed=True)
     assert dx.dtype == dtype and dx.shape == x.shape
     np.testing.assert_allclose(
-        dx, kernels.conv2d_backward_input_naive(dy.astype(float), w.astype(float), x.shape, 1, p),
+        dx, reference.conv2d_backward_input(dy.astype(float), w.astype(float), x.shape, 1, p),
         rtol=tolerance, atol=tolerance)
 
 
-def test_winograd_chunks_of_images_equal_naive(monkeypatch, rng):
+def test_winograd_chunks_of_images_equal_reference(monkeypatch, rng):
     x, w, b = rng.normal(size=(5, 8, 7, 6)), rng.normal(size=(9, 8, 3, 3)), rng.normal(size=9)
     per_image = kernels.WINOGRAD_POSITIONS * 9 * 4 * 3  # 4 x 3 tiles of the 7 x 6 output
     monkeypatch.setattr(kernels, "COLUMN_BUDGET", 2 * per_image)
     assert kernels._chunks(5, per_image) == [(0, 2), (2, 4), (4, 5)]
     np.testing.assert_allclose(kernels.winograd_conv2d(x, kernels.winograd_weights(w), b, 1),
-                               kernels.conv2d_forward_naive(x, w, b, 1, 1), rtol=1e-12)
+                               reference.conv2d_forward(x, w, b, 1, 1), rtol=1e-12)
 
 
 @pytest.mark.parametrize("c, o, forward, backward", [
@@ -334,3 +369,17 @@ def test_same_values_agrees_with_array_equal(rng):
     assert not kernels.same_values(a, a.astype(np.float64))
     assert not kernels.same_values(a, a[:6])
     assert kernels.same_values(a[:, ::2], np.ascontiguousarray(a[:, ::2]))
+
+
+def test_winograd_memo_is_kept_per_weight_array_and_follows_its_values(rng):
+    w = rng.normal(size=(9, 8, 3, 3))
+    u = kernels.winograd_memo(w)
+    np.testing.assert_array_equal(u, kernels.winograd_weights(w))
+    assert kernels.winograd_memo(w) is u                          # kept between passes
+    w *= -0.5                                                     # changed in place: redone
+    np.testing.assert_array_equal(kernels.winograd_memo(w), kernels.winograd_weights(w))
+    other = w.copy()                                              # another array: its own memo
+    assert kernels.winograd_memo(other) is not kernels.winograd_memo(w)
+    key = id(other)
+    del other                                                     # freed: its memo goes too
+    assert key not in kernels._winograd_memos

@@ -1,16 +1,26 @@
-"""Every layer's forward and input signal against HIPS autograd on randomized shapes.
+"""Every layer's forward and input signal against HIPS autograd on randomized shapes, on both
+backends (every test here runs once with "numpy" and once with "numba").
 
 The autograd versions below are written from the layers' defining equations, independently of
-``nets.kernels``; autograd then differentiates them. A layer passes when its forward equals the
-equation and its backward (rule=None) equals autograd's vector-Jacobian product.
+``nets.reference`` and ``nets._numba``; autograd then differentiates them. A layer passes when
+its forward equals the equation and its backward (rule=None) equals autograd's
+vector-Jacobian product.
 """
 import autograd.numpy as anp
 import numpy as np
 import pytest
 from autograd import grad
 
+from sensloc import nets
 from sensloc.nets import (Concat, Conv2d, Fire, Flatten, GlobalAvgPool2d, Linear, MaxPool2d, ReLU,
-                          kernels)
+                          reference)
+
+
+@pytest.fixture(autouse=True, params=["numpy", "numba"])
+def backend(request):
+    """Run the test on each backend."""
+    with nets.backend(request.param):
+        yield request.param
 
 
 def ag_conv(x, w, b, stride, padding):
@@ -29,8 +39,8 @@ def ag_conv(x, w, b, stride, padding):
 
 def ag_max_pool(x, k, stride, padding, ceil_mode):
     h, w = x.shape[2:]
-    oh = kernels.pool_output_size(h, k, stride, padding, ceil_mode)
-    ow = kernels.pool_output_size(w, k, stride, padding, ceil_mode)
+    oh = reference.pool_output_size(h, k, stride, padding, ceil_mode)
+    ow = reference.pool_output_size(w, k, stride, padding, ceil_mode)
     rows = []
     for r in range(oh):
         h0, h1 = max(r * stride - padding, 0), min(r * stride - padding + k, h)
@@ -165,9 +175,10 @@ def test_layers_run_in_float64(rng):
     assert layer.backward(np.ones_like(y), cache).dtype == np.float64
 
 
-def test_conv_winograd_memo_follows_in_place_weight_changes(rng):
-    # The layer keeps the transformed kernels between passes; changing the weights in place
-    # (as optimizers and the randomization sanity check do) or replacing them must show.
+def test_conv_winograd_memo_follows_in_place_weight_changes(rng, backend):
+    # The fast backend keeps the transformed kernels between passes; changing the weights in
+    # place (as optimizers and the randomization sanity check do) or replacing them must show.
+    from sensloc.nets._numba import kernels
     conv = Conv2d("c", 32, 9, 3, padding=1)  # Winograd both ways (kernels.uses_winograd)
     assert kernels.uses_winograd(3, 1, 1, 32, 9) and kernels.uses_winograd(3, 1, 1, 32, 9, True)
     x = rng.normal(size=(2, 32, 6, 5)).astype(np.float32)
@@ -180,9 +191,9 @@ def test_conv_winograd_memo_follows_in_place_weight_changes(rng):
         elif change == "float64":
             conv.weight, conv.bias, x = (a.astype(np.float64) for a in (conv.weight, conv.bias, x))
         y, cache = conv.forward(x)
-        expected = kernels.conv2d_forward_naive(x, conv.weight, conv.bias, 1, 1)
+        expected = reference.conv2d_forward(x, conv.weight, conv.bias, 1, 1)
         np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-5)
         dy = rng.normal(size=y.shape).astype(y.dtype)
         np.testing.assert_allclose(conv.backward(dy, cache),
-                                   kernels.conv2d_backward_input_naive(dy, conv.weight, x.shape, 1, 1),
+                                   reference.conv2d_backward_input(dy, conv.weight, x.shape, 1, 1),
                                    rtol=1e-5, atol=1e-5)

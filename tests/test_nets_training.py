@@ -2,7 +2,8 @@
 
 The network's parameter gradients are checked against HIPS autograd differentiating the same
 computation written from the layers' equations (float64), and against centred finite
-differences; the optimizers against ``torch.optim`` step by step.
+differences; the optimizers against ``torch.optim`` step by step. Every test runs on both
+backends (nets.backends).
 """
 import autograd.numpy as anp
 import numpy as np
@@ -12,6 +13,13 @@ from autograd import grad
 from sensloc import nets
 from sensloc.nets.training import SGD, Adam, softmax_cross_entropy, train_step
 from test_nets_layers import ag_conv, ag_max_pool
+
+
+@pytest.fixture(autouse=True, params=["numpy", "numba"])
+def backend(request):
+    """Run the test on each backend."""
+    with nets.backend(request.param):
+        yield request.param
 
 
 def small_vgg(seed=0):

@@ -1,11 +1,18 @@
 """The methods against closed forms: integrated gradients, SmoothGrad, Grad-CAM, neuron selection,
-occlusion."""
+occlusion; every test on both backends (nets.backends)."""
 import numpy as np
 import pytest
 
-from sensloc import saliency
+from sensloc import nets, saliency
 from sensloc.nets import Conv2d, Flatten, GlobalAvgPool2d, Linear, Network, ReLU
 from test_saliency_rules import small_net
+
+
+@pytest.fixture(autouse=True, params=["numpy", "numba"])
+def backend(request):
+    """Run the test on each backend."""
+    with nets.backend(request.param):
+        yield request.param
 
 
 @pytest.fixture

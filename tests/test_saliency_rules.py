@@ -5,6 +5,8 @@
 * DeepLIFT's rescale rule: the secant, the gradient fallback, summation-to-delta (also through
   overlapping 3x3/2 max pools), and the paper's max-pool choice breaking it;
 * a new rule needs no layer code.
+
+Every test runs on both backends (nets.backends).
 """
 import autograd.numpy as anp
 import numpy as np
@@ -15,6 +17,13 @@ from sensloc import nets
 from sensloc import saliency
 from sensloc.nets import Conv2d, Fire, Flatten, GlobalAvgPool2d, Linear, MaxPool2d, Network, ReLU
 from test_nets_layers import ag_conv, ag_max_pool
+
+
+@pytest.fixture(autouse=True, params=["numpy", "numba"])
+def backend(request):
+    """Run the test on each backend."""
+    with nets.backend(request.param):
+        yield request.param
 
 
 def small_net(seed=0, positive_head=False, bias=0.0):

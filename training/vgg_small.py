@@ -115,6 +115,8 @@ def training_batches(recipe, ahead=4):
 def train(out, recipe=Recipe(), progress=True, held_out=2000):
     """Train ``vgg_small`` on generated scenes and write it in the project's format.
 
+    Runs on the "numba" backend (:mod:`nets.backends`; the caller's is restored on return).
+
     Parameters
     ----------
     out : str or os.PathLike
@@ -142,7 +144,9 @@ def train(out, recipe=Recipe(), progress=True, held_out=2000):
     running_loss, running_correct, seen = None, 0.0, 0
     bar = tqdm(training_batches(recipe), total=recipe.steps, disable=not progress,
                file=sys.stderr, unit="step", desc="train-demo")
-    with single_threaded():
+    # The fast backend, whatever the caller's: the committed weights were trained on it, and
+    # training is reproducible bit for bit only on the same kernels.
+    with nets.backend("numba"), single_threaded():
         for step, (images, labels) in enumerate(bar):
             optimizer.lr = recipe.learning_rate(step)
             loss, correct = train_step(net, scene_inputs(images), labels, optimizer)

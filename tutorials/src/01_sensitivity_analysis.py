@@ -34,7 +34,7 @@ from sensloc import nets
 from sensloc import saliency
 from sensloc import weights
 from sensloc.data import images
-from sensloc.nets import kernels
+from sensloc.nets import reference
 from sensloc.saliency import postprocess
 
 FAST = os.environ.get("SENSLOC_TUTORIAL_FAST", "0") not in ("", "0")
@@ -152,7 +152,7 @@ print("max |Eq. 1 - finite differences| =", np.abs(fd - s_input).max())
 # ## 3. Convolution: the backward pass is a transposed convolution
 #
 # A convolution layer (a cross-correlation, as in every deep-learning library) computes, in the
-# notation of `nets/kernels.py`,
+# notation of `nets/reference.py` (the NumPy backend that runs by default, `nets.current_backend()`),
 #
 # $$y[n, o, oh, ow] = b[o] + \sum_{c,i,j} w[o, c, i, j]\; x_{pad}[n, c, s \cdot oh + i, s \cdot ow + j]$$
 #
@@ -172,17 +172,17 @@ H = W = 6
 K, stride, padding = 3, 2, 1
 w = rng.normal(size=(1, 1, K, K))
 zero_bias = np.zeros(1)
-out_shape = kernels.conv2d_forward_naive(np.zeros((1, 1, H, W)), w, zero_bias, stride, padding).shape
+out_shape = reference.conv2d_forward(np.zeros((1, 1, H, W)), w, zero_bias, stride, padding).shape
 columns = []
 for i in range(H * W):
     unit = np.zeros((1, 1, H, W))
     unit.flat[i] = 1.0
-    columns.append(kernels.conv2d_forward_naive(unit, w, zero_bias, stride, padding).ravel())
+    columns.append(reference.conv2d_forward(unit, w, zero_bias, stride, padding).ravel())
 A = np.stack(columns, axis=1)
 print("output", out_shape[2:], "-> A has shape", A.shape, "(outputs x inputs)")
 
 dy = rng.normal(size=out_shape)
-dx_library = kernels.conv2d_backward_input(dy, w, (1, 1, H, W), stride, padding)
+dx_library = reference.conv2d_backward_input(dy, w, (1, 1, H, W), stride, padding)
 dx_matrix = (A.T @ dy.ravel()).reshape(1, 1, H, W)
 print("max |library - A^T dy| =", np.abs(dx_library - dx_matrix).max())
 

@@ -56,6 +56,12 @@ print("fast mode" if FAST else "full mode", "|", net)
 # In LaTeX: $s_{in} = \mathbb{1}[\eta > 0]\, s$, $\;s_{in} = \mathbb{1}[s > 0]\, s$ and
 # $\;s_{in} = \mathbb{1}[\eta > 0]\, \mathbb{1}[s > 0]\, s$.
 #
+# In `saliency/rules.py` each rule's `relu` method is that equation as one NumPy expression, e.g.
+# `(eta > 0) * (signal > 0) * signal` for guided backpropagation, and that is the code that runs
+# here (the default "numpy" backend, `nets.current_backend()`). After `nets.use_backend("numba")`
+# the same rules run as fused one-pass Numba kernels instead, with the same numbers (the tests
+# hold the two backends equal); a rule you write yourself runs its own NumPy on either backend.
+#
 # The gradient keeps the signal of *active* units whatever its sign. Deconvnet treats the backward
 # signal as if it were a forward signal and applies the ReLU to it: only *positive* signals pass, active
 # unit or not. Guided backpropagation demands both. Every rule object has a method

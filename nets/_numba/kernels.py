@@ -1,7 +1,12 @@
-"""Hot loops: convolution and max pooling, fast (Numba + BLAS) beside naive (NumPy) versions.
+"""The fast backend's kernels: convolution, max pooling, ReLU steps and GEMMs in Numba.
 
-Every fast kernel here has a naive twin written to be obviously correct; the tests hold the
-fast one to the naive one. Layers call only the fast ones.
+Why this file is long (~900 lines): it is the second implementation of :mod:`nets.reference`,
+the speed of the library, and its parts share private helpers (scratch buffers, the BLAS guard,
+the threaded GEMM, the chunking of batches) that would otherwise become a public API between
+files. Students read :mod:`nets.reference`; this file is held equal to it by the tests.
+
+Every public function named as in :mod:`nets.reference` has its contract (signature, shapes,
+dtype, equation); only the way it is computed differs.
 
 Shapes follow the library's convention: batches are ``(N, C, H, W)`` float32, convolution
 weights are ``(O, C, KH, KW)`` (OIHW), square kernels, the same stride and zero padding on
@@ -17,17 +22,20 @@ same product a third way: the weight gradient is ``dY @ cols^T``.
 The 3x3 stride-1 convolutions that make up VGG16 take a shorter road, Winograd's minimal
 filtering F(2x2, 3x3) (Lavin & Gray, 2016; see :func:`winograd_conv2d`): 16 multiplications per
 2x2 output tile and channel pair instead of 36, so 2.25x fewer GEMM flops than ``W @ cols``.
+The transformed kernels are kept between passes, per weight array (:func:`winograd_memo`).
 
 Threads: one pool does all the parallel work of a pass, Numba's. GEMMs are split among its
 threads (:func:`gemm` by columns or rows, :func:`winograd_products` by transformed position),
-each running the single-threaded Numba GEMM of :mod:`nets.gemm` (or, for thin products, a
-BLAS kept single-threaded by :func:`serial_blas`), and the other kernels split their outputs,
-so no two threads ever write the same element.
+each running the single-threaded Numba GEMM of :mod:`nets._numba.gemm` (or, for thin products,
+a BLAS kept single-threaded by :func:`serial_blas`), and the other kernels split their outputs,
+so no two threads ever write the same element. The process settings that make this pool fast
+(passive OpenMP waiting, glibc keeping freed memory) are the business of
+:func:`nets.backends.configure_process`, never of this module: importing it changes nothing in
+the process.
 """
-import ctypes
 import importlib
-import os
 import threading
+import weakref
 from contextlib import contextmanager
 
 import numba
@@ -35,127 +43,9 @@ import numpy as np
 from numba import njit, prange
 import threadpoolctl
 
-from sensloc.nets import gemm as gemm_kernel
-from sensloc.nets.gemm import matmul_into
-
-# Numba's OpenMP workers busy-wait after every parallel kernel, and between two kernels of a
-# pass the main thread runs Python and NumPy, and other pools (PyTorch's, the user's BLAS) may
-# want the cores: on a small machine they then wait for the spinning workers to be
-# descheduled. Passive waiting made VGG16's forward pass 1.7x faster and its gradient 1.9x
-# faster on 2 cores when GEMMs still ran in OpenBLAS's own threads (benchmarks/thread_pools.py).
-# OpenMP reads the variable when its runtime starts, at the first parallel kernel; a value the
-# user set wins.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-#: glibc's ``mallopt`` parameters (malloc.h).
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
-
-
-def keep_freed_memory(limit=2**31 - 1):
-    """Let glibc's malloc reuse freed blocks of up to ``limit`` bytes instead of unmapping them.
-
-    By default glibc gives every block above 128 KB-32 MB its own mapping and returns it to the
-    OS when freed, so each pass of a network gets its activations (12.8 MB per VGG16 layer at
-    batch 1) as fresh pages that the kernel zero-fills on first touch: 36 ms of a 178 ms VGG16
-    forward pass went to the ReLUs writing into new pages (``benchmarks/profile_layers.py``).
-    Kept in the heap, the next pass reuses them (forward 0.136 -> 0.103 s, PyTorch's 0.107 s in
-    the same run). The cost: the process keeps up to ``limit`` bytes of freed memory mapped.
-    The setting is process-wide; ``SENSLOC_KEEP_FREED_MEMORY=0`` in the environment before
-    the first import of :mod:`nets` leaves malloc alone.
-
-    Returns
-    -------
-    bool
-        Whether glibc took the setting (False on other C libraries).
-    """
-    try:
-        mallopt = ctypes.CDLL("libc.so.6").mallopt
-    except (OSError, AttributeError):
-        return False
-    return bool(mallopt(_M_MMAP_THRESHOLD, limit)) and bool(mallopt(_M_TRIM_THRESHOLD, limit))
-
-
-if os.environ.get("SENSLOC_KEEP_FREED_MEMORY", "1") != "0":
-    keep_freed_memory()
-
-
-def conv_output_size(size, kernel, stride, padding):
-    """Output length of a convolution along one axis: ``floor((size + 2p - k) / s) + 1``."""
-    return (size + 2 * padding - kernel) // stride + 1
-
-
-def pool_output_size(size, kernel, stride, padding, ceil_mode):
-    """Output length of a pooling window sweep along one axis.
-
-    Floor mode is ``floor((size + 2p - k) / s) + 1``. Ceil mode (Caffe's default) rounds up
-    instead, then drops a last window that would start entirely inside the right padding;
-    Caffe and PyTorch share this rule.
-    """
-    span = size + 2 * padding - kernel
-    if span < 0:
-        raise ValueError(f"pooling window {kernel} is larger than the padded input {size + 2 * padding}")
-    out = (-(-span // stride) if ceil_mode else span // stride) + 1
-    if ceil_mode and (out - 1) * stride >= size + padding:
-        out -= 1
-    return out
-
-
-# ---------------------------------------------------------------------------------------------
-# Convolution: naive references
-# ---------------------------------------------------------------------------------------------
-
-def conv2d_forward_naive(x, w, b, stride, padding):
-    """Reference convolution, one kernel tap at a time.
-
-    ``y[n, o, oh, ow] = b[o] + sum_{c,i,j} w[o, c, i, j] * x_pad[n, c, s*oh + i, s*ow + j]``
-
-    Parameters
-    ----------
-    x : (N, C, H, W) array
-    w : (O, C, KH, KW) array
-    b : (O,) array
-    stride, padding : int
-
-    Returns
-    -------
-    y : (N, O, OH, OW) array
-    """
-    n, c, h, wd = x.shape
-    o, _, kh, kw = w.shape
-    oh, ow = conv_output_size(h, kh, stride, padding), conv_output_size(wd, kw, stride, padding)
-    xp = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
-    y = np.zeros((n, o, oh, ow), dtype=np.float64)
-    for i in range(kh):
-        for j in range(kw):
-            patch = xp[:, :, i:i + stride * oh:stride, j:j + stride * ow:stride]
-            y += np.einsum("nchw,oc->nohw", patch, w[:, :, i, j])
-    return (y + b[None, :, None, None]).astype(x.dtype)
-
-
-def conv2d_backward_input_naive(dy, w, input_shape, stride, padding):
-    """Reference input signal of a convolution: every tap sends ``w * dy`` back where it read.
-
-    ``dx_pad[n, c, s*oh + i, s*ow + j] += w[o, c, i, j] * dy[n, o, oh, ow]``
-
-    Parameters
-    ----------
-    dy : (N, O, OH, OW) array
-    w : (O, C, KH, KW) array
-    input_shape : tuple (N, C, H, W)
-
-    Returns
-    -------
-    dx : (N, C, H, W) array
-    """
-    n, c, h, wd = input_shape
-    _, _, kh, kw = w.shape
-    oh, ow = dy.shape[2:]
-    dxp = np.zeros((n, c, h + 2 * padding, wd + 2 * padding), dtype=np.float64)
-    for i in range(kh):
-        for j in range(kw):
-            dxp[:, :, i:i + stride * oh:stride, j:j + stride * ow:stride] += np.einsum(
-                "nohw,oc->nchw", dy, w[:, :, i, j])
-    return dxp[:, :, padding:padding + h, padding:padding + wd].astype(dy.dtype)
+from sensloc.nets._numba import gemm as gemm_kernel
+from sensloc.nets._numba.gemm import matmul_into
+from sensloc.nets.reference import conv_output_size, pool_output_size  # noqa: F401 (re-exported)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -197,7 +87,7 @@ def serial_blas():
     """Every BLAS library single-threaded inside the block, for GEMMs run in Numba's threads.
 
     Kernels that may call BLAS from a ``prange`` (:func:`gemm`, :func:`gemm_split_inner`,
-    :func:`winograd_products`: :func:`nets.gemm.matmul_into` hands thin products to
+    :func:`winograd_products`: :func:`nets._numba.gemm.matmul_into` hands thin products to
     ``np.dot``) must not let BLAS start threads of its own. Multi-threaded BLAS called from
     Python was the alternative, but OpenBLAS's threads spin for a while after every call
     (``OPENBLAS_THREAD_TIMEOUT``, read only when NumPy loads): on 2 cores the Numba kernel
@@ -245,7 +135,7 @@ def _as_any_thread(call, **kwargs):
 
 
 def gemm(a, b, out=None, bias=None):
-    """``a @ b (+ bias[:, None])`` split among Numba's threads, :func:`nets.gemm.matmul_into`
+    """``a @ b (+ bias[:, None])`` split among Numba's threads, :func:`nets._numba.gemm.matmul_into`
     in each: by columns of ``b`` where it is wide enough for two tile columns per thread (each
     thread packs only its own part of ``b``), else by rows of ``a``.
 
@@ -427,17 +317,14 @@ def _unroll(x, k, stride, padding, oh, ow):
     return cols
 
 
-def conv2d_forward(x, w, b, stride, padding, transformed=None):
-    """Fast convolution; same contract as :func:`conv2d_forward_naive` (float32 or float64).
-
-    ``transformed`` may hold :func:`winograd_weights` of ``w``, computed once by the caller
-    (a layer keeps it between passes); it is used only where :func:`uses_winograd`.
+def conv2d_forward(x, w, b, stride, padding):
+    """Fast convolution; same contract as :func:`nets.reference.conv2d_forward` (float32 or
+    float64): ``y[n, o, oh, ow] = b[o] + sum_{c,i,j} w[o, c, i, j] x_pad[n, c, s oh + i, s ow + j]``.
     """
     n, c, h, wd = x.shape
     o, _, kh, kw = w.shape
     if uses_winograd(kh, stride, padding, c, o):
-        u = winograd_weights(w) if transformed is None else transformed
-        return winograd_conv2d(x, u, b, padding)
+        return winograd_conv2d(x, winograd_memo(w), b, padding)
     oh, ow = conv_output_size(h, kh, stride, padding), conv_output_size(wd, kw, stride, padding)
     w_mat = w.reshape(o, -1)
     y = np.empty((n, o, oh, ow), dtype=x.dtype)
@@ -451,18 +338,17 @@ def conv2d_forward(x, w, b, stride, padding, transformed=None):
     return y
 
 
-def conv2d_backward_input(dy, w, input_shape, stride, padding, transformed=None):
-    """Fast input signal; same contract as :func:`conv2d_backward_input_naive` (float32 or float64).
-
-    ``transformed``: as in :func:`conv2d_forward`.
+def conv2d_backward_input(dy, w, input_shape, stride, padding):
+    """Fast input signal; same contract as :func:`nets.reference.conv2d_backward_input` (float32
+    or float64): ``dx_pad[n, c, s*oh + i, s*ow + j] += w[o, c, i, j] * dy[n, o, oh, ow]``.
     """
     n, c, h, wd = input_shape
     o, _, kh, kw = w.shape
     if uses_winograd(kh, stride, padding, c, o, transposed=True):
         # The transposed convolution of a 3x3 stride-1 one is a 3x3 stride-1 correlation of the
         # signal with the flipped kernels, input and output channels swapped, padding 2 - p.
-        u = winograd_weights(w) if transformed is None else transformed
-        return winograd_conv2d(dy, u, np.zeros(c, dy.dtype), 2 - padding, transposed=True)
+        return winograd_conv2d(dy, winograd_memo(w), np.zeros(c, dy.dtype), 2 - padding,
+                               transposed=True)
     oh, ow = dy.shape[2:]
     pointwise = _is_pointwise(kh, stride, padding)
     w_mat_t = np.ascontiguousarray(w.reshape(o, -1).T)  # small; gemm splits its rows
@@ -502,7 +388,7 @@ def uses_winograd(kernel_size, stride, padding, in_channels, out_channels, trans
     """Whether a convolution's forward pass (or, ``transposed``, its input signal) uses Winograd.
 
     Possible for 3x3 kernels at stride 1 with padding <= 2 (so that the transpose has padding
-    >= 0); chosen where it beat im2col + GEMM (both on :mod:`nets.gemm`, 2 threads). The
+    >= 0); chosen where it beat im2col + GEMM (both on :mod:`nets._numba.gemm`, 2 threads). The
     transforms cost in proportion to the channels they read and write, the GEMM saving in
     proportion to their product, so thin layers stay with im2col:
 
@@ -608,6 +494,27 @@ def _winograd_output_transform(m, bias, th, tw, y):
                         y[n, o, r + 1, q] = bottom_left + bias[o]
                         if q + 1 < ow:
                             y[n, o, r + 1, q + 1] = bottom_right + bias[o]
+
+
+_winograd_memos = {}
+
+
+def winograd_memo(w):
+    """:func:`winograd_weights` of ``w``, kept between passes for as long as ``w`` lives.
+
+    Transforming VGG16's kernels takes 20 ms, so the transform is kept per weight array (by
+    identity; dropped when the array is freed). Weights change in place (optimizers, loading,
+    the sanity checks' randomization), so the memo also holds a copy of the weights it was made
+    from and compares them on every call (:func:`same_values`, in parallel).
+    """
+    key = id(w)
+    memo = _winograd_memos.get(key)
+    if memo is None or memo[0]() is not w or not same_values(memo[1], w):  # values, shape, dtype
+        def forget(_, key=key):
+            _winograd_memos.pop(key, None)
+        memo = (weakref.ref(w, forget), w.copy(), winograd_weights(w))
+        _winograd_memos[key] = memo
+    return memo[2]
 
 
 def same_values(a, b):
@@ -732,37 +639,8 @@ def winograd_conv2d(x, u, b, padding, transposed=False):
     return y
 
 
-def conv2d_backward_weight_naive(dy, x, kernel_size, stride, padding):
-    """Reference parameter gradients of a convolution, one kernel tap at a time.
-
-    ``dw[o, c, i, j] = sum_{n,oh,ow} dy[n, o, oh, ow] * x_pad[n, c, s*oh + i, s*ow + j]`` and
-    ``db[o] = sum_{n,oh,ow} dy[n, o, oh, ow]``: every weight collects the signal of each output
-    it touched, times the input it read there.
-
-    Parameters
-    ----------
-    dy : (N, O, OH, OW) array
-    x : (N, C, H, W) array
-        The forward input.
-    kernel_size, stride, padding : int
-
-    Returns
-    -------
-    dw : (O, C, K, K) array
-    db : (O,) array
-    """
-    oh, ow = dy.shape[2:]
-    xp = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding))).astype(np.float64)
-    dw = np.zeros((dy.shape[1], x.shape[1], kernel_size, kernel_size))
-    for i in range(kernel_size):
-        for j in range(kernel_size):
-            patch = xp[:, :, i:i + stride * oh:stride, j:j + stride * ow:stride]
-            dw[:, :, i, j] = np.einsum("nohw,nchw->oc", dy, patch)
-    return dw.astype(dy.dtype), dy.sum(axis=(0, 2, 3), dtype=np.float64).astype(dy.dtype)
-
-
 def conv2d_backward_weight(dy, x, kernel_size, stride, padding):
-    """Fast parameter gradients; same contract as :func:`conv2d_backward_weight_naive`.
+    """Fast parameter gradients; same contract as :func:`nets.reference.conv2d_backward_weight`.
 
     The weight gradient is the forward's GEMM read the other way: ``dw = dY @ cols^T`` with
     ``dY`` the signal as (O, B*OH*OW) and ``cols`` the forward's unrolled input, summed over
@@ -781,50 +659,6 @@ def conv2d_backward_weight(dy, x, kernel_size, stride, padding):
 # ---------------------------------------------------------------------------------------------
 # Max pooling
 # ---------------------------------------------------------------------------------------------
-
-def _window(o, kernel, stride, padding, size):
-    start = o * stride - padding
-    return max(start, 0), min(start + kernel, size)
-
-
-def max_pool_forward_naive(x, kernel, stride, padding, ceil_mode):
-    """Reference max pooling over clipped windows.
-
-    ``y[n, c, oh, ow] = max over the window of x``; ``argmax`` holds the flat index ``h * W + w``
-    of the first maximum in row-major order (PyTorch's tie-break), the *switch* that routes
-    the backward signal.
-
-    Returns
-    -------
-    y : (N, C, OH, OW) array
-    argmax : (N, C, OH, OW) int64 array
-    """
-    n, c, h, w = x.shape
-    oh = pool_output_size(h, kernel, stride, padding, ceil_mode)
-    ow = pool_output_size(w, kernel, stride, padding, ceil_mode)
-    y = np.empty((n, c, oh, ow), dtype=x.dtype)
-    argmax = np.empty((n, c, oh, ow), dtype=np.int64)
-    for r in range(oh):
-        h0, h1 = _window(r, kernel, stride, padding, h)
-        for q in range(ow):
-            w0, w1 = _window(q, kernel, stride, padding, w)
-            win = x[:, :, h0:h1, w0:w1].reshape(n, c, -1)
-            k = win.argmax(axis=2)
-            y[:, :, r, q] = np.take_along_axis(win, k[..., None], axis=2)[..., 0]
-            argmax[:, :, r, q] = (h0 + k // (w1 - w0)) * w + (w0 + k % (w1 - w0))
-    return y, argmax
-
-
-def max_pool_route_naive(dy, argmax, input_shape):
-    """Reference routing of a signal through max-pool switches: ``dx[argmax] += dy``."""
-    n, c, h, w = input_shape
-    dx = np.zeros((n, c, h * w), dtype=dy.dtype)
-    nn, cc = np.meshgrid(np.arange(n), np.arange(c), indexing="ij")
-    for r in range(dy.shape[2]):
-        for q in range(dy.shape[3]):
-            np.add.at(dx, (nn, cc, argmax[:, :, r, q]), dy[:, :, r, q])
-    return dx.reshape(input_shape)
-
 
 @njit(parallel=True, cache=True)
 def _max_pool_forward(x, kernel, stride, padding, y, argmax):
@@ -869,7 +703,7 @@ def _max_pool_route(dy, argmax, dx):
 
 
 def max_pool_forward(x, kernel, stride, padding, ceil_mode):
-    """Fast max pooling; same contract as :func:`max_pool_forward_naive`."""
+    """Fast max pooling; same contract as :func:`nets.reference.max_pool_forward`."""
     n, c, h, w = x.shape
     oh = pool_output_size(h, kernel, stride, padding, ceil_mode)
     ow = pool_output_size(w, kernel, stride, padding, ceil_mode)
@@ -880,7 +714,7 @@ def max_pool_forward(x, kernel, stride, padding, ceil_mode):
 
 
 def max_pool_route(dy, argmax, input_shape):
-    """Fast switch routing; same contract as :func:`max_pool_route_naive`."""
+    """Fast switch routing; same contract as :func:`nets.reference.max_pool_route`."""
     dx = np.empty(input_shape, dtype=dy.dtype)
     _max_pool_route(np.ascontiguousarray(dy), argmax, dx)
     return dx
@@ -966,3 +800,60 @@ def relu_secant(signal, eta, eta_ref, eps):
     _relu_secant(_flat(signal, dtype), _flat(eta, dtype), _flat(eta_ref, dtype), dtype.type(eps),
                  dtype.type(0), out.reshape(-1))
     return out
+
+
+def relu_backward(signal, eta):
+    """The gradient through a ReLU, ``1[eta > 0] * s``, in one pass; same contract as
+    :func:`nets.reference.relu_backward`."""
+    return relu_gate(signal, eta)
+
+
+def _guided(rule, signal, eta, eta_ref):
+    return relu_gate(signal, eta, guided=True)
+
+
+def _deconvnet(rule, signal, eta, eta_ref):
+    return relu(signal)   # 1[s > 0] * s = max(s, 0)
+
+
+def _rescale(rule, signal, eta, eta_ref):
+    if eta_ref is None:
+        return rule.relu(signal, eta, eta_ref)   # the rule's own message
+    return relu_secant(signal, eta, eta_ref, rule.eps)
+
+
+#: The fused kernel of each kind of ReLU step a rule may declare (``relu.fused`` in
+#: :mod:`saliency.rules`): the one-pass twin of the rule's NumPy expression.
+FUSED_RELU_RULES = {"gradient": lambda rule, signal, eta, eta_ref: relu_gate(signal, eta),
+                    "guided": _guided, "deconvnet": _deconvnet, "rescale": _rescale}
+
+
+def relu_rule(rule, signal, eta, eta_ref):
+    """``rule.relu(signal, eta, eta_ref)``, by a fused kernel where this backend has one.
+
+    A rule whose ``relu`` method carries ``fused = kind`` with a kind of
+    :data:`FUSED_RELU_RULES` runs that kernel (same values as the method, one parallel pass
+    instead of NumPy's masks and temporaries); any other rule, including a subclass that
+    overrides ``relu`` (its new method has no mark) and a student's own rule, runs its method.
+    Same contract as :func:`nets.reference.relu_rule`.
+    """
+    fused = FUSED_RELU_RULES.get(getattr(rule.relu, "fused", None))
+    if fused is None:
+        return rule.relu(signal, eta, eta_ref)
+    return fused(rule, signal, eta, eta_ref)
+
+
+# ---------------------------------------------------------------------------------------------
+# Fully connected layers: threaded GEMMs
+# ---------------------------------------------------------------------------------------------
+
+def linear_forward(x, w, b):
+    """``y = x W^T + b``; same contract as :func:`nets.reference.linear_forward`."""
+    # As y^T = W x^T + b: the rows of W (thousands) split well among threads, those of x not.
+    return np.ascontiguousarray(gemm(w, x.T, bias=b).T)
+
+
+def linear_backward_input(dy, w):
+    """``dx = dy @ W`` with the shared dimension split among threads (:func:`gemm_split_inner`:
+    bound by reading W once); same contract as :func:`nets.reference.linear_backward_input`."""
+    return gemm_split_inner(dy, w)

@@ -22,7 +22,7 @@ arithmetic width unused. Numba compiles for the host CPU, so this kernel uses it
 width: on VGG16's Winograd products 1.15-1.5x OpenBLAS's throughput, one thread each, on the
 2-core AVX-512 development machine (``benchmarks/gemm.py``).
 
-Single-threaded by design: callers (:mod:`nets.kernels`) split their work among Numba's threads
+Single-threaded by design: callers (:mod:`nets._numba.kernels`) split their work among Numba's threads
 and call :func:`matmul_into` from each. Float32 only; other dtypes, and products too thin to
 fill a tile, go to ``np.dot``.
 """

@@ -1,0 +1,244 @@
+"""The two backends (nets.backends) are the same functions: equal on every operation, rule and
+method, in float64 to 1e-12 relative, and choosing one is explicit.
+
+* Operations on random shapes: strides 1-3, paddings, odd sizes, 1x1 and Winograd-sized
+  convolutions, ceil-mode and padded max pools, every ReLU step.
+* Rules: each built-in rule's NumPy ``relu`` against the fast backend's fused kernel; a rule
+  the fast backend does not know (a user's, or a subclass overriding ``relu``) runs its own
+  method there too.
+* Whole networks: VGG16 and SqueezeNet 1.0 with random weights, maps of gradient, guided
+  backprop, deconvnet, DeepLIFT (both max-pool modes) and Grad-CAM.
+* Importing the library changes nothing in the process and loads neither Numba nor llvmlite;
+  ``python -m sensloc --help`` does not load Numba either.
+
+Relative error is ``max |numba - numpy| / max |numpy|``: the two differ in the order of their
+float64 sums (im2col and Winograd GEMMs against one product per kernel tap), i.e. by a few
+units of 1e-16 times the size of the values summed.
+"""
+import inspect
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from sensloc import nets, saliency
+from sensloc.nets import backends
+from sensloc.nets import reference
+from sensloc.nets._numba import kernels
+
+fast = backends.backend_module("numba")
+EQUAL = 1e-12
+
+
+def relative_error(result, expected):
+    scale = np.abs(expected).max()
+    return np.abs(result - expected).max() / (scale if scale > 0 else 1.0)
+
+
+def assert_equal_backends(result, expected):
+    assert result.shape == expected.shape and result.dtype == expected.dtype
+    assert relative_error(result, expected) <= EQUAL
+
+
+# ------------------------------------------------------------------------------ choosing
+
+def test_backends_have_the_same_operations_and_signatures():
+    for name in backends.OPERATIONS:
+        assert (inspect.signature(getattr(fast, name))
+                == inspect.signature(getattr(reference, name))), name
+
+
+def test_backend_is_chosen_explicitly_and_restored():
+    assert nets.current_backend() == "numpy"            # the default
+    with nets.backend("numba"):
+        assert nets.current_backend() == "numba"
+        assert backends.ops.conv2d_forward is fast.conv2d_forward
+        with nets.backend("numpy"):
+            assert backends.ops.conv2d_forward is reference.conv2d_forward
+        assert nets.current_backend() == "numba"
+    assert nets.current_backend() == "numpy"
+    assert nets.use_backend("numba") == "numpy" and nets.use_backend("numpy") == "numba"
+    with pytest.raises(ValueError, match="unknown backend 'torch'"):
+        nets.use_backend("torch")
+    assert nets.current_backend() == "numpy"
+    with pytest.raises(AttributeError, match="no backend operation"):
+        backends.ops.winograd_weights
+
+
+# ------------------------------------------------------------------------------ operations
+
+def conv_case(rng, winograd=False):
+    k = 3 if winograd else int(rng.choice([1, 2, 3, 5, 7]))
+    stride = 1 if winograd else int(rng.integers(1, 4))
+    padding = int(rng.integers(0, 3)) if winograd else int(rng.integers(0, k // 2 + 2))
+    c, o = ((int(rng.integers(32, 40)), int(rng.integers(8, 20))) if winograd
+            else (int(rng.integers(1, 7)), int(rng.integers(1, 7))))
+    n = int(rng.integers(1, 4))
+    h, w = int(rng.integers(k, k + 13)), int(rng.integers(k, k + 13))
+    return (rng.normal(size=(n, c, h, w)), rng.normal(size=(o, c, k, k)), rng.normal(size=o),
+            stride, padding)
+
+
+@pytest.mark.parametrize("winograd", [False, True])
+@pytest.mark.parametrize("seed", range(10))
+def test_convolution_operations_are_equal(seed, winograd):
+    x, w, b, s, p = conv_case(np.random.default_rng(seed), winograd)
+    y = reference.conv2d_forward(x, w, b, s, p)
+    assert_equal_backends(fast.conv2d_forward(x, w, b, s, p), y)
+    dy = np.random.default_rng(50 + seed).normal(size=y.shape)
+    assert_equal_backends(fast.conv2d_backward_input(dy, w, x.shape, s, p),
+                          reference.conv2d_backward_input(dy, w, x.shape, s, p))
+    for ours, theirs in zip(fast.conv2d_backward_weight(dy, x, w.shape[2], s, p),
+                            reference.conv2d_backward_weight(dy, x, w.shape[2], s, p)):
+        assert_equal_backends(ours, theirs)
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_max_pool_operations_are_equal(seed):
+    rng = np.random.default_rng(100 + seed)
+    k = int(rng.integers(2, 5))
+    s, p, ceil = int(rng.integers(1, k + 1)), int(rng.integers(0, k // 2 + 1)), bool(seed % 2)
+    x = rng.normal(size=(int(rng.integers(1, 3)), 3, int(rng.integers(k, 15)),
+                         int(rng.integers(k, 15))))
+    x[0, 0, :2, :2] = 0.5                          # ties: the first maximum wins on both
+    y, argmax = reference.max_pool_forward(x, k, s, p, ceil)
+    y_fast, argmax_fast = fast.max_pool_forward(x, k, s, p, ceil)
+    np.testing.assert_array_equal(y_fast, y)       # a selection: exactly equal
+    np.testing.assert_array_equal(argmax_fast, argmax)
+    dy = rng.normal(size=y.shape)
+    np.testing.assert_array_equal(fast.max_pool_route(dy, argmax, x.shape),
+                                  reference.max_pool_route(dy, argmax, x.shape))
+
+
+def test_max_pool_of_all_minus_infinity_keeps_the_first_pixel():
+    x = np.full((1, 1, 3, 3), -np.inf)
+    for ops in (reference, fast):
+        y, argmax = ops.max_pool_forward(x, 2, 2, 0, True)
+        assert np.all(y == -np.inf) and argmax.ravel().tolist() == [0, 2, 6, 8]
+
+
+def test_linear_and_relu_operations_are_equal(rng):
+    x, w, b = rng.normal(size=(3, 40)), rng.normal(size=(7, 40)), rng.normal(size=7)
+    assert_equal_backends(fast.linear_forward(x, w, b), reference.linear_forward(x, w, b))
+    dy = rng.normal(size=(3, 7))
+    assert_equal_backends(fast.linear_backward_input(dy, w), reference.linear_backward_input(dy, w))
+    eta, s = rng.normal(size=(2, 3, 5, 4)), rng.normal(size=(2, 3, 5, 4))
+    eta[0, 0, 0] = 0.0                                   # the kink
+    np.testing.assert_array_equal(fast.relu(eta), reference.relu(eta))
+    np.testing.assert_array_equal(fast.relu_backward(s, eta), reference.relu_backward(s, eta))
+    for dtype in (np.float32, np.float64):
+        assert fast.relu_backward(s.astype(dtype), eta).dtype == dtype
+        assert reference.relu_backward(s.astype(dtype), eta).dtype == dtype
+
+
+# ------------------------------------------------------------------------------ rules
+
+RULES = [saliency.Gradient(), saliency.Guided(), saliency.Deconvnet(), saliency.Rescale()]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("rule", RULES, ids=lambda r: r.name)
+def test_fused_relu_kernels_equal_the_rules_numpy(rng, rule, dtype):
+    s, eta, ref = (rng.normal(size=(2, 4, 6, 5)).astype(dtype) for _ in range(3))
+    eta[0, 0, 0] = 0.0                                   # the kink
+    ref[0, 1, 0] = eta[0, 1, 0]                          # no difference: the gradient
+    ref[0, 1, 1, 0] = eta[0, 1, 1, 0] + 1e-12            # below eps: the gradient
+    assert rule.relu.fused in kernels.FUSED_RELU_RULES   # this backend has a kernel for it
+    numpy_step = reference.relu_rule(rule, s, eta, ref)
+    assert numpy_step.dtype == dtype
+    # Same expression, same arithmetic order: equal to the last bit, float32 included.
+    np.testing.assert_array_equal(fast.relu_rule(rule, s, eta, ref), numpy_step)
+
+
+def test_rules_the_fast_backend_does_not_know_run_their_own_numpy(rng, monkeypatch):
+    calls = []
+
+    class Counting(saliency.Guided):        # overrides relu: its method has no `fused` mark
+        def relu(self, signal, eta, eta_ref):
+            calls.append("counting")
+            return super().relu(signal, eta, eta_ref)
+
+    class Leaky(saliency.Rule):             # a student's rule
+        def relu(self, signal, eta, eta_ref):
+            return signal * np.where(eta > 0, 1.0, 0.1)
+
+    monkeypatch.setitem(kernels.FUSED_RELU_RULES, "guided",
+                        lambda *args: calls.append("fused") or kernels._guided(*args))
+    s, eta = rng.normal(size=(2, 3, 4, 4)), rng.normal(size=(2, 3, 4, 4))
+    np.testing.assert_array_equal(fast.relu_rule(Counting(), s, eta, None),
+                                  (eta > 0) * (s > 0) * s)
+    np.testing.assert_array_equal(fast.relu_rule(saliency.Guided(), s, eta, None),
+                                  (eta > 0) * (s > 0) * s)
+    assert calls == ["counting", "fused"]
+    np.testing.assert_array_equal(fast.relu_rule(Leaky(), s, eta, None), Leaky().relu(s, eta, None))
+    with pytest.raises(ValueError, match="reference"):
+        fast.relu_rule(saliency.Rescale(), s, eta, None)
+
+
+# ------------------------------------------------------------------------------ whole networks
+
+METHODS = {
+    "gradient": lambda net, x, t, ref: saliency.gradient(net, x, t),
+    "guided": lambda net, x, t, ref: saliency.guided_backprop(net, x, t),
+    "deconvnet": lambda net, x, t, ref: saliency.deconvnet(net, x, t),
+    "deeplift": lambda net, x, t, ref: saliency.deeplift(net, x, t, reference=ref),
+    "deeplift_gradient_pools": lambda net, x, t, ref: saliency.deeplift(
+        net, x, t, reference=ref, max_pool="gradient"),
+    # (before its final ReLU: with random weights the whole map may be negative)
+    "grad_cam": lambda net, x, t, ref: saliency.grad_cam(net, x, t, relu=False),
+}
+
+
+@pytest.mark.parametrize("name, side", [("vgg16", 224), ("squeezenet1_0", 227)])
+def test_whole_network_maps_are_equal_on_both_backends(name, side):
+    net = nets.random_parameters(nets.build(name), seed=0).astype(np.float64)
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(1, 3, side, side))
+    ref = rng.normal(size=x.shape)                 # no ties in the reference's pool windows
+    target = 7
+    for method, compute in METHODS.items():
+        with nets.backend("numpy"):
+            expected = compute(net, x, target, ref)
+        with nets.backend("numba"):
+            result = compute(net, x, target, ref)
+        assert np.abs(expected).max() > 0, method
+        error = relative_error(result, expected)
+        print(f"{name} {method}: max|numba - numpy| / max|numpy| = {error:.2e}")
+        assert error <= EQUAL, (method, error)
+
+
+# ------------------------------------------------------------------------------ the process
+
+def test_importing_the_library_changes_nothing_and_loads_no_numba():
+    script = """if True:
+        import json, os, sys
+        before = dict(os.environ)
+        import sensloc, sensloc.nets, sensloc.saliency, sensloc.localize, sensloc.weights
+        import sensloc.cli
+        changed = sorted(k for k in set(before) | set(os.environ)
+                         if before.get(k) != os.environ.get(k))
+        backend = sensloc.nets.current_backend()
+        sensloc.nets.use_backend("numba")      # selecting is not yet loading: the first op loads
+        print(json.dumps({"changed": changed, "backend": backend,
+                          "loaded": sorted(m for m in ("numba", "llvmlite", "sensloc.nets._numba")
+                                           if m in sys.modules)}))
+    """
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY",)}
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
+                         check=True, cwd="/").stdout
+    import json
+    assert json.loads(out.strip().splitlines()[-1]) == {"changed": [], "backend": "numpy",
+                                                         "loaded": []}
+
+
+def test_command_line_help_loads_no_numba():
+    # -X importtime lists every module the command imports, on stderr.
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "sensloc", "--help"],
+                          capture_output=True, text=True, cwd="/")
+    assert proc.returncode == 0 and "usage: sensloc" in proc.stdout
+    imported = [line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines()
+                if line.startswith("import time:")]
+    assert "sensloc.cli.main" in imported          # the listing is what it claims to be
+    assert not [m for m in imported if m.split(".")[0] in ("numba", "llvmlite")]
