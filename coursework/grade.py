@@ -23,9 +23,15 @@ values and where, an exception and the line of the student's file that raised it
 Exit status: 0 for full marks, 1 otherwise, 2 when ``FILE`` cannot be found.
 """
 import argparse
-import importlib.util
+import csv
+import json
+import os
+import pkgutil
+import resource
+import signal
+import subprocess
 import sys
-import traceback
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,6 +44,8 @@ from sensloc.nets import kernels
 from sensloc.localize import boxes as box_lib
 from sensloc.localize import metrics as metric_lib
 from sensloc.localize import regression as regression_lib
+
+from sensloc.coursework import sandbox
 
 #: The assignment skeletons, shipped with the package.
 SKELETONS = Path(__file__).resolve().parent / "assignments"
@@ -61,7 +69,6 @@ class Case:
     expected: object
     check: object = None
     diagnose: object = None
-    module: object = None   # the student's module, set while grading (for diagnoses)
 
 
 @dataclass
@@ -152,6 +159,8 @@ def _fmt(value):
 def _as_array(got, what="the result"):
     if got is None:
         raise CaseFailure(f"{what} is None (is a `return` missing?)")
+    if isinstance(got, sandbox.Unsupported):
+        raise CaseFailure(f"{what} is of type {got.type_name}, not an array of numbers")
     try:
         array = np.asarray(got, dtype=np.float64)
     except (TypeError, ValueError):
@@ -207,70 +216,144 @@ def _close(got, alternative, rtol=1e-6):
         got, alternative, rtol=rtol, atol=1e-9 * max(float(np.abs(alternative).max(initial=0)), 1e-3))
 
 
-def _student_line(error, path):
-    """`` (line N: code)`` of the innermost frame of the student's file in a traceback."""
-    frames = [f for f in traceback.extract_tb(error.__traceback__)
-              if Path(f.filename).resolve() == path.resolve()]
-    if not frames:
-        return ""
-    frame = frames[-1]
-    return f" (line {frame.lineno}: {frame.line.strip()})" if frame.line else f" (line {frame.lineno})"
-
-
-def load_module(path):
-    """Import a Python file from its path under a private module name; errors propagate."""
-    path = Path(path)
-    name = f"sensloc_student_{abs(hash(str(path.resolve())))}"
-    spec = importlib.util.spec_from_file_location(name, path)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"{path} cannot be imported as a Python module")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    try:
-        spec.loader.exec_module(module)
-    except BaseException:
-        sys.modules.pop(name, None)
-        raise
-    return module
-
-
-def _copy(value):
-    if isinstance(value, np.ndarray):
-        return value.copy()
+def _plain(value):
+    """``value`` as plain data for the sandbox: a network becomes a list of layer dicts."""
+    if isinstance(value, nets.Network):
+        return plain_network(value)
+    if isinstance(value, tuple):
+        return tuple(_plain(v) for v in value)
     if isinstance(value, list):
-        return [_copy(v) for v in value]
+        return [_plain(v) for v in value]
     return value
 
 
-def run_part(number, part, module, path, rng):
-    """Grade one function: every case, with messages for the failures."""
+def plain_network(net):
+    """A network as the plain data the assignments take: a list of one dict per layer.
+
+    Every dict has ``"type"`` (the layer's class name) and ``"name"``; ``Linear`` and ``Conv2d``
+    add ``"weight"`` and ``"bias"`` (arrays), ``Conv2d`` ``"stride"`` and ``"padding"``,
+    ``MaxPool2d`` ``"kernel_size"`` and ``"stride"``. ``ReLU``, ``Flatten`` and
+    ``GlobalAvgPool2d`` have nothing more.
+    """
+    layers = []
+    for layer in net.layers:
+        kind = type(layer).__name__
+        entry = {"type": kind, "name": layer.name}
+        if kind in ("Linear", "Conv2d"):
+            entry.update(weight=np.array(layer.weight), bias=np.array(layer.bias))
+        if kind == "Conv2d":
+            entry.update(stride=int(layer.stride), padding=int(layer.padding))
+        elif kind == "MaxPool2d":
+            if layer.padding or layer.ceil_mode:
+                raise ValueError("graded max pools have no padding and floor rounding")
+            entry.update(kernel_size=int(layer.kernel_size), stride=int(layer.stride))
+        elif kind not in ("Linear", "ReLU", "Flatten", "GlobalAvgPool2d"):
+            raise ValueError(f"layer type {kind} cannot be sent to a submission")
+        layers.append(entry)
+    return layers
+
+
+@dataclass
+class Limits:
+    """What one part of a submission may use: address space, CPU time and wall-clock time."""
+    memory_bytes: int = 2 << 30
+    cpu_seconds: int = 60
+    wall_seconds: float = 120.0
+    output_bytes: int = 64 << 20   # the largest file the child may write (results, prints)
+
+
+def _library_dirs():
+    """The folders of the library's subpackages (what a submission may neither import nor read)."""
+    import sensloc
+    root = Path(sensloc.__file__).resolve().parent
+    return [str(root / m.name) for m in pkgutil.iter_modules([str(root)]) if m.ispkg]
+
+
+def _set_limits(limits):
+    """Run in the child between fork and exec: resource limits a process cannot raise again."""
+    for which, value in ((resource.RLIMIT_AS, limits.memory_bytes), (resource.RLIMIT_CPU, limits.cpu_seconds),
+                         (resource.RLIMIT_FSIZE, limits.output_bytes), (resource.RLIMIT_CORE, 0)):
+        resource.setrlimit(which, (value, value))
+
+
+def run_sandboxed(source, function, args_list, limits=None):
+    """Call ``function`` of the submission ``source`` on every argument tuple, in a separate process.
+
+    Returns ``(results, failure)``: ``results`` is the plain data the child wrote (see
+    :func:`sensloc.coursework.sandbox.child`), or None with ``failure`` saying why there is none
+    (timeout, memory or CPU limit, a crash).
+    """
+    limits = limits or Limits()
+    with tempfile.TemporaryDirectory(prefix="sensloc-grade-") as folder:
+        folder = Path(folder)
+        (folder / sandbox.SUBMISSION).write_text(source, encoding="utf-8")
+        sandbox.write_bundle(folder / sandbox.CASES, {"function": function, "cases": list(args_list),
+                                                      "library_dirs": _library_dirs()})
+        env = {"PATH": os.defpath, "HOME": str(folder), "TMPDIR": str(folder), "LC_ALL": "C.UTF-8",
+               "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+        with open(folder / "output.txt", "wb") as output:
+            child = subprocess.Popen([sys.executable, "-I", str(Path(sandbox.__file__).resolve()), str(folder)],
+                                     cwd=folder, env=env, stdin=subprocess.DEVNULL, stdout=output,
+                                     stderr=subprocess.STDOUT, start_new_session=True,
+                                     preexec_fn=lambda: _set_limits(limits))
+            try:
+                child.wait(timeout=limits.wall_seconds)
+            except subprocess.TimeoutExpired:
+                os.killpg(child.pid, signal.SIGKILL)
+                child.wait()
+                return None, f"took longer than {limits.wall_seconds:g} s (wall clock): stopped"
+        if (folder / sandbox.RESULTS).is_file():
+            try:
+                return sandbox.read_bundle(folder / sandbox.RESULTS), None
+            except Exception as error:  # a damaged or forged file: no results
+                return None, f"its results could not be read ({type(error).__name__})"
+        if child.returncode in (-signal.SIGXCPU, -signal.SIGKILL):
+            return None, f"went over the limit of {limits.cpu_seconds} s of CPU time: stopped"
+        tail = (folder / "output.txt").read_bytes()[-600:].decode("utf-8", "replace").strip()
+        if "MemoryError" in tail:
+            return None, f"went over the memory limit of {limits.memory_bytes >> 20} MiB"
+        return None, f"the process ended without results (exit status {child.returncode}): {tail[-300:]}"
+
+
+def run_part(number, part, source, path, rng, hints=True, limits=None):
+    """Grade one function: run every case in the sandbox, compare here, describe the failures."""
     cases = part.make_cases(rng)
-    result = PartResult(number, part.function, part.points, 0, len(cases), hint=part.hint)
-    function = getattr(module, part.function, None)
-    if not callable(function):
-        result.messages.append(f"{path.name} has no function `{part.function}` "
-                               "(keep the names of the skeleton)")
-        return result
+    result = PartResult(number, part.function, part.points, 0, len(cases), hint=part.hint if hints else "")
+    results, failure = run_sandboxed(source, part.function, [_plain(c.args) for c in cases], limits)
+    if results is None:
+        result.messages.append(f"scored 0: your file {failure}")
+        return result, None
+    if results["violations"]:
+        what = "; ".join(dict.fromkeys(results["violations"]))
+        result.messages.append(f"scored 0: your file {what}. Submissions may use NumPy and the standard "
+                               "library only; the grader runs them apart from the library.")
+        result.hint = ""
+        return result, ("violation" if results["import_error"] or results["import_violations"] else None)
+    if results["import_error"]:
+        error = results["import_error"]
+        message = f"could not import {path.name}: {error['type']}: {error['message']}{error['where']}"
+        result.messages.append(message)
+        return result, message
+    if results["missing"]:
+        result.messages.append(f"{path.name} has no function `{part.function}` (keep the names of the skeleton)")
+        return result, None
     failures = []
-    for case in cases:
-        case.module = module
-        try:
-            with np.errstate(all="ignore"):
-                got = function(*[_copy(a) for a in case.args])
-        except NotImplementedError as error:
-            failures.append(f"not implemented yet ({error or 'NotImplementedError'}): replace the "
-                            f"`raise NotImplementedError` by your code")
-            result.messages, result.hint = failures, ""
-            return result
-        except Exception as error:  # a student's bug: report it, go on with the next case
-            failures.append(f"case {case.label}: raised {type(error).__name__}: {error}"
-                            f"{_student_line(error, path)}")
+    for case, outcome in zip(cases, results["cases"]):
+        if "not_implemented" in outcome:
+            result.messages = [f"not implemented yet ({outcome['not_implemented']}): replace the "
+                               "`raise NotImplementedError` by your code"]
+            result.hint = ""
+            return result, None
+        if "error" in outcome:
+            error = outcome["error"]
+            failures.append(f"case {case.label}: raised {error['type']}: {error['message']}{error['where']}")
             continue
+        got = outcome["result"]
         try:
             (case.check or _default_check)(got, case)
         except CaseFailure as failure:
             message = f"case {case.label}: {failure}"
-            hint = _diagnose(case, got)
+            hint = _diagnose(case, got) if hints else None
             failures.append(f"{message}. {hint}" if hint else message)
         except Exception as error:  # a result so odd that it cannot even be compared
             failures.append(f"case {case.label}: the result ({type(got).__name__}) cannot be compared "
@@ -280,7 +363,7 @@ def run_part(number, part, module, path, rng):
     if len(failures) > SHOWN_FAILURES:
         failures = failures[:SHOWN_FAILURES] + [f"... and {len(failures) - SHOWN_FAILURES} more failed case(s)"]
     result.messages = failures
-    return result
+    return result, None
 
 
 def _diagnose(case, got):
@@ -452,8 +535,8 @@ ASSIGNMENT_1 = Assignment(1, "backward", "1_backward_recursion.py",
          "for each window (oh, ow) find the argmax of x[n, c, s*oh:s*oh+k, s*ow:s*ow+k] and ADD "
          "signal[n, c, oh, ow] at that pixel"),
     Part("input_gradient", 3, _input_gradient_cases,
-         "signal = one-hot rows of the targets at the logits; for layer in reversed(net.layers): "
-         "signal = <backward of that layer>(signal, trace.caches[layer.name]); Flatten reshapes the "
+         "logits, caches = forward(net, x); signal = one-hot rows of the targets; for layer in reversed(net): "
+         "signal = <backward of that layer>(signal, caches[layer['name']]); Flatten reshapes the "
          "signal to the cached shape; GlobalAvgPool2d spreads signal[n, c] / (H * W) over every pixel",
          uses=("linear_backward", "relu_backward", "conv2d_backward", "max_pool_backward")),
 ])
@@ -565,11 +648,11 @@ ASSIGNMENT_2 = Assignment(2, "rules", "2_rules.py",
          "m = (max(eta, 0) - max(eta_ref, 0)) / (eta - eta_ref) where |eta - eta_ref| >= eps, "
          "else 1[eta > 0]; return m * signal"),
     Part("guided_backprop", 3, _guided_backprop_cases,
-         "trace = net.forward(x); signal = one-hot rows (N, K) of the targets; "
-         "return net.backward(trace, signal, rule=GuidedRule())", uses=("guided_relu",)),
+         "logits, caches = forward(net, x); signal = one-hot rows (N, K) of the targets; "
+         "return backward(net, caches, signal, GuidedRule())", uses=("guided_relu",)),
     Part("deeplift", 4, _deeplift_cases,
-         "trace, ref_trace = net.forward(x), net.forward(x_ref); m = net.backward(trace, one_hot, "
-         "rule=RescaleRule(), ref_trace=ref_trace); return (x - x_ref) * m", uses=("rescale_relu",)),
+         "caches, ref_caches = forward(net, x)[1], forward(net, x_ref)[1]; m = backward(net, caches, "
+         "one_hot, RescaleRule(), ref_caches); return (x - x_ref) * m", uses=("rescale_relu",)),
 ])
 
 
@@ -747,15 +830,6 @@ def _choose_lambda_cases(rng):
                 scores = np.asarray(got[1], dtype=np.float64)
             except (TypeError, ValueError, IndexError):
                 return None
-            X, Y, lambdas = case.args[:3]
-            try:
-                with np.errstate(all="ignore"):
-                    own = case.module.predict_boxes(case.module.fit_ridge(X, Y, lambdas[0]), X)
-                own_ok = _close(own, regression_lib.predict(regression_lib.fit_ridge(X, Y, lambdas[0]), X))
-            except Exception:
-                own_ok = False
-            if not own_ok:
-                return "choose_lambda calls your fit_ridge and predict_boxes: make parts 4 and 5 pass first"
             if _close(scores, case.expected[1] * 4):
                 return "Divide the total squared error by Y.size (images x 4 corners), not by the number of images"
             return ("Check the folds: folds = np.array_split(np.random.default_rng(seed).permutation(len(X)), k); "
@@ -808,17 +882,27 @@ def default_file(assignment):
                             f"folder nor in {SKELETONS}; give the path of your solution")
 
 
-def grade(assignment, path=None, seed=0):
-    """Grade a student's file.
+#: The environment variable holding a teacher's secret seed (hidden cases), used when ``--seed`` is not given.
+SEED_VARIABLE = "SENSLOC_GRADE_SEED"
+
+
+def grade(assignment, path=None, seed=0, hints=True, limits=None):
+    """Grade a student's file, every part in its own sandboxed process (:mod:`.sandbox`).
 
     Parameters
     ----------
     assignment : int, str or Assignment
         ``1``, ``2``, ``3`` or ``"backward"``, ``"rules"``, ``"boxes"``.
     path : path, optional
-        The student's module (default :func:`default_file`).
+        The student's module (default :func:`default_file`). It is never imported here: its
+        source runs in a child process that cannot import the library (see :mod:`.sandbox`).
     seed : int
         Seeds the random cases; the same seed gives the same cases.
+    hints : bool
+        Add the part's hint and the diagnosis of typical mistakes to the messages (turn off
+        for exams).
+    limits : Limits, optional
+        Memory, CPU and wall-clock limits of each part's process.
 
     Returns
     -------
@@ -834,28 +918,62 @@ def grade(assignment, path=None, seed=0):
     path = Path(path) if path is not None else default_file(assignment)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
-    try:
-        module = load_module(path)
-    except Exception as error:  # the student's file does not import: every part fails
-        where = _student_line(error, path)
-        if isinstance(error, SyntaxError):
-            where = f" (line {error.lineno}: {(error.text or '').strip()})"
-        message = f"could not import {path.name}: {type(error).__name__}: {error}{where}"
-        parts = [PartResult(i, p.function, p.points, 0, 1, [message], p.hint)
-                 for i, p in enumerate(assignment.parts, start=1)]
-        return Report(assignment, path, seed, parts, error=message)
+    source = path.read_bytes().decode("utf-8", "replace")
     results = []
     for number, part in enumerate(assignment.parts, start=1):
         # Each part draws from its own stream: fixing one part never changes another's cases.
         rng = np.random.default_rng([seed, assignment.number, number])
-        result = run_part(number, part, module, path, rng)
+        result, import_error = run_part(number, part, source, path, rng, hints, limits)
+        if import_error:  # the file does not import (or imports the library): every part fails alike
+            hint = hints and import_error != "violation"
+            parts = [PartResult(i, p.function, p.points, 0, 1, list(result.messages), p.hint if hint else "")
+                     for i, p in enumerate(assignment.parts, start=1)]
+            return Report(assignment, path, seed, parts, error=result.messages[0])
         broken = [r for r in results if r.function in part.uses and not r.ok]
         if broken and not result.ok and result.passed < result.total:
             names = ", ".join(f"{r.function} (part {r.number})" for r in broken)
-            result.messages.append(f"note: this part may call your {names}, which fail(s) its own "
-                                   "cases: fix that first")
+            result.messages.append(f"note: this part calls your {names}, which fail(s) its own "
+                                   "cases: make that pass first")
         results.append(result)
     return Report(assignment, path, seed, results)
+
+
+def grade_folder(assignment, folder, seed=0, hints=True, limits=None):
+    """Grade every ``*.py`` file of ``folder`` (one submission each), in name order; a list of Reports."""
+    folder = Path(folder)
+    files = sorted(p for p in folder.glob("*.py") if p.is_file())
+    if not files:
+        raise FileNotFoundError(f"{folder}: no submissions (*.py files) in this folder")
+    return [grade(assignment, path, seed, hints, limits) for path in files]
+
+
+def write_tables(reports, prefix):
+    """Write ``PREFIX.csv`` (one row per submission, one column per part) and ``PREFIX.json``.
+
+    The JSON holds, per submission, the file, the score, the error if any, and every part's points,
+    score, cases passed and messages. Returns the two paths.
+    """
+    prefix = Path(prefix)
+    parts = reports[0].assignment.parts
+    header = ["file"] + [f"part{i}_{p.function}" for i, p in enumerate(parts, start=1)] + ["total", "max", "error"]
+    rows, records = [], []
+    for report in reports:
+        rows.append([report.path.name] + [f"{r.score:.2f}" for r in report.parts]
+                    + [f"{report.score:.2f}", report.max_score, report.error or ""])
+        records.append({"file": report.path.name, "score": round(report.score, 4), "max": report.max_score,
+                        "error": report.error,
+                        "parts": [{"part": r.number, "function": r.function, "points": r.points,
+                                   "score": round(r.score, 4), "passed": r.passed, "cases": r.total,
+                                   "messages": r.messages} for r in report.parts]})
+    csv_path, json_path = prefix.with_name(prefix.name + ".csv"), prefix.with_name(prefix.name + ".json")
+    with open(csv_path, "w", newline="", encoding="utf-8") as file:
+        writer = csv.writer(file)
+        writer.writerow(header)
+        writer.writerows(rows)
+    a = reports[0].assignment
+    json_path.write_text(json.dumps({"assignment": a.number, "title": a.title, "seed": reports[0].seed,
+                                     "submissions": records}, indent=1), encoding="utf-8")
+    return csv_path, json_path
 
 
 def build_parser(parser=None):
@@ -864,14 +982,44 @@ def build_parser(parser=None):
     parser.add_argument("assignment", metavar="ASSIGNMENT",
                         help="1 (backward), 2 (rules) or 3 (boxes)")
     parser.add_argument("file", nargs="?", metavar="FILE",
-                        help="your solution (default: FILE in the current folder, else the shipped skeleton)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the random cases (default 0)")
+                        help="your solution (default: FILE in the current folder, else the shipped skeleton), "
+                             "or a FOLDER of submissions: grade them all and write a CSV and a JSON of scores")
+    parser.add_argument("--seed", type=int, default=None,
+                        help=f"seed of the random cases (default: ${SEED_VARIABLE} if set, else 0); "
+                             "a teacher's secret seed gives cases the students have not seen")
+    parser.add_argument("--no-hints", dest="hints", action="store_false",
+                        help="report what is wrong but no hint nor diagnosis (exams)")
+    parser.add_argument("--out", metavar="PREFIX",
+                        help="for a FOLDER: write PREFIX.csv and PREFIX.json (default FOLDER/grades_ASSIGNMENT)")
     return parser
 
 
+def _seed(args):
+    if args.seed is not None:
+        return args.seed
+    text = os.environ.get(SEED_VARIABLE, "").strip()
+    if not text:
+        return 0
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"${SEED_VARIABLE} must be an integer; got {text!r}") from None
+
+
 def run(args):
-    """Grade from parsed arguments, print the report; the exit status (0 full marks, 1 otherwise)."""
-    report = grade(args.assignment, args.file, args.seed)
+    """Grade from parsed arguments, print the report(s); the exit status (0 full marks, 1 otherwise)."""
+    seed = _seed(args)
+    if args.file is not None and Path(args.file).is_dir():
+        assignment = find_assignment(args.assignment)
+        reports = grade_folder(assignment, args.file, seed, args.hints)
+        prefix = Path(args.out) if args.out else Path(args.file) / f"grades_{assignment.number}"
+        for report in reports:
+            print(f"{report.path.name}: {report.score:.1f} / {report.max_score}"
+                  + (f"   ({report.error})" if report.error else ""))
+        csv_path, json_path = write_tables(reports, prefix)
+        print(f"wrote {csv_path} and {json_path}")
+        return 0 if all(r.full_marks for r in reports) else 1
+    report = grade(args.assignment, args.file, seed, args.hints)
     print(report.format())
     return 0 if report.full_marks else 1
 
@@ -886,7 +1034,7 @@ def add_parser(commands):
 
 
 def main(argv=None):
-    """``python -m sensloc.coursework.grade ASSIGNMENT [FILE] [--seed S]``; returns the exit status."""
+    """``python -m sensloc.coursework.grade ASSIGNMENT [FILE | FOLDER] [--seed S] [--no-hints]``; the exit status."""
     args = build_parser().parse_args(argv)
     try:
         return run(args)
