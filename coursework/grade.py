@@ -1,7 +1,7 @@
 """Grading the coursework of ``sensloc/coursework/assignments`` against the library's own implementation.
 
-    sensloc grade ASSIGNMENT [FILE] [--seed S]
-    python -m sensloc.coursework.grade ASSIGNMENT [FILE] [--seed S]
+    sensloc grade ASSIGNMENT [FILE | FOLDER] [--seed S] [--no-hints] [--out PREFIX]
+    python -m sensloc.coursework.grade ASSIGNMENT [FILE | FOLDER] [--seed S] [--no-hints]
 
 ``ASSIGNMENT`` is ``1``, ``2`` or ``3`` (or ``backward``, ``rules``, ``boxes``):
 
@@ -14,19 +14,27 @@
    prediction and cross-validation (reference: :mod:`sensloc.localize.boxes`, :mod:`sensloc.localize.metrics`,
    :mod:`sensloc.localize.regression`).
 
-``FILE`` is the student's module (by default the skeleton in ``sensloc/coursework/assignments``). It is
-imported from its path, and every function of the assignment is called on randomized cases
-(seeded by ``--seed``, so a run can be repeated) and compared with the library. A part scores
-``points * (cases passed) / (cases)``; every failed case is reported with what was wrong (shape,
-values and where, an exception and the line of the student's file that raised it) and a hint.
+``FILE`` is the student's module (by default the skeleton in ``sensloc/coursework/assignments``).
+It is never imported into the grading process: every part runs in its own child process
+(:mod:`sensloc.coursework.sandbox`: ``python -I``, memory, CPU and wall-clock limits) that cannot
+import or read the library, start processes or write outside a temporary folder. The cases go
+to the child as plain data (networks as lists of layer dicts, :func:`plain_network`) and the
+results come back as plain data (``.npz``, never unpickled); the expected values are computed
+and compared here, out of the submission's reach. A submission that tries to use the library
+scores 0 for the parts affected, with the reason.
 
-Exit status: 0 for full marks, 1 otherwise, 2 when ``FILE`` cannot be found.
+Every function is called on randomized cases (seeded by ``--seed``, else ``$SENSLOC_GRADE_SEED``,
+else 0: a teacher's secret seed gives hidden cases). A part scores ``points * (cases passed) /
+(cases)``; every failed case is reported with what was wrong (shape, values and where, an
+exception and the line of the student's file that raised it) and, unless ``--no-hints``, a hint.
+A ``FOLDER`` grades every ``*.py`` in it and writes a CSV and a JSON of per-part scores.
+
+Exit status: 0 for full marks (every file), 1 otherwise, 2 when ``FILE`` cannot be found.
 """
 import argparse
 import csv
 import json
 import os
-import pkgutil
 import resource
 import signal
 import subprocess
@@ -263,10 +271,13 @@ class Limits:
 
 
 def _library_dirs():
-    """The folders of the library's subpackages (what a submission may neither import nor read)."""
+    """The library's folder: a submission may neither import from it nor read it.
+
+    For an editable install this is the repository (with ``tests/answer_keys``); for a wheel,
+    the installed package.
+    """
     import sensloc
-    root = Path(sensloc.__file__).resolve().parent
-    return [str(root / m.name) for m in pkgutil.iter_modules([str(root)]) if m.ispkg]
+    return [str(Path(sensloc.__file__).resolve().parent)]
 
 
 def _set_limits(limits):
@@ -930,7 +941,8 @@ def grade(assignment, path=None, seed=0, hints=True, limits=None):
                      for i, p in enumerate(assignment.parts, start=1)]
             return Report(assignment, path, seed, parts, error=result.messages[0])
         broken = [r for r in results if r.function in part.uses and not r.ok]
-        if broken and not result.ok and result.passed < result.total:
+        started = not any(m.startswith("not implemented yet") for m in result.messages)
+        if broken and started and not result.ok and result.passed < result.total:
             names = ", ".join(f"{r.function} (part {r.number})" for r in broken)
             result.messages.append(f"note: this part calls your {names}, which fail(s) its own "
                                    "cases: make that pass first")

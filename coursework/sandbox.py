@@ -124,8 +124,21 @@ def _inside(path, folders):
 
 
 def _lock_down(workdir, library_dirs, violations):
-    """Install the import blocker and the audit hook (see the module docstring)."""
+    """Install the import blocker and the audit hook (see the module docstring).
+
+    ``library_dirs`` is the library's folder (the whole repository for an editable install, with
+    its tests and answer keys). Python itself and NumPy stay readable even when installed inside
+    it (a virtual environment in the repository).
+    """
     import importlib.abc
+    # Folders of Python and its packages (fixed now: sys.path as the interpreter set it up) that
+    # lie INSIDE the library's folder are exempt, e.g. a virtual environment in the repository.
+    python = {os.path.realpath(p) for p in sys.path + [sys.prefix, sys.base_prefix, sys.exec_prefix]
+              if p and os.path.isdir(p)}
+    exempt = [p for p in python if _inside(p, library_dirs) and p not in library_dirs]
+
+    def library(path):
+        return _inside(path, library_dirs) and not _inside(path, exempt)
 
     def refused(name):
         return name == "sensloc" or name.startswith("sensloc.")
@@ -140,7 +153,7 @@ def _lock_down(workdir, library_dirs, violations):
                     continue
                 spec = finder.find_spec(name, path, target)
                 if spec is not None:
-                    if spec.origin and _inside(spec.origin, library_dirs):
+                    if spec.origin and library(spec.origin):
                         violations.append(f"imports a module of the library (`{name}`)")
                         raise ImportError(f"the grader refuses `import {name}` (part of the library)")
                     return None   # allowed: let the normal machinery import it
@@ -156,7 +169,7 @@ def _lock_down(workdir, library_dirs, violations):
             raise ImportError(f"the grader refuses `import {args[0]}`: use NumPy only")
         if event == "open" and args and isinstance(args[0], (str, bytes, os.PathLike)):
             path, mode = args[0], args[1] if len(args) > 1 else "r"
-            if _inside(path, library_dirs):
+            if library(path):
                 violations.append(f"opens a file of the library ({os.fsdecode(path)})")
                 raise PermissionError(f"the grader refuses to open {os.fsdecode(path)}")
             writing = (isinstance(mode, str) and any(c in mode for c in "wax+")) or (
