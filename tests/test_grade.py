@@ -35,7 +35,7 @@ REPO = Path(__file__).resolve().parents[1]
 SKELETONS = REPO / "coursework" / "assignments"
 KEYS = REPO / "tests" / "answer_keys"
 FIXTURES = REPO / "tests" / "grading_fixtures"
-FILES = {1: "1_backward_recursion.py", 2: "2_rules.py", 3: "3_box_regression.py"}
+FILES = {1: "1_backward_recursion.py", 2: "2_rules.py", 3: "3_box_regression.py", 4: "4_cam_and_khan.py"}
 
 
 def load(path, name):
@@ -65,7 +65,7 @@ def part(report, function):
     return next(p for p in report.parts if p.function == function)
 
 
-@pytest.mark.parametrize("number", [1, 2, 3])
+@pytest.mark.parametrize("number", [1, 2, 3, 4])
 def test_untouched_skeleton_scores_zero(number):
     report = grade.grade(number, SKELETONS / FILES[number])
     assert report.score == 0 and not report.full_marks and report.error is None
@@ -77,14 +77,14 @@ def test_untouched_skeleton_scores_zero(number):
     assert f"score: 0.0 / {report.max_score}" in text and text.count("FAIL") == len(report.parts)
 
 
-@pytest.mark.parametrize("number", [1, 2, 3])
+@pytest.mark.parametrize("number", [1, 2, 3, 4])
 def test_each_assignment_states_an_estimated_time(number):
     docstring = ast.get_docstring(ast.parse((SKELETONS / FILES[number]).read_text()))
     assert "Estimated time:" in docstring and "hours" in docstring
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-@pytest.mark.parametrize("number", [1, 2, 3])
+@pytest.mark.parametrize("number", [1, 2, 3, 4])
 def test_answer_keys_score_full_marks(number, seed):
     report = grade.grade(number, KEYS / FILES[number], seed=seed)
     assert report.full_marks, report.format()
@@ -92,19 +92,19 @@ def test_answer_keys_score_full_marks(number, seed):
     assert "full marks" in report.format()
 
 
-@pytest.mark.parametrize("number", [1, 2, 3])
+@pytest.mark.parametrize("number", [1, 2, 3, 4])
 def test_answer_keys_use_numpy_only_and_are_not_shipped(number):
     tree = ast.parse((KEYS / FILES[number]).read_text())
     imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
                 for alias in node.names}
     imported |= {node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
-    assert imported == {"numpy"}
+    assert imported == ({"numpy", "scipy"} if number == 4 else {"numpy"})  # scipy: the Gaussian
     assert not (SKELETONS / FILES[number]).read_text().count("np.linalg.solve(X1.T")  # the key is not the skeleton
     setup = (REPO / "setup.cfg").read_text()
     assert "tests" not in setup.split("[options.package_data]")[1].split("[")[0]
 
 
-@pytest.mark.parametrize("number", [1, 2, 3])
+@pytest.mark.parametrize("number", [1, 2, 3, 4])
 def test_library_adapters_score_zero(number):
     path = FIXTURES / f"gamed_{number}_library_adapter.py"
     # Run in this process, as the grader used to, the adapters give every right answer...
@@ -245,6 +245,22 @@ def test_typical_mistakes_of_assignment_3_get_targeted_hints(tmp_path):
     choose = part(report, "choose_lambda")
     assert not choose.ok and any("calls your fit_ridge (part 4)" in m for m in choose.messages)
     assert part(report, "iou").ok and part(report, "grid_features").ok and part(report, "predict_boxes").ok
+
+
+def test_typical_mistakes_of_assignment_4_get_targeted_hints(tmp_path):
+    path = key_with(tmp_path, 4, [
+        ("    return np.maximum((alphas * activations).sum(axis=1), 0)", "    return (alphas * activations).sum(axis=1)"),
+        ("    return np.minimum(profile(shape[0])[:, None], profile(shape[1])[None, :])",
+         "    return profile(shape[0])[:, None] * profile(shape[1])[None, :]"),
+        ("    return union_box(np.sqrt(a * b), fraction)", "    return union_box(a * b, fraction)"),
+    ])
+    report = grade.grade(4, path)
+    assert any("Apply the final ReLU" in m for m in part(report, "grad_cam").messages)
+    border = part(report, "border_mask")
+    assert 0 < border.passed < border.total  # a zero band (all ones) or a zero edge weight... still right
+    assert any("MINIMUM of the row and column weights" in m for m in border.messages)
+    assert any("calls your border_mask (part 2)" in m for m in part(report, "khan_heat").messages)
+    assert part(report, "union_box").ok and not part(report, "khan_boxes").ok
 
 
 def test_a_crash_is_reported_with_the_students_line(tmp_path):
