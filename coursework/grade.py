@@ -39,7 +39,6 @@ import argparse
 import csv
 import json
 import os
-import resource
 import signal
 import subprocess
 import sys
@@ -284,13 +283,6 @@ def _library_dirs():
     return [str(Path(sensloc.__file__).resolve().parent)]
 
 
-def _set_limits(limits):
-    """Run in the child between fork and exec: resource limits a process cannot raise again."""
-    for which, value in ((resource.RLIMIT_AS, limits.memory_bytes), (resource.RLIMIT_CPU, limits.cpu_seconds),
-                         (resource.RLIMIT_FSIZE, limits.output_bytes), (resource.RLIMIT_CORE, 0)):
-        resource.setrlimit(which, (value, value))
-
-
 def run_sandboxed(source, function, args_list, limits=None):
     """Call ``function`` of the submission ``source`` on every argument tuple, in a separate process.
 
@@ -302,28 +294,31 @@ def run_sandboxed(source, function, args_list, limits=None):
     with tempfile.TemporaryDirectory(prefix="sensloc-grade-") as folder:
         folder = Path(folder)
         (folder / sandbox.SUBMISSION).write_text(source, encoding="utf-8")
+        rlimits = {"RLIMIT_AS": limits.memory_bytes, "RLIMIT_CPU": limits.cpu_seconds,
+                   "RLIMIT_FSIZE": limits.output_bytes, "RLIMIT_CORE": 0}
         sandbox.write_bundle(folder / sandbox.CASES, {"function": function, "cases": list(args_list),
-                                                      "library_dirs": _library_dirs()})
+                                                      "library_dirs": _library_dirs(), "limits": rlimits})
         env = {"PATH": os.defpath, "HOME": str(folder), "TMPDIR": str(folder), "LC_ALL": "C.UTF-8",
                "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
         with open(folder / "output.txt", "wb") as output:
             child = subprocess.Popen([sys.executable, "-I", str(Path(sandbox.__file__).resolve()), str(folder)],
                                      cwd=folder, env=env, stdin=subprocess.DEVNULL, stdout=output,
-                                     stderr=subprocess.STDOUT, start_new_session=True,
-                                     preexec_fn=lambda: _set_limits(limits))
+                                     stderr=subprocess.STDOUT, start_new_session=True)
             try:
                 child.wait(timeout=limits.wall_seconds)
             except subprocess.TimeoutExpired:
                 os.killpg(child.pid, signal.SIGKILL)
                 child.wait()
-                return None, f"took longer than {limits.wall_seconds:g} s (wall clock): stopped"
+                when = "" if (folder / sandbox.IMPORTED).exists() else " while being imported"
+                return None, f"took longer than {limits.wall_seconds:g} s (wall clock){when}: stopped"
         if (folder / sandbox.RESULTS).is_file():
             try:
                 return sandbox.read_bundle(folder / sandbox.RESULTS), None
             except Exception as error:  # a damaged or forged file: no results
                 return None, f"its results could not be read ({type(error).__name__})"
         if child.returncode in (-signal.SIGXCPU, -signal.SIGKILL):
-            return None, f"went over the limit of {limits.cpu_seconds} s of CPU time: stopped"
+            when = "" if (folder / sandbox.IMPORTED).exists() else " while being imported"
+            return None, f"went over the limit of {limits.cpu_seconds} s of CPU time{when}: stopped"
         tail = (folder / "output.txt").read_bytes()[-600:].decode("utf-8", "replace").strip()
         if "MemoryError" in tail:
             return None, f"went over the memory limit of {limits.memory_bytes >> 20} MiB"
@@ -337,7 +332,7 @@ def run_part(number, part, source, path, rng, hints=True, limits=None):
     results, failure = run_sandboxed(source, part.function, [_plain(c.args) for c in cases], limits)
     if results is None:
         result.messages.append(f"scored 0: your file {failure}")
-        return result, None
+        return result, ("limit" if "while being imported" in failure else None)
     if results["violations"]:
         what = "; ".join(dict.fromkeys(results["violations"]))
         result.messages.append(f"scored 0: your file {what}. Submissions may use NumPy and the standard "
@@ -1086,7 +1081,7 @@ def grade(assignment, path=None, seed=0, hints=True, limits=None):
         rng = np.random.default_rng([seed, assignment.number, number])
         result, import_error = run_part(number, part, source, path, rng, hints, limits)
         if import_error:  # the file does not import (or imports the library): every part fails alike
-            hint = hints and import_error != "violation"
+            hint = hints and import_error not in ("violation", "limit")
             parts = [PartResult(i, p.function, p.points, 0, 1, list(result.messages), p.hint if hint else "")
                      for i, p in enumerate(assignment.parts, start=1)]
             return Report(assignment, path, seed, parts, error=result.messages[0])

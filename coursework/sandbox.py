@@ -5,8 +5,9 @@ The grader (:mod:`sensloc.coursework.grade`) never imports a submission. For eve
 1. writes the submission's source, the part's function name and its cases (plain data: NumPy
    arrays, numbers, strings, lists, dicts) to a fresh temporary folder;
 2. runs THIS file as a script, ``python -I sandbox.py FOLDER`` (isolated mode: no environment
-   variables, no user site, no current folder on ``sys.path``), with ``resource`` limits on
-   address space, CPU time and file size, and a wall-clock timeout;
+   variables, no user site, no current folder on ``sys.path``), which sets hard ``resource``
+   limits on address space, CPU time and file size before it reads the submission; the grader
+   stops it after a wall-clock timeout;
 3. reads back the results the child wrote (``results.npz``, loaded with ``allow_pickle=False``:
    nothing the child wrote is ever unpickled) and compares them with the expected values, which
    never leave the grading process.
@@ -16,8 +17,9 @@ Before it runs a line of the submission, the child installs
 * a ``sys.meta_path`` finder that refuses ``sensloc`` and every module found under the library's
   folders, and
 * an audit hook (which, once added, cannot be removed) that refuses the same imports, reading
-  any file under the library's folders, writing outside the temporary folder, starting
-  processes, loading C libraries with ``ctypes`` and opening sockets.
+  any file under the library's folders or another process's ``/proc`` files, writing, renaming
+  or deleting outside the temporary folder, starting or signalling processes, loading C
+  libraries with ``ctypes`` and opening sockets.
 
 Every refused attempt is recorded in the results as a *violation*; the grader scores the part 0
 and says why. The submission therefore computes its answers with NumPy and nothing else: the
@@ -34,7 +36,7 @@ import traceback
 import numpy as np
 
 #: The file names inside the temporary folder.
-SUBMISSION, CASES, RESULTS = "submission.py", "cases.npz", "results.npz"
+SUBMISSION, CASES, RESULTS, IMPORTED = "submission.py", "cases.npz", "results.npz", "imported"
 #: The key of the JSON manifest inside a bundle (the arrays are stored beside it).
 MANIFEST = "__manifest__"
 
@@ -163,12 +165,25 @@ def _lock_down(workdir, library_dirs, violations):
     processes = ("os.system", "os.exec", "os.posix_spawn", "os.spawn", "os.fork", "os.forkpty",
                  "subprocess.Popen", "pty.spawn", "os.kill", "os.killpg", "signal.pthread_kill")
 
+    changes = ("os.rename", "os.remove", "os.rmdir", "os.mkdir", "os.truncate", "os.chmod", "os.chown",
+               "os.link", "os.symlink", "os.utime", "shutil.copyfile", "shutil.move", "shutil.rmtree")
+    own = {str(os.getpid()), "self", "thread-self"}
+
+    def other_process(path):
+        """``/proc/PID/...`` of another process (e.g. the grader's memory), not this one's."""
+        parts = os.path.abspath(os.fsdecode(path)).split(os.sep)
+        return len(parts) > 2 and parts[1] == "proc" and parts[2] not in own and (
+            parts[2].isdigit() or len(parts) > 3)
+
     def hook(event, args):
         if event == "import" and args and isinstance(args[0], str) and refused(args[0]):
             violations.append(f"imports the library (`{args[0]}`)")
             raise ImportError(f"the grader refuses `import {args[0]}`: use NumPy only")
         if event == "open" and args and isinstance(args[0], (str, bytes, os.PathLike)):
             path, mode = args[0], args[1] if len(args) > 1 else "r"
+            if other_process(path):
+                violations.append(f"opens another process's files ({os.fsdecode(path)})")
+                raise PermissionError(f"the grader refuses to open {os.fsdecode(path)}")
             if library(path):
                 violations.append(f"opens a file of the library ({os.fsdecode(path)})")
                 raise PermissionError(f"the grader refuses to open {os.fsdecode(path)}")
@@ -177,6 +192,11 @@ def _lock_down(workdir, library_dirs, violations):
             if writing and not _inside(path, [workdir]):
                 violations.append(f"writes outside its folder ({os.fsdecode(path)})")
                 raise PermissionError(f"the grader refuses to write {os.fsdecode(path)}")
+        elif event in changes:
+            for path in args:
+                if isinstance(path, (str, bytes, os.PathLike)) and not _inside(path, [workdir]):
+                    violations.append(f"changes a file outside its folder ({event} {os.fsdecode(path)})")
+                    raise PermissionError(f"the grader refuses {event} outside the submission's folder")
         elif event in processes:
             violations.append(f"starts or signals a process ({event})")
             raise PermissionError(f"the grader refuses {event}")
@@ -216,6 +236,9 @@ def child(workdir):
     with open(filename, encoding="utf-8") as file:
         source = file.read()
     source_lines = source.splitlines()
+    import resource
+    for name, value in job["limits"].items():   # hard limits: the submission cannot raise them
+        resource.setrlimit(getattr(resource, name), (value, value))
     _lock_down(workdir, [os.path.realpath(d) for d in job["library_dirs"]], violations)
     import types
     module = types.ModuleType("submission")
@@ -226,6 +249,8 @@ def child(workdir):
     except BaseException as error:  # noqa: B036 - a submission may raise anything, even SystemExit
         results["import_error"] = _error(error, source_lines, filename)
     results["import_violations"] = list(violations)   # refused at import, even if the file caught it
+    with open(os.path.join(workdir, IMPORTED), "w"):  # tells the grader that a timeout came later
+        pass
     function = getattr(module, job["function"], None)
     if results["import_error"] is None and not callable(function):
         results["missing"] = True

@@ -161,8 +161,13 @@ IOU_BODY = "    box_a, box_b = np.asarray(box_a, dtype=float), np.asarray(box_b,
     ("    import subprocess, sys\n    subprocess.run([sys.executable, '-c', 'print(1)'])\n",
      "starts or signals a process"),
     ("    open(OUTSIDE, 'w').write('x')\n", "writes outside its folder"),
+    ("    import os\n    os.rename(__file__, OUTSIDE)\n", "changes a file outside its folder (os.rename"),
+    ("    import os\n    open(f'/proc/{os.getppid()}/mem', 'rb')\n", "opens another process's files"),
+    ("    open(LIBRARY + '/tests/answer_keys/3_box_regression.py').read()\n", "opens a file of the library"),
 ])
 def test_escapes_from_the_sandbox_score_zero_for_the_part(tmp_path, attempt, expected):
+    if "answer_keys" in attempt and Path(grade._library_dirs()[0]) != REPO:
+        pytest.skip("the library is not installed from this repository (editable)")
     outside = tmp_path / "written_by_the_submission.txt"
     path = key_with(tmp_path, 3, [(IOU_BODY, attempt + IOU_BODY),
                                   ("import numpy as np\n", f"import numpy as np\nLIBRARY = {str(REPO)!r}\n"
@@ -184,6 +189,13 @@ def test_a_part_that_runs_too_long_is_stopped(tmp_path):
     assert part(report, "iou").ok and part(report, "predict_boxes").ok
     report = grade.grade(3, path, limits=grade.Limits(cpu_seconds=60, wall_seconds=2))
     assert "wall clock" in part(report, "fit_ridge").messages[0]
+
+
+def test_a_file_that_hangs_at_import_is_stopped_once(tmp_path):
+    path = key_with(tmp_path, 3, [("import numpy as np\n", "import numpy as np\nwhile True:\n    pass\n")])
+    report = grade.grade(3, path, limits=grade.Limits(cpu_seconds=2, wall_seconds=30))
+    assert report.score == 0 and "CPU time while being imported" in report.error
+    assert all("hint:" not in m for p in report.parts for m in p.messages)
 
 
 def test_a_part_that_takes_too_much_memory_fails_alone(tmp_path):
