@@ -283,6 +283,31 @@ def _library_dirs():
     return [str(Path(sensloc.__file__).resolve().parent)]
 
 
+def _checked_results(results):
+    """The child's results if they have the shape :func:`sandbox.child` writes, else ValueError.
+
+    The child runs the submission, which may have replaced what the child writes: nothing in it
+    is trusted beyond plain data of the expected shape.
+    """
+    def texts(value):
+        return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+    def error(value):
+        return isinstance(value, dict) and set(value) == {"type", "message", "where"} and texts(list(value.values()))
+
+    ok = (isinstance(results, dict)
+          and set(results) == {"violations", "import_violations", "import_error", "missing", "cases"}
+          and texts(results["violations"]) and texts(results["import_violations"])
+          and (results["import_error"] is None or error(results["import_error"]))
+          and isinstance(results["missing"], bool) and isinstance(results["cases"], list))
+    for case in results["cases"] if ok else ():
+        ok = ok and isinstance(case, dict) and len(case) == 1 and (
+            "result" in case or error(case.get("error")) or isinstance(case.get("not_implemented"), str))
+    if not ok:
+        raise ValueError("not the shape the grader writes")
+    return results
+
+
 def run_sandboxed(source, function, args_list, limits=None):
     """Call ``function`` of the submission ``source`` on every argument tuple, in a separate process.
 
@@ -313,9 +338,9 @@ def run_sandboxed(source, function, args_list, limits=None):
                 return None, f"took longer than {limits.wall_seconds:g} s (wall clock){when}: stopped"
         if (folder / sandbox.RESULTS).is_file():
             try:
-                return sandbox.read_bundle(folder / sandbox.RESULTS), None
+                return _checked_results(sandbox.read_bundle(folder / sandbox.RESULTS)), None
             except Exception as error:  # a damaged or forged file: no results
-                return None, f"its results could not be read ({type(error).__name__})"
+                return None, f"left results that could not be read ({type(error).__name__}: {error})"
         if child.returncode in (-signal.SIGXCPU, -signal.SIGKILL):
             when = "" if (folder / sandbox.IMPORTED).exists() else " while being imported"
             return None, f"went over the limit of {limits.cpu_seconds} s of CPU time{when}: stopped"

@@ -180,6 +180,15 @@ def test_escapes_from_the_sandbox_score_zero_for_the_part(tmp_path, attempt, exp
     assert not outside.exists()
 
 
+def test_forged_results_are_refused(tmp_path):
+    # The submission writes its own results file and ends the process before the grader's child does.
+    path = key_with(tmp_path, 3, [(IOU_BODY, "    import os\n    open(os.path.join(os.path.dirname(__file__), "
+                                             "'results.npz'), 'wb').write(b'not an npz')\n    os._exit(0)\n")])
+    iou = part(grade.grade(3, path), "iou")
+    assert iou.passed == 0 and "left results that could not be read" in iou.messages[0]
+    assert grade.grade(3, KEYS / FILES[3]).full_marks
+
+
 def test_a_part_that_runs_too_long_is_stopped(tmp_path):
     path = key_with(tmp_path, 3, [("    X1 = np.hstack([X, np.ones((len(X), 1))])\n    penalty",
                                    "    while True:\n        pass\n    penalty")])
