@@ -105,6 +105,27 @@ def test_answer_keys_use_numpy_only_and_are_not_shipped(number):
 
 
 @pytest.mark.parametrize("number", [1, 2, 3, 4])
+def test_answer_keys_keep_the_skeletons_signatures_and_given_code(number):
+    """A key is the skeleton with the TODOs answered: same functions, same given code."""
+    def definitions(path):
+        text = path.read_text()
+        tree = ast.parse(text)
+        return {node.name: (ast.dump(node.args) if hasattr(node, "args") else "",
+                            ast.get_source_segment(text, node), "NotImplementedError" in ast.get_source_segment(text, node))
+                for node in tree.body if isinstance(node, (ast.FunctionDef, ast.ClassDef))}
+    skeleton, key = definitions(SKELETONS / FILES[number]), definitions(KEYS / FILES[number])
+    assert set(skeleton) == set(key)
+    graded = {p.function for p in grade.ASSIGNMENTS[number].parts}
+    for name, (signature, source, todo) in skeleton.items():
+        assert key[name][0] == signature, name
+        assert todo == (name in graded), name
+        if not todo:  # given code (forward, backward, rule classes) is the same in the key
+            assert key[name][1] == source, name
+        else:
+            assert not key[name][2], name
+
+
+@pytest.mark.parametrize("number", [1, 2, 3, 4])
 def test_library_adapters_score_zero(number):
     path = FIXTURES / f"gamed_{number}_library_adapter.py"
     # Run in this process, as the grader used to, the adapters give every right answer...

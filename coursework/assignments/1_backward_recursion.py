@@ -137,17 +137,17 @@ def forward(net, x):
     net : list of dict
         One dict per layer, first to last. Every dict has ``"type"`` and ``"name"``:
 
-        ====================  ==============================================================
-        ``"type"``            other keys
-        ====================  ==============================================================
-        ``"Linear"``          ``"weight"`` (D_out, D_in), ``"bias"`` (D_out,)
-        ``"Conv2d"``          ``"weight"`` (O, C, K, K), ``"bias"`` (O,), ``"stride"``,
-                              ``"padding"``
+        ======================  ============================================================
+        ``"type"``              other keys
+        ======================  ============================================================
+        ``"Linear"``            ``"weight"`` (D_out, D_in), ``"bias"`` (D_out,)
+        ``"Conv2d"``            ``"weight"`` (O, C, K, K), ``"bias"`` (O,), ``"stride"``,
+                                ``"padding"``
         ``"ReLU"``
-        ``"MaxPool2d"``       ``"kernel_size"``, ``"stride"`` (no padding, floor rounding)
-        ``"Flatten"``         ``(N, C, H, W) -> (N, C*H*W)``
-        ``"GlobalAvgPool2d"`` ``y[n, c] = mean over h, w of x[n, c]``
-        ====================  ==============================================================
+        ``"MaxPool2d"``         ``"kernel_size"``, ``"stride"`` (no padding, floor rounding)
+        ``"Flatten"``           ``(N, C, H, W) -> (N, C*H*W)``
+        ``"GlobalAvgPool2d"``   ``y[n, c] = mean over h, w of x[n, c]``
+        ======================  ============================================================
     x : (N, C, H, W) array
 
     Returns
