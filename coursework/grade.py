@@ -1,9 +1,9 @@
 """Grading the coursework of ``sensloc/coursework/assignments`` against the library's own implementation.
 
-    sensloc grade ASSIGNMENT [FILE] [--seed S]
-    python -m sensloc.coursework.grade ASSIGNMENT [FILE] [--seed S]
+    sensloc grade ASSIGNMENT [FILE | FOLDER] [--seed S] [--no-hints] [--out PREFIX]
+    python -m sensloc.coursework.grade ASSIGNMENT [FILE | FOLDER] [--seed S] [--no-hints]
 
-``ASSIGNMENT`` is ``1``, ``2`` or ``3`` (or ``backward``, ``rules``, ``boxes``):
+``ASSIGNMENT`` is ``1`` to ``4`` (or ``backward``, ``rules``, ``boxes``, ``cam``):
 
 1. ``1_backward_recursion.py``: Eq. 1, ``s_i = g'(eta_i) * sum_k w_ki s_k``, for fully connected,
    ReLU, convolution and max-pool layers, then through a whole network (reference: :mod:`nets`,
@@ -12,20 +12,37 @@
    and DeepLIFT built from them (reference: :mod:`saliency.rules`, :mod:`saliency.methods`);
 3. ``3_box_regression.py``: IoU, CorLoc, grid features, closed-form ridge regression, box
    prediction and cross-validation (reference: :mod:`sensloc.localize.boxes`, :mod:`sensloc.localize.metrics`,
-   :mod:`sensloc.localize.regression`).
+   :mod:`sensloc.localize.regression`);
+4. ``4_cam_and_khan.py``: Grad-CAM from activations and gradients, and Khan et al.'s recipe
+   (border mask, one map's recipe, union box, two maps mixed by their geometric mean)
+   (reference: :func:`saliency.grad_cam`, :mod:`saliency.postprocess`,
+   :func:`sensloc.localize.protocols.khan_heat`, :func:`sensloc.localize.boxes.boxes_from_heatmap`).
 
-``FILE`` is the student's module (by default the skeleton in ``sensloc/coursework/assignments``). It is
-imported from its path, and every function of the assignment is called on randomized cases
-(seeded by ``--seed``, so a run can be repeated) and compared with the library. A part scores
-``points * (cases passed) / (cases)``; every failed case is reported with what was wrong (shape,
-values and where, an exception and the line of the student's file that raised it) and a hint.
+``FILE`` is the student's module (by default the skeleton in ``sensloc/coursework/assignments``).
+It is never imported into the grading process: every part runs in its own child process
+(:mod:`sensloc.coursework.sandbox`: ``python -I``, memory, CPU and wall-clock limits) that cannot
+import or read the library, start processes or write outside a temporary folder. The cases go
+to the child as plain data (networks as lists of layer dicts, :func:`plain_network`) and the
+results come back as plain data (``.npz``, never unpickled); the expected values are computed
+and compared here, out of the submission's reach. A submission that tries to use the library
+scores 0 for the parts affected, with the reason.
 
-Exit status: 0 for full marks, 1 otherwise, 2 when ``FILE`` cannot be found.
+Every function is called on randomized cases (seeded by ``--seed``, else ``$SENSLOC_GRADE_SEED``,
+else 0: a teacher's secret seed gives hidden cases). A part scores ``points * (cases passed) /
+(cases)``; every failed case is reported with what was wrong (shape, values and where, an
+exception and the line of the student's file that raised it) and, unless ``--no-hints``, a hint.
+A ``FOLDER`` grades every ``*.py`` in it and writes a CSV and a JSON of per-part scores.
+
+Exit status: 0 for full marks (every file), 1 otherwise, 2 when ``FILE`` cannot be found.
 """
 import argparse
-import importlib.util
+import csv
+import json
+import os
+import signal
+import subprocess
 import sys
-import traceback
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,6 +55,8 @@ from sensloc.nets import reference
 from sensloc.localize import boxes as box_lib
 from sensloc.localize import metrics as metric_lib
 from sensloc.localize import regression as regression_lib
+
+from sensloc.coursework import sandbox
 
 #: The assignment skeletons, shipped with the package.
 SKELETONS = Path(__file__).resolve().parent / "assignments"
@@ -61,7 +80,6 @@ class Case:
     expected: object
     check: object = None
     diagnose: object = None
-    module: object = None   # the student's module, set while grading (for diagnoses)
 
 
 @dataclass
@@ -152,6 +170,8 @@ def _fmt(value):
 def _as_array(got, what="the result"):
     if got is None:
         raise CaseFailure(f"{what} is None (is a `return` missing?)")
+    if isinstance(got, sandbox.Unsupported):
+        raise CaseFailure(f"{what} is of type {got.type_name}, not an array of numbers")
     try:
         array = np.asarray(got, dtype=np.float64)
     except (TypeError, ValueError):
@@ -207,70 +227,168 @@ def _close(got, alternative, rtol=1e-6):
         got, alternative, rtol=rtol, atol=1e-9 * max(float(np.abs(alternative).max(initial=0)), 1e-3))
 
 
-def _student_line(error, path):
-    """`` (line N: code)`` of the innermost frame of the student's file in a traceback."""
-    frames = [f for f in traceback.extract_tb(error.__traceback__)
-              if Path(f.filename).resolve() == path.resolve()]
-    if not frames:
-        return ""
-    frame = frames[-1]
-    return f" (line {frame.lineno}: {frame.line.strip()})" if frame.line else f" (line {frame.lineno})"
-
-
-def load_module(path):
-    """Import a Python file from its path under a private module name; errors propagate."""
-    path = Path(path)
-    name = f"sensloc_student_{abs(hash(str(path.resolve())))}"
-    spec = importlib.util.spec_from_file_location(name, path)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"{path} cannot be imported as a Python module")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    try:
-        spec.loader.exec_module(module)
-    except BaseException:
-        sys.modules.pop(name, None)
-        raise
-    return module
-
-
-def _copy(value):
-    if isinstance(value, np.ndarray):
-        return value.copy()
+def _plain(value):
+    """``value`` as plain data for the sandbox: a network becomes a list of layer dicts."""
+    if isinstance(value, nets.Network):
+        return plain_network(value)
+    if isinstance(value, tuple):
+        return tuple(_plain(v) for v in value)
     if isinstance(value, list):
-        return [_copy(v) for v in value]
+        return [_plain(v) for v in value]
     return value
 
 
-def run_part(number, part, module, path, rng):
-    """Grade one function: every case, with messages for the failures."""
+def plain_network(net):
+    """A network as the plain data the assignments take: a list of one dict per layer.
+
+    Every dict has ``"type"`` (the layer's class name) and ``"name"``; ``Linear`` and ``Conv2d``
+    add ``"weight"`` and ``"bias"`` (arrays), ``Conv2d`` ``"stride"`` and ``"padding"``,
+    ``MaxPool2d`` ``"kernel_size"`` and ``"stride"``. ``ReLU``, ``Flatten`` and
+    ``GlobalAvgPool2d`` have nothing more.
+    """
+    layers = []
+    for layer in net.layers:
+        kind = type(layer).__name__
+        entry = {"type": kind, "name": layer.name}
+        if kind in ("Linear", "Conv2d"):
+            entry.update(weight=np.array(layer.weight), bias=np.array(layer.bias))
+        if kind == "Conv2d":
+            entry.update(stride=int(layer.stride), padding=int(layer.padding))
+        elif kind == "MaxPool2d":
+            if layer.padding or layer.ceil_mode:
+                raise ValueError("graded max pools have no padding and floor rounding")
+            entry.update(kernel_size=int(layer.kernel_size), stride=int(layer.stride))
+        elif kind not in ("Linear", "ReLU", "Flatten", "GlobalAvgPool2d"):
+            raise ValueError(f"layer type {kind} cannot be sent to a submission")
+        layers.append(entry)
+    return layers
+
+
+@dataclass
+class Limits:
+    """What one part of a submission may use: address space, CPU time and wall-clock time."""
+    memory_bytes: int = 2 << 30
+    cpu_seconds: int = 60
+    wall_seconds: float = 120.0
+    output_bytes: int = 64 << 20   # the largest file the child may write (results, prints)
+
+
+def _library_dirs():
+    """The library's folder: a submission may neither import from it nor read it.
+
+    For an editable install this is the repository (with ``tests/answer_keys``); for a wheel,
+    the installed package.
+    """
+    import sensloc
+    return [str(Path(sensloc.__file__).resolve().parent)]
+
+
+def _checked_results(results):
+    """The child's results if they have the shape :func:`sandbox.child` writes, else ValueError.
+
+    The child runs the submission, which may have replaced what the child writes: nothing in it
+    is trusted beyond plain data of the expected shape.
+    """
+    def texts(value):
+        return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+    def error(value):
+        return isinstance(value, dict) and set(value) == {"type", "message", "where"} and texts(list(value.values()))
+
+    ok = (isinstance(results, dict)
+          and set(results) == {"violations", "import_violations", "import_error", "missing", "cases"}
+          and texts(results["violations"]) and texts(results["import_violations"])
+          and (results["import_error"] is None or error(results["import_error"]))
+          and isinstance(results["missing"], bool) and isinstance(results["cases"], list))
+    for case in results["cases"] if ok else ():
+        ok = ok and isinstance(case, dict) and len(case) == 1 and (
+            "result" in case or error(case.get("error")) or isinstance(case.get("not_implemented"), str))
+    if not ok:
+        raise ValueError("not the shape the grader writes")
+    return results
+
+
+def run_sandboxed(source, function, args_list, limits=None):
+    """Call ``function`` of the submission ``source`` on every argument tuple, in a separate process.
+
+    Returns ``(results, failure)``: ``results`` is the plain data the child wrote (see
+    :func:`sensloc.coursework.sandbox.child`), or None with ``failure`` saying why there is none
+    (timeout, memory or CPU limit, a crash).
+    """
+    limits = limits or Limits()
+    with tempfile.TemporaryDirectory(prefix="sensloc-grade-") as folder:
+        folder = Path(folder)
+        (folder / sandbox.SUBMISSION).write_text(source, encoding="utf-8")
+        rlimits = {"RLIMIT_AS": limits.memory_bytes, "RLIMIT_CPU": limits.cpu_seconds,
+                   "RLIMIT_FSIZE": limits.output_bytes, "RLIMIT_CORE": 0}
+        sandbox.write_bundle(folder / sandbox.CASES, {"function": function, "cases": list(args_list),
+                                                      "library_dirs": _library_dirs(), "limits": rlimits})
+        env = {"PATH": os.defpath, "HOME": str(folder), "TMPDIR": str(folder), "LC_ALL": "C.UTF-8",
+               "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+        with open(folder / "output.txt", "wb") as output:
+            child = subprocess.Popen([sys.executable, "-I", str(Path(sandbox.__file__).resolve()), str(folder)],
+                                     cwd=folder, env=env, stdin=subprocess.DEVNULL, stdout=output,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+            try:
+                child.wait(timeout=limits.wall_seconds)
+            except subprocess.TimeoutExpired:
+                os.killpg(child.pid, signal.SIGKILL)
+                child.wait()
+                when = "" if (folder / sandbox.IMPORTED).exists() else " while being imported"
+                return None, f"took longer than {limits.wall_seconds:g} s (wall clock){when}: stopped"
+        if (folder / sandbox.RESULTS).is_file():
+            try:
+                return _checked_results(sandbox.read_bundle(folder / sandbox.RESULTS)), None
+            except Exception as error:  # a damaged or forged file: no results
+                return None, f"left results that could not be read ({type(error).__name__}: {error})"
+        if child.returncode in (-signal.SIGXCPU, -signal.SIGKILL):
+            when = "" if (folder / sandbox.IMPORTED).exists() else " while being imported"
+            return None, f"went over the limit of {limits.cpu_seconds} s of CPU time{when}: stopped"
+        tail = (folder / "output.txt").read_bytes()[-600:].decode("utf-8", "replace").strip()
+        if "MemoryError" in tail:
+            return None, f"went over the memory limit of {limits.memory_bytes >> 20} MiB"
+        return None, f"the process ended without results (exit status {child.returncode}): {tail[-300:]}"
+
+
+def run_part(number, part, source, path, rng, hints=True, limits=None):
+    """Grade one function: run every case in the sandbox, compare here, describe the failures."""
     cases = part.make_cases(rng)
-    result = PartResult(number, part.function, part.points, 0, len(cases), hint=part.hint)
-    function = getattr(module, part.function, None)
-    if not callable(function):
-        result.messages.append(f"{path.name} has no function `{part.function}` "
-                               "(keep the names of the skeleton)")
-        return result
+    result = PartResult(number, part.function, part.points, 0, len(cases), hint=part.hint if hints else "")
+    results, failure = run_sandboxed(source, part.function, [_plain(c.args) for c in cases], limits)
+    if results is None:
+        result.messages.append(f"scored 0: your file {failure}")
+        return result, ("limit" if "while being imported" in failure else None)
+    if results["violations"]:
+        what = "; ".join(dict.fromkeys(results["violations"]))
+        result.messages.append(f"scored 0: your file {what}. Submissions may use NumPy and the standard "
+                               "library only; the grader runs them apart from the library.")
+        result.hint = ""
+        return result, ("violation" if results["import_error"] or results["import_violations"] else None)
+    if results["import_error"]:
+        error = results["import_error"]
+        message = f"could not import {path.name}: {error['type']}: {error['message']}{error['where']}"
+        result.messages.append(message)
+        return result, message
+    if results["missing"]:
+        result.messages.append(f"{path.name} has no function `{part.function}` (keep the names of the skeleton)")
+        return result, None
     failures = []
-    for case in cases:
-        case.module = module
-        try:
-            with np.errstate(all="ignore"):
-                got = function(*[_copy(a) for a in case.args])
-        except NotImplementedError as error:
-            failures.append(f"not implemented yet ({error or 'NotImplementedError'}): replace the "
-                            f"`raise NotImplementedError` by your code")
-            result.messages, result.hint = failures, ""
-            return result
-        except Exception as error:  # a student's bug: report it, go on with the next case
-            failures.append(f"case {case.label}: raised {type(error).__name__}: {error}"
-                            f"{_student_line(error, path)}")
+    for case, outcome in zip(cases, results["cases"]):
+        if "not_implemented" in outcome:
+            result.messages = [f"not implemented yet ({outcome['not_implemented']}): replace the "
+                               "`raise NotImplementedError` by your code"]
+            result.hint = ""
+            return result, None
+        if "error" in outcome:
+            error = outcome["error"]
+            failures.append(f"case {case.label}: raised {error['type']}: {error['message']}{error['where']}")
             continue
+        got = outcome["result"]
         try:
             (case.check or _default_check)(got, case)
         except CaseFailure as failure:
             message = f"case {case.label}: {failure}"
-            hint = _diagnose(case, got)
+            hint = _diagnose(case, got) if hints else None
             failures.append(f"{message}. {hint}" if hint else message)
         except Exception as error:  # a result so odd that it cannot even be compared
             failures.append(f"case {case.label}: the result ({type(got).__name__}) cannot be compared "
@@ -280,7 +398,7 @@ def run_part(number, part, module, path, rng):
     if len(failures) > SHOWN_FAILURES:
         failures = failures[:SHOWN_FAILURES] + [f"... and {len(failures) - SHOWN_FAILURES} more failed case(s)"]
     result.messages = failures
-    return result
+    return result, None
 
 
 def _diagnose(case, got):
@@ -452,8 +570,8 @@ ASSIGNMENT_1 = Assignment(1, "backward", "1_backward_recursion.py",
          "for each window (oh, ow) find the argmax of x[n, c, s*oh:s*oh+k, s*ow:s*ow+k] and ADD "
          "signal[n, c, oh, ow] at that pixel"),
     Part("input_gradient", 3, _input_gradient_cases,
-         "signal = one-hot rows of the targets at the logits; for layer in reversed(net.layers): "
-         "signal = <backward of that layer>(signal, trace.caches[layer.name]); Flatten reshapes the "
+         "logits, caches = forward(net, x); signal = one-hot rows of the targets; for layer in reversed(net): "
+         "signal = <backward of that layer>(signal, caches[layer['name']]); Flatten reshapes the "
          "signal to the cached shape; GlobalAvgPool2d spreads signal[n, c] / (H * W) over every pixel",
          uses=("linear_backward", "relu_backward", "conv2d_backward", "max_pool_backward")),
 ])
@@ -565,11 +683,11 @@ ASSIGNMENT_2 = Assignment(2, "rules", "2_rules.py",
          "m = (max(eta, 0) - max(eta_ref, 0)) / (eta - eta_ref) where |eta - eta_ref| >= eps, "
          "else 1[eta > 0]; return m * signal"),
     Part("guided_backprop", 3, _guided_backprop_cases,
-         "trace = net.forward(x); signal = one-hot rows (N, K) of the targets; "
-         "return net.backward(trace, signal, rule=GuidedRule())", uses=("guided_relu",)),
+         "logits, caches = forward(net, x); signal = one-hot rows (N, K) of the targets; "
+         "return backward(net, caches, signal, GuidedRule())", uses=("guided_relu",)),
     Part("deeplift", 4, _deeplift_cases,
-         "trace, ref_trace = net.forward(x), net.forward(x_ref); m = net.backward(trace, one_hot, "
-         "rule=RescaleRule(), ref_trace=ref_trace); return (x - x_ref) * m", uses=("rescale_relu",)),
+         "caches, ref_caches = forward(net, x)[1], forward(net, x_ref)[1]; m = backward(net, caches, "
+         "one_hot, RescaleRule(), ref_caches); return (x - x_ref) * m", uses=("rescale_relu",)),
 ])
 
 
@@ -747,15 +865,6 @@ def _choose_lambda_cases(rng):
                 scores = np.asarray(got[1], dtype=np.float64)
             except (TypeError, ValueError, IndexError):
                 return None
-            X, Y, lambdas = case.args[:3]
-            try:
-                with np.errstate(all="ignore"):
-                    own = case.module.predict_boxes(case.module.fit_ridge(X, Y, lambdas[0]), X)
-                own_ok = _close(own, regression_lib.predict(regression_lib.fit_ridge(X, Y, lambdas[0]), X))
-            except Exception:
-                own_ok = False
-            if not own_ok:
-                return "choose_lambda calls your fit_ridge and predict_boxes: make parts 4 and 5 pass first"
             if _close(scores, case.expected[1] * 4):
                 return "Divide the total squared error by Y.size (images x 4 corners), not by the number of images"
             return ("Check the folds: folds = np.array_split(np.random.default_rng(seed).permutation(len(X)), k); "
@@ -783,7 +892,153 @@ ASSIGNMENT_3 = Assignment(3, "boxes", "3_box_regression.py",
 ])
 
 
-ASSIGNMENTS = {a.number: a for a in (ASSIGNMENT_1, ASSIGNMENT_2, ASSIGNMENT_3)}
+# ------------------------------------------------------------------------------------ assignment 4
+
+def _khan_reference():
+    """The library's Khan et al. recipe (imported here only: assignment 4's references)."""
+    from sensloc.localize.protocols import khan_heat
+    return khan_heat
+
+
+def _grad_cam_cases(rng):
+    cases = []
+    for number, (kind, layer) in enumerate((("gap", "relu2"), ("no_pool", "relu2"), ("flatten", "relu2")), start=1):
+        net, shape = _network(kind, rng)
+        x = rng.normal(size=(3,) + shape)
+        target = rng.integers(0, net.num_classes, len(x))
+        trace = net.forward(x)
+        signal = np.zeros_like(trace.output)
+        signal[np.arange(len(x)), target] = 1.0
+        activations = trace.outputs[layer]
+        gradients = net.backward(trace, signal, stop=layer)
+        expected = saliency.grad_cam(net, x, target, layer=layer)
+        alphas = gradients.mean(axis=(2, 3), keepdims=True)
+
+        def diagnose(got, case, activations=activations, gradients=gradients, alphas=alphas):
+            if _close(got, (alphas * activations).sum(axis=1)):
+                return "Apply the final ReLU: CAM = max(sum_k alpha_k A_k, 0)"
+            if _close(got, np.maximum((gradients * activations).sum(axis=1), 0)):
+                return "alpha_k is the MEAN of the gradients over the map's pixels, one number per channel"
+        cases.append(Case(f"network {number}, layer {layer}, activations {activations.shape}",
+                          (activations, gradients), expected, diagnose=diagnose))
+    return cases
+
+
+def _border_cases(rng):
+    cases = []
+    for shape, width, edge in (((10, 10), 0.1, 0.5), ((12, 20), 0.25, 0.2), ((7, 9), 0.5, 0.0),
+                               ((6, 8), 0.0, 0.5), ((16, 11), 0.3, 0.75)):
+        expected = saliency.postprocess.border_mask(shape, width, edge)
+
+        def diagnose(got, case, shape=shape, width=width, edge=edge):
+            rows = expected_profile(shape[0], width, edge)
+            cols = expected_profile(shape[1], width, edge)
+            if _close(got, rows[:, None] * cols[None, :]):
+                return "Take the MINIMUM of the row and column weights, not their product"
+        cases.append(Case(f"shape {shape}, width_fraction {width}, edge_weight {edge}",
+                          (shape, width, edge), expected, diagnose=diagnose))
+    return cases
+
+
+def expected_profile(length, width, edge):
+    """The weights along one axis (pixel centres at i + 0.5), for diagnoses."""
+    centres = np.arange(length) + 0.5
+    band = width * length
+    ramp = np.ones(length) if band == 0 else np.minimum(np.minimum(centres, length - centres) / band, 1.0)
+    return edge + (1 - edge) * ramp
+
+
+def _random_heat(rng, shape):
+    """Maps with a few blobs and noise, some values negative."""
+    n, h, w = shape
+    rows, cols = np.mgrid[0:h, 0:w]
+    heat = rng.normal(0, 0.05, shape)
+    for i in range(n):
+        for _ in range(rng.integers(1, 4)):
+            r, c, s = rng.uniform(0, h), rng.uniform(0, w), rng.uniform(1, max(h, w) / 4)
+            heat[i] += rng.uniform(0.5, 2) * np.exp(-((rows - r) ** 2 + (cols - c) ** 2) / (2 * s * s))
+    return heat
+
+
+def _khan_heat_cases(rng):
+    khan_heat = _khan_reference()
+    cases = []
+    for shape, sigma, width, edge in (((2, 20, 24), 2.0, 0.1, 0.5), ((3, 16, 16), 0.0, 0.2, 0.3),
+                                      ((2, 24, 18), 3.0, 0.0, 0.5), ((1, 30, 30), 4.0, 0.1, 0.5)):
+        heat = _random_heat(rng, shape)
+        expected = khan_heat(heat, True, sigma, width, edge)
+
+        def diagnose(got, case, heat=heat, sigma=sigma, width=width, edge=edge):
+            if _close(got, khan_heat(np.abs(heat), False, sigma, width, edge)):
+                return "Take the positive part max(m, 0) first, not the absolute value"
+            if width > 0 and _close(got, khan_heat(heat, True, sigma, 0.0, edge)):
+                return "Multiply by the border mask at the end"
+        cases.append(Case(f"maps {shape}, sigma {sigma}, border {width} at weight {edge}",
+                          (heat, sigma, width, edge), expected, diagnose=diagnose))
+    return cases
+
+
+def _union_box_cases(rng):
+    cases = []
+    for label, shape, fraction in (("two blobs", (3, 20, 24), 0.5), ("low threshold", (2, 16, 16), 0.1),
+                                   ("threshold 1 (the peak only)", (2, 12, 15), 1.0),
+                                   ("one map all zero or negative", (3, 10, 10), 0.3)):
+        heat = np.maximum(_random_heat(rng, shape), 0)
+        if "zero" in label:
+            heat[1] = -np.abs(heat[1])
+            heat[2] = 0.0
+        expected = box_lib.boxes_from_heatmap(heat, fraction, "union")
+
+        def diagnose(got, case):
+            got = np.asarray(got, dtype=np.float64)
+            if got.shape == case.expected.shape and _close(got[:, 2:] + 1, case.expected[:, 2:]):
+                return "The box is continuous: a hot pixel (row i, column j) covers [j, j + 1) x [i, i + 1)"
+            if got.shape == case.expected.shape and _close(got[:, [1, 0, 3, 2]], case.expected):
+                return "A box is (xmin, ymin, xmax, ymax): x is the column, y the row"
+        cases.append(Case(f"{label}, maps {shape}, fraction {fraction}", (heat, fraction), expected,
+                          diagnose=diagnose))
+    return cases
+
+
+def _khan_boxes_cases(rng):
+    khan_heat = _khan_reference()
+    cases = []
+    for shape, sigma, fraction in (((2, 20, 20), 2.0, 0.3), ((3, 24, 16), 3.0, 0.5), ((2, 18, 22), 1.0, 0.2)):
+        map_a, map_b = _random_heat(rng, shape), _random_heat(rng, shape)
+        heat = saliency.postprocess.mix(khan_heat(map_a, True, sigma), khan_heat(map_b, True, sigma),
+                                        "geometric_mean")
+        expected = box_lib.boxes_from_heatmap(heat, fraction, "union")
+        product = box_lib.boxes_from_heatmap(khan_heat(map_a, True, sigma) * khan_heat(map_b, True, sigma),
+                                             fraction, "union")
+
+        def diagnose(got, case, product=product):
+            if not _close(product, case.expected) and _close(got, product):
+                return "Mix with the geometric mean sqrt(a * b), not the product a * b"
+        cases.append(Case(f"two maps {shape}, sigma {sigma}, fraction {fraction}",
+                          (map_a, map_b, sigma, fraction), expected, diagnose=diagnose))
+    return cases
+
+
+ASSIGNMENT_4 = Assignment(4, "cam", "4_cam_and_khan.py",
+                          "Grad-CAM and Khan et al.'s recipe from maps to boxes", [
+    Part("grad_cam", 3, _grad_cam_cases,
+         "alpha = gradients.mean(axis=(2, 3)); CAM = max(sum_k alpha[:, k] * A[:, k], 0)"),
+    Part("border_mask", 3, _border_cases,
+         "per axis: d = min(i + 0.5, L - i - 0.5); p = e + (1 - e) * min(d / (f L), 1) (1 if f = 0); "
+         "mask = min(p_row[:, None], p_col[None, :])"),
+    Part("khan_heat", 3, _khan_heat_cases,
+         "max(m, 0); m / max m; Gaussian smoothing (sigma, mode 'nearest', truncate 4); m / max m; "
+         "zero below the map's mean; times your border_mask", uses=("border_mask",)),
+    Part("union_box", 3, _union_box_cases,
+         "hot = m >= fraction * max m (nothing hot if max m <= 0: the whole image (0, 0, W, H)); "
+         "box = (first hot column, first hot row, last hot column + 1, last hot row + 1)"),
+    Part("khan_boxes", 3, _khan_boxes_cases,
+         "a, b = khan_heat of each map; heat = sqrt(a * b); union_box(heat, fraction)",
+         uses=("khan_heat", "union_box")),
+])
+
+
+ASSIGNMENTS = {a.number: a for a in (ASSIGNMENT_1, ASSIGNMENT_2, ASSIGNMENT_3, ASSIGNMENT_4)}
 
 
 # ------------------------------------------------------------------------------------ grading
@@ -808,17 +1063,27 @@ def default_file(assignment):
                             f"folder nor in {SKELETONS}; give the path of your solution")
 
 
-def grade(assignment, path=None, seed=0):
-    """Grade a student's file.
+#: The environment variable holding a teacher's secret seed (hidden cases), used when ``--seed`` is not given.
+SEED_VARIABLE = "SENSLOC_GRADE_SEED"
+
+
+def grade(assignment, path=None, seed=0, hints=True, limits=None):
+    """Grade a student's file, every part in its own sandboxed process (:mod:`.sandbox`).
 
     Parameters
     ----------
     assignment : int, str or Assignment
-        ``1``, ``2``, ``3`` or ``"backward"``, ``"rules"``, ``"boxes"``.
+        ``1`` to ``4`` or ``"backward"``, ``"rules"``, ``"boxes"``, ``"cam"``.
     path : path, optional
-        The student's module (default :func:`default_file`).
+        The student's module (default :func:`default_file`). It is never imported here: its
+        source runs in a child process that cannot import the library (see :mod:`.sandbox`).
     seed : int
         Seeds the random cases; the same seed gives the same cases.
+    hints : bool
+        Add the part's hint and the diagnosis of typical mistakes to the messages (turn off
+        for exams).
+    limits : Limits, optional
+        Memory, CPU and wall-clock limits of each part's process.
 
     Returns
     -------
@@ -834,44 +1099,109 @@ def grade(assignment, path=None, seed=0):
     path = Path(path) if path is not None else default_file(assignment)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
-    try:
-        module = load_module(path)
-    except Exception as error:  # the student's file does not import: every part fails
-        where = _student_line(error, path)
-        if isinstance(error, SyntaxError):
-            where = f" (line {error.lineno}: {(error.text or '').strip()})"
-        message = f"could not import {path.name}: {type(error).__name__}: {error}{where}"
-        parts = [PartResult(i, p.function, p.points, 0, 1, [message], p.hint)
-                 for i, p in enumerate(assignment.parts, start=1)]
-        return Report(assignment, path, seed, parts, error=message)
+    source = path.read_bytes().decode("utf-8", "replace")
     results = []
     for number, part in enumerate(assignment.parts, start=1):
         # Each part draws from its own stream: fixing one part never changes another's cases.
         rng = np.random.default_rng([seed, assignment.number, number])
-        result = run_part(number, part, module, path, rng)
+        result, import_error = run_part(number, part, source, path, rng, hints, limits)
+        if import_error:  # the file does not import (or imports the library): every part fails alike
+            hint = hints and import_error not in ("violation", "limit")
+            parts = [PartResult(i, p.function, p.points, 0, 1, list(result.messages), p.hint if hint else "")
+                     for i, p in enumerate(assignment.parts, start=1)]
+            return Report(assignment, path, seed, parts, error=result.messages[0])
         broken = [r for r in results if r.function in part.uses and not r.ok]
-        if broken and not result.ok and result.passed < result.total:
+        started = not any(m.startswith("not implemented yet") for m in result.messages)
+        if broken and started and not result.ok and result.passed < result.total:
             names = ", ".join(f"{r.function} (part {r.number})" for r in broken)
-            result.messages.append(f"note: this part may call your {names}, which fail(s) its own "
-                                   "cases: fix that first")
+            result.messages.append(f"note: this part calls your {names}, which fail(s) its own "
+                                   "cases: make that pass first")
         results.append(result)
     return Report(assignment, path, seed, results)
+
+
+def grade_folder(assignment, folder, seed=0, hints=True, limits=None):
+    """Grade every ``*.py`` file of ``folder`` (one submission each), in name order; a list of Reports."""
+    folder = Path(folder)
+    files = sorted(p for p in folder.glob("*.py") if p.is_file())
+    if not files:
+        raise FileNotFoundError(f"{folder}: no submissions (*.py files) in this folder")
+    return [grade(assignment, path, seed, hints, limits) for path in files]
+
+
+def write_tables(reports, prefix):
+    """Write ``PREFIX.csv`` (one row per submission, one column per part) and ``PREFIX.json``.
+
+    The JSON holds, per submission, the file, the score, the error if any, and every part's points,
+    score, cases passed and messages. Returns the two paths.
+    """
+    prefix = Path(prefix)
+    parts = reports[0].assignment.parts
+    header = ["file"] + [f"part{i}_{p.function}" for i, p in enumerate(parts, start=1)] + ["total", "max", "error"]
+    rows, records = [], []
+    for report in reports:
+        rows.append([report.path.name] + [f"{r.score:.2f}" for r in report.parts]
+                    + [f"{report.score:.2f}", report.max_score, report.error or ""])
+        records.append({"file": report.path.name, "score": round(report.score, 4), "max": report.max_score,
+                        "error": report.error,
+                        "parts": [{"part": r.number, "function": r.function, "points": r.points,
+                                   "score": round(r.score, 4), "passed": r.passed, "cases": r.total,
+                                   "messages": r.messages} for r in report.parts]})
+    csv_path, json_path = prefix.with_name(prefix.name + ".csv"), prefix.with_name(prefix.name + ".json")
+    with open(csv_path, "w", newline="", encoding="utf-8") as file:
+        writer = csv.writer(file)
+        writer.writerow(header)
+        writer.writerows(rows)
+    a = reports[0].assignment
+    json_path.write_text(json.dumps({"assignment": a.number, "title": a.title, "seed": reports[0].seed,
+                                     "submissions": records}, indent=1), encoding="utf-8")
+    return csv_path, json_path
 
 
 def build_parser(parser=None):
     """The arguments of ``sensloc grade`` (on ``parser`` if given, e.g. a sub-command's parser)."""
     parser = parser or argparse.ArgumentParser(prog="sensloc grade", description=__doc__.split("\n\n")[0])
     parser.add_argument("assignment", metavar="ASSIGNMENT",
-                        help="1 (backward), 2 (rules) or 3 (boxes)")
+                        help="1 (backward), 2 (rules), 3 (boxes) or 4 (cam)")
     parser.add_argument("file", nargs="?", metavar="FILE",
-                        help="your solution (default: FILE in the current folder, else the shipped skeleton)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the random cases (default 0)")
+                        help="your solution (default: FILE in the current folder, else the shipped skeleton), "
+                             "or a FOLDER of submissions: grade them all and write a CSV and a JSON of scores")
+    parser.add_argument("--seed", type=int, default=None,
+                        help=f"seed of the random cases (default: ${SEED_VARIABLE} if set, else 0); "
+                             "a teacher's secret seed gives cases the students have not seen")
+    parser.add_argument("--no-hints", dest="hints", action="store_false",
+                        help="report what is wrong but no hint nor diagnosis (exams)")
+    parser.add_argument("--out", metavar="PREFIX",
+                        help="for a FOLDER: write PREFIX.csv and PREFIX.json (default FOLDER/grades_ASSIGNMENT)")
     return parser
 
 
+def _seed(args):
+    if args.seed is not None:
+        return args.seed
+    text = os.environ.get(SEED_VARIABLE, "").strip()
+    if not text:
+        return 0
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"${SEED_VARIABLE} must be an integer; got {text!r}") from None
+
+
 def run(args):
-    """Grade from parsed arguments, print the report; the exit status (0 full marks, 1 otherwise)."""
-    report = grade(args.assignment, args.file, args.seed)
+    """Grade from parsed arguments, print the report(s); the exit status (0 full marks, 1 otherwise)."""
+    seed = _seed(args)
+    if args.file is not None and Path(args.file).is_dir():
+        assignment = find_assignment(args.assignment)
+        reports = grade_folder(assignment, args.file, seed, args.hints)
+        prefix = Path(args.out) if args.out else Path(args.file) / f"grades_{assignment.number}"
+        for report in reports:
+            print(f"{report.path.name}: {report.score:.1f} / {report.max_score}"
+                  + (f"   ({report.error})" if report.error else ""))
+        csv_path, json_path = write_tables(reports, prefix)
+        print(f"wrote {csv_path} and {json_path}")
+        return 0 if all(r.full_marks for r in reports) else 1
+    report = grade(args.assignment, args.file, seed, args.hints)
     print(report.format())
     return 0 if report.full_marks else 1
 
@@ -886,7 +1216,7 @@ def add_parser(commands):
 
 
 def main(argv=None):
-    """``python -m sensloc.coursework.grade ASSIGNMENT [FILE] [--seed S]``; returns the exit status."""
+    """``python -m sensloc.coursework.grade ASSIGNMENT [FILE | FOLDER] [--seed S] [--no-hints]``; the exit status."""
     args = build_parser().parse_args(argv)
     try:
         return run(args)

@@ -10,9 +10,9 @@ the max-pool switches: part 4), and a *multiplier*, ``g'(eta_i)`` (part 2). Part
 
 Rules of the game
 
-* Use NumPy only. Do not call the library's own backward passes (``nets``, ``saliency``): the
-  grader compares your functions with them, on random cases, so calling them teaches you nothing.
-  (Part 5 may call ``net.forward`` and your own functions from parts 1-4.)
+* Use NumPy only. The grader runs your file in a separate process that cannot import the
+  library (``sensloc``): a file that tries scores 0. Networks come as plain data (a list of
+  layer dicts, see :func:`forward`). Part 5 calls :func:`forward` and your parts 1-4.
 * Arrays are float64 in the grader. Batches of images are ``(N, C, H, W)``.
 * Keep the function names and signatures.
 
@@ -22,6 +22,8 @@ Grade your work (from the repository, after ``pip install -e .``)::
 
 Parts and points: linear_backward (2), relu_backward (2), conv2d_backward (4),
 max_pool_backward (4), input_gradient (3).
+
+Estimated time: 3 to 4 hours (most of it on parts 3 and 4).
 """
 import numpy as np
 
@@ -127,36 +129,76 @@ def max_pool_backward(signal, x, kernel_size, stride):
     raise NotImplementedError("TODO part 4: max_pool_backward")
 
 
+def forward(net, x):
+    """The forward pass of a network given as plain data (written for you, no TODO).
+
+    Parameters
+    ----------
+    net : list of dict
+        One dict per layer, first to last. Every dict has ``"type"`` and ``"name"``:
+
+        ======================  ============================================================
+        ``"type"``              other keys
+        ======================  ============================================================
+        ``"Linear"``            ``"weight"`` (D_out, D_in), ``"bias"`` (D_out,)
+        ``"Conv2d"``            ``"weight"`` (O, C, K, K), ``"bias"`` (O,), ``"stride"``,
+                                ``"padding"``
+        ``"ReLU"``
+        ``"MaxPool2d"``         ``"kernel_size"``, ``"stride"`` (no padding, floor rounding)
+        ``"Flatten"``           ``(N, C, H, W) -> (N, C*H*W)``
+        ``"GlobalAvgPool2d"``   ``y[n, c] = mean over h, w of x[n, c]``
+        ======================  ============================================================
+    x : (N, C, H, W) array
+
+    Returns
+    -------
+    logits : (N, num_classes) array
+    caches : dict
+        ``caches[layer["name"]]`` is the layer's forward input (``eta`` for a ReLU).
+    """
+    caches = {}
+    for layer in net:
+        caches[layer["name"]] = x
+        kind = layer["type"]
+        if kind == "Linear":
+            x = x @ layer["weight"].T + layer["bias"]
+        elif kind == "Conv2d":
+            k, s, p = layer["weight"].shape[2], layer["stride"], layer["padding"]
+            padded = np.pad(x, ((0, 0), (0, 0), (p, p), (p, p)))
+            windows = np.lib.stride_tricks.sliding_window_view(padded, (k, k), axis=(2, 3))[:, :, ::s, ::s]
+            x = np.einsum("nchwij,ocij->nohw", windows, layer["weight"]) + layer["bias"][:, None, None]
+        elif kind == "ReLU":
+            x = np.maximum(x, 0)
+        elif kind == "MaxPool2d":
+            k, s = layer["kernel_size"], layer["stride"]
+            windows = np.lib.stride_tricks.sliding_window_view(x, (k, k), axis=(2, 3))[:, :, ::s, ::s]
+            x = windows.max(axis=(4, 5))
+        elif kind == "Flatten":
+            x = x.reshape(len(x), -1)
+        elif kind == "GlobalAvgPool2d":
+            x = x.mean(axis=(2, 3))
+        else:
+            raise ValueError(f"unknown layer type {kind!r}")
+    return x, caches
+
+
 def input_gradient(net, x, target):
     """Part 5. The sensitivity map ``d f_t / d x`` of a whole network, by the recursion of Eq. 1.
 
     ``f_t`` is the logit of class ``target[n]`` for image ``n``; the signal at the logits is
     therefore one-hot: ``s[n, k] = 1 if k == target[n] else 0``.
 
-    Run ``trace = net.forward(x)``; the logits are ``trace.output`` (N, num_classes). Then walk
-    ``net.layers`` from the last to the first, turning the signal at each layer's output into
-    the signal at its input with your functions from parts 1-4. ``trace.caches[layer.name]``
-    holds what each layer's backward pass needs:
-
-    ==================  ================================  ==========================================
-    layer type          attributes                        ``trace.caches[layer.name]``
-    ==================  ================================  ==========================================
-    ``Linear``          ``weight`` (D_out, D_in)          the input x (N, D_in)
-    ``Conv2d``          ``weight``, ``stride``,           the input x (N, C, H, W)
-                        ``padding``
-    ``ReLU``                                              the input eta
-    ``MaxPool2d``       ``kernel_size``, ``stride``       an object whose ``.x`` is the input
-    ``Flatten``                                           the input's shape (N, C, H, W)
-    ``GlobalAvgPool2d``                                   the input's shape (N, C, H, W);
-                                                          ``y[n, c] = mean over h, w of x[n, c]``
-    ==================  ================================  ==========================================
-
-    Test the type with ``type(layer).__name__`` (e.g. ``"Conv2d"``).
+    Run ``logits, caches = forward(net, x)`` (the function above). Then walk ``net`` from the
+    last layer to the first, turning the signal at each layer's output into the signal at its
+    input with your functions from parts 1-4. ``caches[layer["name"]]`` is each layer's forward
+    input: what its backward step needs (``eta`` for a ReLU, ``x`` for a max pool, the shape to
+    restore for ``Flatten``). ``GlobalAvgPool2d`` spreads ``signal[n, c] / (H * W)`` over every
+    pixel of channel ``c``.
 
     Parameters
     ----------
-    net : nets.Network
-        A network built from the six layer types above.
+    net : list of dict
+        A network as plain data (see :func:`forward`), built from the six layer types.
     x : (N, C, H, W) array
     target : (N,) int array
 

@@ -4,21 +4,20 @@ plugging them into the backward recursion.
 The recursion of Eq. 1, ``s_i = g'(eta_i) * sum_k w_ki s_k``, keeps its linear part and swaps
 the multiplier at the ReLUs (``tutorials/02_guided_backprop_and_deconvnet.ipynb`` and
 ``tutorials/03_deeplift.ipynb``). In ``nets``, ``net.backward(trace, signal, rule=RULE,
-ref_trace=REF)`` accepts any object with two methods:
+ref_trace=REF)`` accepts a rule object; here the networks come as plain data and the recursion is
+:func:`backward` (given below, with :func:`forward`), which takes any object with a method
 
 ``rule.relu(signal, eta, eta_ref)``
     the signal at a ReLU's input, given the signal at its output, its forward input ``eta`` and
-    (for reference-based rules) the reference pass's input ``eta_ref`` (else ``None``);
-``rule.max_pool(layer, signal, cache, ref_cache)``
-    the signal at a max pool's input; ``layer.route(signal, cache)`` routes through the switches.
+    (for reference-based rules) the reference pass's input ``eta_ref`` (else ``None``).
 
 The two rule classes below are written for you: they call your functions of parts 1 and 3.
 
 Rules of the game
 
-* Use NumPy. Do not call the library's rules or methods (``saliency``): the grader compares your
-  functions with them. You may call ``net.forward`` and ``net.backward`` with the rule objects
-  below (that is the point of parts 4 and 5).
+* Use NumPy only. The grader runs your file in a separate process that cannot import the
+  library (``sensloc``): a file that tries scores 0. Call :func:`forward` and :func:`backward`
+  (given below) with the rule objects below: that is the point of parts 4 and 5.
 * Arrays are float64 in the grader. Keep the function names and signatures.
 
 Grade your work::
@@ -27,6 +26,8 @@ Grade your work::
 
 Parts and points: guided_relu (2), deconvnet_relu (2), rescale_relu (4), guided_backprop (3),
 deeplift (4).
+
+Estimated time: 2 to 3 hours.
 """
 import numpy as np
 
@@ -87,40 +88,148 @@ def rescale_relu(signal, eta, eta_ref, eps=1e-10):
     raise NotImplementedError("TODO part 3: rescale_relu")
 
 
+def forward(net, x):
+    """The forward pass of a network given as plain data (written for you, no TODO).
+
+    Parameters
+    ----------
+    net : list of dict
+        One dict per layer, first to last. Every dict has ``"type"`` and ``"name"``:
+
+        ======================  ============================================================
+        ``"type"``              other keys
+        ======================  ============================================================
+        ``"Linear"``            ``"weight"`` (D_out, D_in), ``"bias"`` (D_out,)
+        ``"Conv2d"``            ``"weight"`` (O, C, K, K), ``"bias"`` (O,), ``"stride"``,
+                                ``"padding"``
+        ``"ReLU"``
+        ``"MaxPool2d"``         ``"kernel_size"``, ``"stride"`` (no padding, floor rounding)
+        ``"Flatten"``           ``(N, C, H, W) -> (N, C*H*W)``
+        ``"GlobalAvgPool2d"``   ``y[n, c] = mean over h, w of x[n, c]``
+        ======================  ============================================================
+    x : (N, C, H, W) array
+
+    Returns
+    -------
+    logits : (N, num_classes) array
+    caches : dict
+        ``caches[layer["name"]]`` is the layer's forward input (``eta`` for a ReLU).
+    """
+    caches = {}
+    for layer in net:
+        caches[layer["name"]] = x
+        kind = layer["type"]
+        if kind == "Linear":
+            x = x @ layer["weight"].T + layer["bias"]
+        elif kind == "Conv2d":
+            k, s, p = layer["weight"].shape[2], layer["stride"], layer["padding"]
+            padded = np.pad(x, ((0, 0), (0, 0), (p, p), (p, p)))
+            windows = np.lib.stride_tricks.sliding_window_view(padded, (k, k), axis=(2, 3))[:, :, ::s, ::s]
+            x = np.einsum("nchwij,ocij->nohw", windows, layer["weight"]) + layer["bias"][:, None, None]
+        elif kind == "ReLU":
+            x = np.maximum(x, 0)
+        elif kind == "MaxPool2d":
+            k, s = layer["kernel_size"], layer["stride"]
+            windows = np.lib.stride_tricks.sliding_window_view(x, (k, k), axis=(2, 3))[:, :, ::s, ::s]
+            x = windows.max(axis=(4, 5))
+        elif kind == "Flatten":
+            x = x.reshape(len(x), -1)
+        elif kind == "GlobalAvgPool2d":
+            x = x.mean(axis=(2, 3))
+        else:
+            raise ValueError(f"unknown layer type {kind!r}")
+    return x, caches
+
+
+def backward(net, caches, signal, rule, ref_caches=None):
+    """The backward recursion of Eq. 1 with a pluggable ReLU step (written for you, no TODO).
+
+    The linear half of every layer is fixed (transposed weights, max-pool switches, reshapes);
+    at each ReLU the signal goes through ``rule.relu(signal, eta, eta_ref)``. These are the
+    answers of assignment 1, given so that this assignment stands on its own.
+
+    Parameters
+    ----------
+    net : list of dict
+        A network as plain data (see :func:`forward`).
+    caches : dict
+        The ``caches`` of ``forward(net, x)``.
+    signal : (N, num_classes) array
+        The signal at the logits.
+    rule : object with a method ``relu(signal, eta, eta_ref)``
+    ref_caches : dict, optional
+        The ``caches`` of the reference input's forward pass (rules that need ``eta_ref``).
+
+    Returns
+    -------
+    (N, C, H, W) array, the signal at the input
+    """
+    for layer in reversed(net):
+        kind, x = layer["type"], caches[layer["name"]]
+        if kind == "Linear":
+            signal = signal @ layer["weight"]
+        elif kind == "Conv2d":
+            weight, s, p = layer["weight"], layer["stride"], layer["padding"]
+            n, c, h, w = x.shape
+            k, oh, ow = weight.shape[2], signal.shape[2], signal.shape[3]
+            padded = np.zeros((n, c, h + 2 * p, w + 2 * p))
+            for i in range(k):
+                for j in range(k):
+                    padded[:, :, i:i + s * oh:s, j:j + s * ow:s] += np.einsum(
+                        "nohw,oc->nchw", signal, weight[:, :, i, j])
+            signal = padded[:, :, p:p + h, p:p + w]
+        elif kind == "ReLU":
+            signal = rule.relu(signal, x, None if ref_caches is None else ref_caches[layer["name"]])
+        elif kind == "MaxPool2d":
+            k, s = layer["kernel_size"], layer["stride"]
+            routed = np.zeros_like(x)
+            n, c, oh, ow = signal.shape
+            for r in range(oh):
+                for q in range(ow):
+                    window = x[:, :, s * r:s * r + k, s * q:s * q + k].reshape(n, c, -1)
+                    winner = np.argmax(window, axis=2)   # the first maximum on ties
+                    rows, cols = s * r + winner // k, s * q + winner % k
+                    nn, cc = np.meshgrid(np.arange(n), np.arange(c), indexing="ij")
+                    np.add.at(routed, (nn, cc, rows, cols), signal[:, :, r, q])
+            signal = routed
+        elif kind == "Flatten":
+            signal = signal.reshape(x.shape)
+        elif kind == "GlobalAvgPool2d":
+            signal = np.broadcast_to(signal[:, :, None, None] / (x.shape[2] * x.shape[3]), x.shape).copy()
+        else:
+            raise ValueError(f"unknown layer type {kind!r}")
+    return signal
+
+
 class GuidedRule:
-    """A rule object for ``net.backward`` that uses your ``guided_relu`` (given, no TODO)."""
+    """A rule object for :func:`backward` that uses your ``guided_relu`` (given, no TODO)."""
 
     def relu(self, signal, eta, eta_ref):
         return guided_relu(signal, eta)
 
-    def max_pool(self, layer, signal, cache, ref_cache):
-        return layer.route(signal, cache)
-
 
 class RescaleRule:
-    """A rule object for ``net.backward`` that uses your ``rescale_relu`` (given, no TODO).
+    """A rule object for :func:`backward` that uses your ``rescale_relu`` (given, no TODO).
 
-    Max pools route the signal through the input's switches; the grader uses networks without
-    max pools for DeepLIFT, where this choice does not matter.
+    The grader uses networks without max pools for DeepLIFT (there the rescale rule has
+    several variants; :func:`backward` routes through the input's switches).
     """
 
     def relu(self, signal, eta, eta_ref):
         return rescale_relu(signal, eta, eta_ref)
 
-    def max_pool(self, layer, signal, cache, ref_cache):
-        return layer.route(signal, cache)
-
 
 def guided_backprop(net, x, target):
     """Part 4. Guided backpropagation of the logit ``f_t``, ``t = target[n]`` for image ``n``.
 
-    Run the forward pass (``trace = net.forward(x)``; logits ``trace.output``, (N, K)), put the
-    one-hot signal ``e_t`` at the logits and send it back with ``net.backward(trace, signal,
-    rule=GuidedRule())``.
+    Run the forward pass (``logits, caches = forward(net, x)``; logits (N, K)), put the one-hot
+    signal ``e_t`` at the logits and send it back with ``backward(net, caches, signal,
+    GuidedRule())``.
 
     Parameters
     ----------
-    net : nets.Network
+    net : list of dict
+        A network as plain data (see :func:`forward`).
     x : (N, C, H, W) array
     target : (N,) int array
 
@@ -136,13 +245,14 @@ def deeplift(net, x, x_ref, target):
     """Part 5. DeepLIFT's contributions ``C = (x - x_ref) * m`` for the logit ``f_t``.
 
     The multipliers ``m`` come from the recursion with the rescale rule: run the forward pass of
-    the input AND of the reference (``net.forward(x_ref)``), then ``net.backward(trace, e_t,
-    rule=RescaleRule(), ref_trace=ref_trace)``. Summation-to-delta must hold:
+    the input AND of the reference (``forward(net, x_ref)``), then ``backward(net, caches, e_t,
+    RescaleRule(), ref_caches)``. Summation-to-delta must hold:
     ``sum(C[n]) == f_t(x[n]) - f_t(x_ref[n])``.
 
     Parameters
     ----------
-    net : nets.Network
+    net : list of dict
+        A network as plain data (see :func:`forward`).
     x, x_ref : (N, C, H, W) arrays
     target : (N,) int array
 

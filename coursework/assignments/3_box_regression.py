@@ -9,8 +9,8 @@ See ``tutorials/04_maps_to_boxes.ipynb``. Conventions of ``localize/boxes.py``:
 
 Rules of the game
 
-* Use NumPy (``numpy.linalg`` is fine). Do not call the library (``localize``): the grader compares
-  your functions with it, on random cases.
+* Use NumPy (``numpy.linalg`` is fine). The grader runs your file in a separate process that
+  cannot import the library (``sensloc``): a file that tries scores 0.
 * Keep the function names and signatures.
 
 Grade your work::
@@ -19,6 +19,8 @@ Grade your work::
 
 Parts and points: iou (2), corloc (2), grid_features (3), fit_ridge (3), predict_boxes (2),
 choose_lambda (3).
+
+Estimated time: 2 to 3 hours.
 """
 import numpy as np
 

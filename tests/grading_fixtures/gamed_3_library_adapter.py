@@ -1,4 +1,9 @@
-"""Assignment 3 answered by the library itself (tests/test_grade.py: it must score full marks)."""
+"""A GAMED submission of assignment 3: every function delegates to the library.
+
+Run inside the grader's process (the grader of before issue 21) it scores full marks; the grader
+runs submissions in a sandbox that cannot import ``sensloc``, so it must score 0 with a message
+(tests/test_grade.py).
+"""
 from sensloc.localize import boxes, metrics, regression
 
 
