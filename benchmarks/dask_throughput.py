@@ -60,7 +60,7 @@ def main(argv=None):
     from sensloc.data.datasets import read_manifest
     from sensloc.evaluation.distributed import local_cluster
     from sensloc.evaluation.runner import Dataset, ShardJob, ensure_maps
-    from sensloc.localize.protocols import preset
+    from sensloc.localize.presets import preset
     from sensloc._files import sha256_file
     from sensloc.evaluation.workers import start_worker
     start_worker("numba")   # this process and, through it, every worker: the fast backend
