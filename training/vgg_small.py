@@ -364,7 +364,8 @@ def _demo_figure(path, pictures, maps, boxes, true_boxes, results):
             else:
                 ax.imshow(maps[key][i], cmap="inferno")
                 ax.set_title(title, fontsize=9)
-    fig.suptitle("true box green; red: box from the DeepLIFT and guided maps (Khan et al.)",
-                 fontsize=10)
+    # Photos have no true box to draw: the title promises the green one only for scenes.
+    found = "red: box from the DeepLIFT and guided maps (Khan et al.)"
+    fig.suptitle(found if true_boxes is None else f"true box green; {found}", fontsize=10)
     fig.savefig(path, dpi=100)
     plt.close(fig)
