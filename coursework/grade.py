@@ -867,7 +867,7 @@ def _choose_lambda_cases(rng):
                 return None
             if _close(scores, case.expected[1] * 4):
                 return "Divide the total squared error by Y.size (images x 4 corners), not by the number of images"
-            return ("Check the folds: folds = np.array_split(np.random.default_rng(seed).permutation(len(X)), k); "
+            return ("Check the folds: order = np.random.default_rng(seed).permutation(len(X)); folds = [order[i::k] for i in range(k)]; "
                     "fit on all other folds with your fit_ridge, predict with your predict_boxes")
         cases.append(Case(label, (X, Y, lambdas, k, seed), expected, check, diagnose))
     return cases
