@@ -266,7 +266,7 @@ def test_results_file_is_created_at_the_first_row_with_the_umask(scene, tmp_path
     record = read_manifest(scene["data"])[0]
     old = os.umask(0o027)
     try:
-        results.add("a", record, 0, [0, 0, 4, 4], 0.25)
+        results.add("a", record, 0, [0, 0, 4, 4], 0.25, False)
     finally:
         os.umask(old)
         results.close()
