@@ -14,6 +14,12 @@
 
 Errors a user can cause (a missing or corrupt photo, weights that are not installed, a bad
 argument) end with one line ``sensloc: error: ...`` and exit status 2, never a stack trace.
+
+Why this file is long (~750 lines): it holds the whole command-line contract, every option,
+help text, output-path check and error message, so that it reads and is tested as one. Each
+subcommand is a short function that checks its arguments before any work and calls the library;
+the work itself lives in the subpackages.
+
 Output paths are checked before any work (their folder exists, they are not an input of the
 command), each output is written atomically (complete or absent) and named when written.
 Ctrl-C ends with one line saying what was kept (exit status 130).

@@ -34,6 +34,11 @@ exception and the line of the student's file that raised it) and, unless ``--no-
 A ``FOLDER`` grades every ``*.py`` in it and writes a CSV and a JSON of per-part scores.
 
 Exit status: 0 for full marks (every file), 1 otherwise, 2 when ``FILE`` cannot be found.
+
+Why this file is long (~1,250 lines): the grading machinery (~450 lines) and the randomized
+cases of the four assignments (one section each, ~650 lines). The cases build their expected
+values with the comparison functions of this module, which a tampering submission targets by
+name; one module keeps what the sandbox protects in one place.
 """
 import argparse
 import csv

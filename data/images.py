@@ -6,6 +6,11 @@ float, rotated by an EXIF tag). :class:`Preprocessing` then records how one part
 wants its input (size, resize protocol, channel order, scale, mean, std) and turns such an array
 into a ``float32`` array of shape ``(3, H, W)``, the layout used throughout the library.
 
+Why this file is long (~560 lines): decoding and preprocessing share one resize geometry
+(:func:`resize_geometry`), which decoding at the network's size (:func:`load_resized`), the
+resize itself and :class:`Preprocessing` all read; keeping them together keeps that geometry in
+one place.
+
 Two resize protocols are used by the pretrained networks (:func:`resize_image`):
 
 ``"squash"``

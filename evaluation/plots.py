@@ -34,7 +34,6 @@ def corloc_bars(summary, path):
 
 def example_grid(records, predicted_boxes, title, path, count=12, seed=0, class_names=None):
     """Photos with ground-truth boxes (green) and the predicted box (red), IoU in the title."""
-    from sensloc import weights
     from sensloc.data import images
     from sensloc.localize.boxes import iou
     plt = _pyplot()

@@ -15,6 +15,7 @@ import pytest
 
 from sensloc import weights
 
+from sensloc.evaluation import results as results_file
 from sensloc.evaluation import runner as ev
 from sensloc.cli.main import main
 from sensloc.data.datasets import read_manifest
@@ -78,7 +79,7 @@ def test_killed_worker_loses_nothing_and_numbers_equal_a_local_run(scene, tmp_pa
     # have found no shard left to run).
     assert set(loads.values()) <= {0, 1} and 1 in loads.values()
     assert dask_csv.read_bytes() == local_csv.read_bytes()  # no lost, duplicated or torn row
-    keys = [(r["config"], r["image_id"]) for r in ev.read_results(dask_csv)]
+    keys = [(r["config"], r["image_id"]) for r in results_file.read_results(dask_csv)]
     assert len(keys) == len(set(keys)) == 4 * 12
     assert summary.rows == local.rows
     # The half-done shard was re-run with the same batches: the maps are the same floats.

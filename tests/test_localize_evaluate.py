@@ -15,6 +15,7 @@ from PIL import Image
 from sensloc import nets
 from sensloc import weights
 from sensloc.data import images
+from sensloc.evaluation import results as results_file
 from sensloc.evaluation import runner as ev
 from sensloc.localize import protocols as pr
 from sensloc.evaluation.boxmodels import load_box_model, save_box_model
@@ -81,7 +82,7 @@ def test_evaluation_caches_maps_and_resumes_results(scene, tmp_path):
     summary, boxes = ev.evaluate(scene["weights"], records, configs(), tmp_path / "cache", results,
                                  k=3, progress=False)
     assert set(summary.rows) == {"union", "fixed", "baseline: center box", "baseline: whole image"}
-    rows = ev.read_results(results)
+    rows = results_file.read_results(results)
     assert len(rows) == 4 * 12
     for row in rows:  # every row's IoU is that of its box with the ground truth
         record = records[int(row["image_id"][1:])]
@@ -99,7 +100,7 @@ def test_evaluation_caches_maps_and_resumes_results(scene, tmp_path):
     assert computed == 0  # every map came from the cache
     again, _ = ev.evaluate(scene["weights"], records, configs(), tmp_path / "cache", results,
                            k=3, progress=False)
-    rows = ev.read_results(results)
+    rows = results_file.read_results(results)
     keys = [(r["config"], r["image_id"]) for r in rows]
     assert len(keys) == len(set(keys)) == 48
     assert again.rows == summary.rows
@@ -200,7 +201,7 @@ def test_results_of_another_run_are_refused_not_reported(scene, tmp_path):
     run = dict(cache_root=cache, results_path=results, k=3, progress=False)
     first, _ = ev.evaluate(scene["weights"], read_manifest(data), configs(), **run)
     kept = results.read_bytes()
-    header = json.loads(kept.decode().splitlines()[0][len(ev.RESULTS_MAGIC):])
+    header = json.loads(kept.decode().splitlines()[0][len(results_file.RESULTS_MAGIC):])
     assert header["weights_sha256"] == ev.sha256_file(scene["weights"])
     assert header["folds"] == 3 and header["seed"] == 0 and header["images"] == 12
     assert set(header["configs"]) == {"union", "fixed"}
@@ -236,7 +237,7 @@ def test_results_of_another_run_are_refused_not_reported(scene, tmp_path):
     grown, _ = ev.evaluate(scene["weights"], read_manifest(data), more, **run)
     assert grown.rows["union"] == first.rows["union"] and grown.rows["largest"]["n"] == 12
     assert results.read_bytes().split(b"\n", 1)[1].startswith(kept.split(b"\n", 1)[1])
-    assert len(ev.read_results(results)) == 48 + 12
+    assert len(results_file.read_results(results)) == 48 + 12
 
 
 @pytest.mark.parametrize("content", [b'{"n": 12, "configs": {"a": 1}}',  # no final newline
@@ -251,7 +252,7 @@ def test_a_file_that_is_not_a_results_file_is_never_modified(scene, tmp_path, co
                     other, k=3, progress=False)
     assert other.read_bytes() == content
     with pytest.raises(ValueError, match="summary.json"):
-        ev.read_results(other)
+        results_file.read_results(other)
     assert other.read_bytes() == content
     assert sorted(p.name for p in tmp_path.iterdir()) == ["summary.json"]  # no map computed either
 
@@ -260,8 +261,8 @@ def test_results_file_is_created_at_the_first_row_with_the_umask(scene, tmp_path
     import os
     identity = {"configs": {"a": "1"}, "seed": 0}
     with pytest.raises(ValueError, match="the folder .*nodir does not exist"):
-        ev.ResultsFile(tmp_path / "nodir" / "r.csv", identity)
-    results = ev.ResultsFile(tmp_path / "r.csv", identity)
+        results_file.ResultsFile(tmp_path / "nodir" / "r.csv", identity)
+    results = results_file.ResultsFile(tmp_path / "r.csv", identity)
     assert not (tmp_path / "r.csv").exists()  # a run that fails before its first row leaves nothing
     record = read_manifest(scene["data"])[0]
     old = os.umask(0o027)
@@ -271,4 +272,4 @@ def test_results_file_is_created_at_the_first_row_with_the_umask(scene, tmp_path
         os.umask(old)
         results.close()
     assert (tmp_path / "r.csv").stat().st_mode & 0o777 == 0o640
-    assert [r["iou"] for r in ev.read_results(tmp_path / "r.csv")] == ["0.250000"]
+    assert [r["iou"] for r in results_file.read_results(tmp_path / "r.csv")] == ["0.250000"]

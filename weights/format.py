@@ -77,11 +77,8 @@ _HEADER_KEYS = ("format", "format_version", "architecture", "architecture_option
 
 def created_by_text(action=None):
     """Default ``created_by``: ``"sensloc <version>"``, then ``action`` (``"weights convert"``)."""
-    try:
-        from importlib.metadata import version
-        text = f"sensloc {version('sensloc')}"
-    except Exception:  # not installed as a distribution (running from a checkout)
-        text = "sensloc"
+    from sensloc import __version__
+    text = f"sensloc {__version__}"
     return text if action is None else f"{text} {action}"
 
 
