@@ -485,7 +485,6 @@ def cmd_evaluate(args):
 def cmd_localize(args):
     import json
     from sensloc.evaluation.boxmodels import load_box_model
-    from sensloc.evaluation.runner import input_to_photo
     from sensloc.localize.presets import preset
     out_dir = output_folder(args.out_dir, "--out-dir")
     figures = figure_names(args.images, out_dir)
@@ -508,7 +507,7 @@ def cmd_localize(args):
     out_dir.mkdir(exist_ok=True)
     for path, box, target, figure in zip(args.images, boxes, targets, figures):
         size = images.image_size(path)
-        photo_box = input_to_photo(box, size, net.preprocessing)[0]
+        photo_box = net.preprocessing.input_to_photo(box, size)[0]
         # Drawn from a copy at most ~2x the figure's pixels; the box stays in photo pixels.
         draw_box(figure, images.load_image(path, min_side=1000), size, photo_box,
                  f"{class_name(net, target)}")

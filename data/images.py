@@ -493,6 +493,28 @@ class Preprocessing:
         x = (pixels - np.float32(self.mean)) / np.float32(self.std)
         return np.ascontiguousarray(x.transpose(2, 0, 1))
 
+    def _box_map(self, photo_size_wh):
+        """``(scale, offset)`` of the affine map from input pixels to the photo's pixels,
+        ``photo = (input + offset) * scale`` per ``(x, y)`` (:func:`resize_geometry`)."""
+        width, height = photo_size_wh
+        (new_h, new_w), (top, left) = resize_geometry((height, width), self.input_size,
+                                                      self.resize)
+        return np.array([width / new_w, height / new_h]), np.array([left, top])
+
+    def input_to_photo(self, boxes, photo_size_wh):
+        """Boxes (K, 4) ``(xmin, ymin, xmax, ymax)`` in network-input pixels -> pixels of a photo
+        of size ``(width, height)``, undoing the resize and the crop: ``(b + offset) * scale``."""
+        scale, offset = self._box_map(photo_size_wh)
+        b = np.asarray(boxes, np.float64).reshape(-1, 4)
+        return np.concatenate([(b[:, :2] + offset) * scale, (b[:, 2:] + offset) * scale], axis=1)
+
+    def photo_to_input(self, boxes, photo_size_wh):
+        """Boxes (K, 4) in pixels of a photo of size ``(width, height)`` -> network-input pixels,
+        ``b / scale - offset`` (not clipped: a box may reach outside a cropped input)."""
+        scale, offset = self._box_map(photo_size_wh)
+        b = np.asarray(boxes, np.float64).reshape(-1, 4)
+        return np.concatenate([b[:, :2] / scale - offset, b[:, 2:] / scale - offset], axis=1)
+
     def invert(self, x):
         """Undo :meth:`apply` for display.
 

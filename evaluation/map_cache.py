@@ -23,7 +23,7 @@ from sensloc._files import atomic_write
 
 def network_key(net):
     """16 hex digits naming a network's weights and preprocessing (the cache's first level)."""
-    if net.preprocessing is None or getattr(net, "source", None) is None:
+    if net.preprocessing is None or net.source is None:
         raise ValueError("maps can be cached only for networks loaded with weights.load")
     identity = {"architecture": net.name, "sha256": net.source["sha256"],
                 "preprocessing": {k: np.asarray(v).tolist()

@@ -16,7 +16,7 @@ tests/test_localize_evaluate.py). Boxes, cross-validation, metrics and the resul
 run in the calling process, after every map exists.
 
 Boxes are fitted and predicted in the network input's pixels; IoU is measured in the photo's
-own pixels, against its ground-truth boxes (:func:`input_to_photo`).
+own pixels, against its ground-truth boxes (:meth:`sensloc.data.images.Preprocessing.input_to_photo`).
 """
 import os
 import socket
@@ -42,29 +42,11 @@ from sensloc.localize.protocols import CenterBox, WholeImage, cross_validated_bo
 
 # --------------------------------------------------------------------------- coordinates
 
-def _geometry(photo_size_wh, preprocessing):
-    width, height = photo_size_wh
-    (new_h, new_w), (top, left) = images.resize_geometry(
-        (height, width), preprocessing.input_size, preprocessing.resize)
-    return np.array([width / new_w, height / new_h]), np.array([left, top])
-
-
-def input_to_photo(boxes, photo_size_wh, preprocessing):
-    """Boxes (K, 4) in network-input pixels -> pixels of a photo of size (width, height),
-    undoing the resize and the crop of ``preprocessing``."""
-    scale, offset = _geometry(photo_size_wh, preprocessing)
-    b = np.asarray(boxes, np.float64).reshape(-1, 4)
-    return np.concatenate([(b[:, :2] + offset) * scale, (b[:, 2:] + offset) * scale], axis=1)
-
-
 def photo_to_input(boxes, photo_size_wh, preprocessing):
     """Boxes (K, 4) in pixels of a photo of size (width, height) -> network-input pixels,
-    clipped to the input."""
-    scale, offset = _geometry(photo_size_wh, preprocessing)
-    b = np.asarray(boxes, np.float64).reshape(-1, 4)
-    moved = np.concatenate([b[:, :2] / scale - offset, b[:, 2:] / scale - offset], axis=1)
+    clipped to the input (:meth:`sensloc.data.images.Preprocessing.photo_to_input`)."""
     h, w = preprocessing.input_size
-    return clip_boxes(moved, (w, h))
+    return clip_boxes(preprocessing.photo_to_input(boxes, photo_size_wh), (w, h))
 
 
 # --------------------------------------------------------------------------- maps
@@ -446,7 +428,7 @@ def evaluate(weight_path, records, configs, cache_root, results_path, k=5, seed=
     try:
         truth = [r.boxes for r in dataset.records]
         for name, input_boxes in boxes.items():
-            photo_boxes[name] = [input_to_photo(box, (r.width, r.height), prep)[0]
+            photo_boxes[name] = [prep.input_to_photo(box, (r.width, r.height))[0]
                                  for r, box in zip(dataset.records, input_boxes)]
             overlaps = best_ious(np.array(photo_boxes[name]), truth)
             found = hits(np.array(photo_boxes[name]), truth)  # IoU >= 0.5 with a true box

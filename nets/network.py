@@ -52,21 +52,32 @@ class Network:
     default_input_size : (int, int)
     num_classes : int
 
-    Attributes ``preprocessing`` and ``class_names`` are attached by the weight loader.
+    feature_layer : str, optional
+        The last spatial layer before the classifier, which Grad-CAM, neuron selection and the
+        localization presets read by default (:func:`sensloc.saliency.layers.feature_layer`).
+
+    Attributes ``preprocessing``, ``class_names`` and ``source`` (the weight file's path,
+    name, SHA-256 and history) are None until ``weights.load`` fills them in.
     """
 
-    def __init__(self, name, layers, in_channels, input_size, default_input_size, num_classes):
+    def __init__(self, name, layers, in_channels, input_size, default_input_size, num_classes,
+                 feature_layer=None):
         names = [layer.name for layer in layers]
         if len(set(names)) != len(names):
             raise ValueError(f"layer names must be unique, got {names}")
+        if feature_layer is not None and feature_layer not in names:
+            raise ValueError(f"feature layer {feature_layer!r} is not a layer of {name}")
         self.name = name
         self.layers = list(layers)
         self.in_channels = in_channels
         self.input_size = None if input_size is None else tuple(input_size)
         self.default_input_size = tuple(default_input_size)
         self.num_classes = num_classes
+        self.feature_layer = feature_layer
+        # What the weight file says (weights.load sets them; None for a bare network).
         self.preprocessing = None
         self.class_names = None
+        self.source = None
 
     def __repr__(self):
         return f"Network({self.name!r}, {len(self.layers)} layers, {self.num_classes} classes)"

@@ -37,4 +37,6 @@ def squeezenet1_0(num_classes=1000):
             channels = e1 + e3
     layers += [Conv2d("conv_final", channels, num_classes, 1, padding=1),
                ReLU("relu_conv_final"), GlobalAvgPool2d("pool_final")]
-    return Network("squeezenet1_0", layers, 3, None, (227, 227), num_classes)
+    # fire9 (13 x 13 for 227 x 227 inputs), not relu_conv_final (the class map itself): the
+    # localization presets were tuned on it.
+    return Network("squeezenet1_0", layers, 3, None, (227, 227), num_classes, feature_layer="fire9")

@@ -46,6 +46,7 @@ def vgg(name, configuration=None, num_classes=1000, input_size=224, hidden=4096,
         else:
             layers.append(Conv2d(f"conv{block}_{index}", channels, item, 3, padding=1))
             layers.append(ReLU(f"relu{block}_{index}"))
+            last_relu = layers[-1].name   # the feature layer: the last one before the head
             channels, index = item, index + 1
     layers += [
         Flatten("flatten"),
@@ -54,7 +55,7 @@ def vgg(name, configuration=None, num_classes=1000, input_size=224, hidden=4096,
         Linear("fc8", hidden, num_classes),
     ]
     return Network(name, layers, in_channels, (input_size, input_size), (input_size, input_size),
-                   num_classes)
+                   num_classes, feature_layer=last_relu)
 
 
 #: A VGG scaled down for 64x64 scenes: 3x3 convolutions from 16 to 128 channels, two in each of

@@ -1,26 +1,20 @@
-"""The feature layer of each architecture: the last spatial layer before the classifier.
+"""The feature layer of a network: the last spatial layer before the classifier.
 
 Grad-CAM (:func:`sensloc.saliency.grad_cam`), neuron selection
 (:func:`sensloc.saliency.neuron_selection`) and the localization presets
 (:mod:`sensloc.localize.presets`) read this layer by default, so ``sensloc explain --method
-grad_cam`` and ``sensloc localize --preset grad_cam`` explain the same layer.
-
-For SqueezeNet 1.0 it is ``fire9`` (13 x 13, 512 channels), not the classifier's
-``relu_conv_final`` (the class activation map itself): the presets were tuned on ``fire9``.
-
-This table belongs with the architectures (each network declaring its ``feature_layer``); it
-lives here until ``nets`` carries it.
+grad_cam`` and ``sensloc localize --preset grad_cam`` explain the same layer. Each architecture
+declares it (``Network.feature_layer``): ``relu5_3`` for VGG16, ``fire9`` for SqueezeNet 1.0.
 """
+from functools import lru_cache
 
-#: Architecture name -> the name of its feature layer.
-FEATURE_LAYERS = {
-    "vgg11": "relu5_2",
-    "vgg13": "relu5_2",
-    "vgg16": "relu5_3",
-    "vgg19": "relu5_4",
-    "squeezenet1_0": "fire9",
-    "vgg_small": "relu4_2",
-}
+from sensloc import nets
+
+
+@lru_cache(maxsize=None)
+def _declared(architecture):
+    # Parameters of a freshly built network are np.zeros, never written: no memory is touched.
+    return nets.build(architecture).feature_layer
 
 
 def feature_layer(net_or_name, trace=None):
@@ -29,21 +23,25 @@ def feature_layer(net_or_name, trace=None):
     Parameters
     ----------
     net_or_name : nets.Network or str
-        A network (its ``name``) or an architecture name such as ``"vgg16"``.
+        A network, or an architecture name of :data:`sensloc.nets.ARCHITECTURES` (``"vgg16"``).
     trace : nets.Trace, optional
-        A forward pass of the network: for an architecture missing from
-        :data:`FEATURE_LAYERS`, the last top-level layer with a 4-D (N, C, h, w) output.
+        A forward pass of the network: for a network that declares no feature layer, the last
+        top-level layer with a 4-D (N, C, h, w) output.
 
     Returns
     -------
     str
     """
-    name = net_or_name if isinstance(net_or_name, str) else net_or_name.name
-    if name in FEATURE_LAYERS:
-        return FEATURE_LAYERS[name]
+    if isinstance(net_or_name, str):
+        declared = _declared(net_or_name) if net_or_name in nets.ARCHITECTURES else None
+        name = net_or_name
+    else:
+        declared, name = net_or_name.feature_layer, net_or_name.name
+    if declared is not None:
+        return declared
     if trace is not None:
         spatial = [layer for layer, out in trace.outputs.items() if out.ndim == 4]
         if spatial:
             return spatial[-1]
-    raise ValueError(f"{name!r} declares no feature layer (known: {sorted(FEATURE_LAYERS)}); "
-                     "name the layer explicitly")
+    raise ValueError(f"{name!r} declares no feature layer (architectures that do: "
+                     f"{sorted(nets.ARCHITECTURES)}); name the layer explicitly")

@@ -153,9 +153,9 @@ def test_baselines_are_cross_validated_like_every_protocol():
 def test_one_feature_layer_for_grad_cam_neuron_selection_and_the_presets(rng):
     """``explain --method grad_cam`` (the default layer) and the ``grad_cam`` preset agree."""
     from sensloc import nets, saliency
-    from sensloc.saliency.layers import FEATURE_LAYERS, feature_layer
+    from sensloc.saliency.layers import feature_layer
     assert feature_layer("squeezenet1_0") == "fire9" and feature_layer("vgg16") == "relu5_3"
-    for architecture in FEATURE_LAYERS:
+    for architecture in nets.ARCHITECTURES:
         layer = feature_layer(architecture)
         assert presets.preset("grad_cam", architecture).spec.options == (("layer", layer),)
         assert dict(presets.preset("dwaraknath", architecture).spec.options)["layer"] == layer
@@ -168,8 +168,8 @@ def test_one_feature_layer_for_grad_cam_neuron_selection_and_the_presets(rng):
                                   saliency.grad_cam(net, x, 2, layer="fire9"))
     np.testing.assert_array_equal(saliency.neuron_selection(net, x, 2, k=2),
                                   saliency.neuron_selection(net, x, 2, layer="fire9", k=2))
-    # A network the table does not know: the last layer with a spatial output.
-    net.name = "my_net"
+    # A network that declares no feature layer: the last layer with a spatial output.
+    net.name, net.feature_layer = "my_net", None
     trace = net.forward(x)
     assert feature_layer(net, trace) == [n for n, o in trace.outputs.items() if o.ndim == 4][-1]
     with pytest.raises(ValueError, match="declares no feature layer"):

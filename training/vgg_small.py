@@ -260,7 +260,7 @@ def demo_protocol(net, photos):
         protocol = preset("khan", net.name)
         protocol.fraction = PRESET_FRACTIONS["khan"]
         return protocol
-    training = (getattr(net, "source", None) or {}).get("training")
+    training = (net.source or {}).get("training")
     if not training:
         raise ValueError(f"{net.name} has no training record with a fitted box threshold; "
                          "give photos with --image, or use a network trained by train-demo")
