@@ -47,7 +47,10 @@ def example_grid(records, predicted_boxes, title, path, count=12, seed=0, class_
         ax.axis("off")
     for ax, i in zip(np.ravel(axes), chosen):
         record, box = records[i], predicted_boxes[i]
-        ax.imshow(images.load_image(record.path))
+        # A copy decoded at reduced scale (a few hundred pixels suffice for a panel of the
+        # grid), drawn over the photo's full size so that the boxes stay in photo pixels.
+        width, height = images.image_size(record.path)
+        ax.imshow(images.load_image(record.path, min_side=400), extent=(0, width, height, 0))
         for gt in record.boxes:
             ax.add_patch(Rectangle(gt[:2], *(gt[2:] - gt[:2]), fill=False, color="lime", lw=2))
         ax.add_patch(Rectangle(box[:2], *(box[2:] - box[:2]), fill=False, color="red", lw=2))

@@ -416,3 +416,25 @@ def test_ctrl_c_and_kill_9_during_maps_resume_to_the_same_file(work, cache, tmp_
         assert again.returncode == 0, again.stderr
         assert (work / f"{name}.csv").read_bytes() == (work / "fresh.csv").read_bytes()
         assert table(again.stdout) == table(reference.stdout)
+
+
+def test_ctrl_c_on_a_local_dask_cluster_prints_one_line_and_resumes(work, cache):
+    pytest.importorskip("distributed", reason="dask.distributed is an optional extra")
+    from sensloc.data.scenes.generate import generate
+    from sensloc.data.scenes.save import save_scenes
+    save_scenes(work / "data", generate(600, seed=7))
+    command = ("evaluate", "data", "--net", "vgg_small", "--preset", "khan", "--cv", "2",
+               "--dask", "local", "--jobs", "2", "--cache", "maps", "--results", "r.csv")
+    process = run(work, cache, *command, wait=False)
+    started = time.time()
+    while len(list((work / "maps").rglob("*.npy"))) < 20 and time.time() - started < 120:
+        time.sleep(0.02)
+    os.killpg(process.pid, signal.SIGINT)  # the scheduler, the nannies and the workers too
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err
+    assert message_lines(err) == ["sensloc: interrupted; the finished maps are kept in maps; "
+                                  "run the same command again to resume"]
+    assert not (work / "r.csv").exists()  # rows are written only once every map exists
+    again = run(work, cache, *command)
+    assert again.returncode == 0, again.stderr
+    assert len(table(again.stdout)) >= 3, again.stdout  # header, rule, a row per configuration

@@ -25,7 +25,7 @@ from sensloc import nets
 from sensloc.data import scenes
 from sensloc import weights
 from sensloc.nets.training import Adam, train_step
-from sensloc.data.images import Preprocessing, load_image, resize_image
+from sensloc.data.images import Preprocessing, load_resized
 
 from sensloc.localize.boxes import iou
 from sensloc.saliency.maps import MapSpec
@@ -296,8 +296,7 @@ def demo(out="sensloc-demo.png", count=4, seed=0, images=None, net=None):
     net = weights.load("vgg_small") if net is None else net
     prep = net.preprocessing
     if images:
-        pictures = [resize_image(load_image(p), prep.input_size, prep.resize)
-                    for p in images]
+        pictures = [load_resized(p, prep.input_size, prep.resize) for p in images]
         names, true_classes, true_boxes = [str(p) for p in images], None, None
     else:
         if count < 1:
