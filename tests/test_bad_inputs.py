@@ -11,6 +11,7 @@ import csv
 import hashlib
 import json
 import os
+import pickle
 import shutil
 import signal
 import subprocess
@@ -155,6 +156,23 @@ def test_truncated_weight_file_and_another_architecture_are_refused(work, cache)
     refused(run(work, cache, "classify", "photo.png", "--net", "vgg16", "--weights", "small.h5"),
             "small.h5", "vgg_small, not vgg16")
     assert snapshot(work) == before
+
+
+@pytest.mark.parametrize("container", ["zip", "legacy"])
+def test_code_in_a_pth_file_is_refused_not_run(work, tmp_path, container):
+    from test_weights_torch_pth import _RunsCommand, _legacy_stream, _write_zip
+    own = tmp_path / "own-cache"
+    marker = work / "marker"
+    payload = pickle.dumps({"features.0.weight": _RunsCommand(f"touch {marker}")}, protocol=2)
+    path = work / "vgg16-397923af.pth"
+    if container == "zip":
+        _write_zip(path, payload)
+    else:
+        path.write_bytes(_legacy_stream(payload))
+    before = snapshot(work)
+    refused(run(work, own, "weights", "convert", path.name), path.name, "system")
+    assert not marker.exists()  # the pickle's call never ran
+    assert snapshot(work) == before and not list(own.rglob("*.h5"))
 
 
 def test_weights_list_names_a_corrupt_cached_file_in_one_line(work, tmp_path):
@@ -416,6 +434,14 @@ def test_ctrl_c_and_kill_9_during_maps_resume_to_the_same_file(work, cache, tmp_
         assert again.returncode == 0, again.stderr
         assert (work / f"{name}.csv").read_bytes() == (work / "fresh.csv").read_bytes()
         assert table(again.stdout) == table(reference.stdout)
+
+    # kill -9 while the results are written leaves a torn last line (rows are appended and
+    # fsynced one at a time): the rerun drops the torn part and completes the file exactly.
+    fresh = (work / "fresh.csv").read_bytes()
+    (work / "torn.csv").write_bytes(fresh[:len(fresh) * 2 // 3 - 5])
+    again = run(work, cache, *command, "--cache", "fresh", "--results", "torn.csv")
+    assert again.returncode == 0, again.stderr
+    assert (work / "torn.csv").read_bytes() == fresh
 
 
 def test_ctrl_c_on_a_local_dask_cluster_prints_one_line_and_resumes(work, cache):
