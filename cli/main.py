@@ -407,22 +407,39 @@ def check_classes(records, net):
                              f"classes (0-{net.num_classes - 1})")
 
 
+def check_dask(args):
+    """``--dask`` needs dask.distributed: say how to install it before any work."""
+    if args.dask:
+        from sensloc.evaluation.distributed import require_distributed
+        try:
+            require_distributed()
+        except ImportError as error:
+            raise UsageError(str(error)) from error
+
+
 def cmd_fit_boxes(args):
     from sensloc.evaluation.boxmodels import save_box_model
-    from sensloc.evaluation.runner import Dataset, ensure_maps, load_maps, photo_to_input
+    import tempfile
+    from sensloc.evaluation.runner import (Dataset, close_rows, ensure_maps, photo_to_input,
+                                           reduce_dataset)
     out = output_path(args.out, "--out", [args.weights, *dataset_files(args.datasets)])
     net = load_network(args)
     records = open_datasets(args.datasets)
     check_classes(records, net)
     protocol = protocol_from_args(args, net.name)
+    check_dask(args)
     dataset = Dataset(records)
     args.on_interrupt = lambda: (f"the finished maps are kept in {cache_root(args)}; run the "
                                  "same command again to go on from them")
     ensure_maps(args.weights or weights_path(net_name(args)), net, dataset, protocol.map_specs,
-                cache_root(args), args.jobs)
-    maps, _ = load_maps(net, dataset, protocol.map_specs, cache_root(args))
+                cache_root(args), args.jobs, dask=args.dask, reducers=(protocol,))
     gt = [photo_to_input(r.boxes, (r.width, r.height), net.preprocessing) for r in records]
-    protocol.fit(maps, gt)
+    with tempfile.TemporaryDirectory(prefix="reductions-", dir=cache_root(args)) as spill:
+        reduced, _ = reduce_dataset(net, dataset, {"fit": protocol}, cache_root(args), spill)
+        try:
+            protocol.fit_reduced(reduced["fit"], gt)
+        finally:
+            close_rows(reduced)
     save_box_model(out, protocol, net, records)
     print(f"{protocol.describe()[:200]}\nfitted on {len(records)} images, written to {out}")
 
@@ -452,12 +469,7 @@ def cmd_evaluate(args):
                               factory=lambda name=name: preset(name, net.name)))
     if not configs:
         raise UsageError("give --boxes FILE... or --preset NAME... (with --cv K)")
-    if args.dask:
-        from sensloc.evaluation.distributed import require_distributed
-        try:
-            require_distributed()
-        except ImportError as error:
-            raise UsageError(str(error)) from error
+    check_dask(args)
     records = open_datasets(args.datasets)
     check_classes(records, net)
     results = args.results or f"results-{net.name}.csv"
@@ -638,6 +650,12 @@ def build_parser():
         p.add_argument("--jobs", type=at_least(1), default=1,
                        help="worker processes for the maps (default 1)")
         p.add_argument("--cache", help="map cache folder (default: <user cache>/maps)")
+        p.add_argument("--dask", metavar="ADDRESS",
+                       help="compute the maps on a Dask cluster: a scheduler address "
+                            "(tcp://host:8786), a scheduler file (.json), or 'local' for a "
+                            "LocalCluster of --jobs workers; photos, weights and --cache "
+                            "must be at the same paths on the workers (needs "
+                            "pip install \"sensloc[dask]\")")
         p.set_defaults(run=cmd_fit_boxes if name == "fit-boxes" else cmd_evaluate)
         if name == "fit-boxes":
             p.add_argument("--preset", choices=sorted(PRESETS), metavar="NAME",
@@ -662,12 +680,6 @@ def build_parser():
                                 "(default results-<net>.csv)")
             p.add_argument("--summary-json", metavar="FILE", help="also write the table as JSON")
             p.add_argument("--plot", metavar="DIR", help="write figures in this folder")
-            p.add_argument("--dask", metavar="ADDRESS",
-                           help="compute the maps on a Dask cluster: a scheduler address "
-                                "(tcp://host:8786), a scheduler file (.json), or 'local' for a "
-                                "LocalCluster of --jobs workers; photos, weights and --cache "
-                                "must be at the same paths on the workers (needs "
-                                "pip install \"sensloc[dask]\")")
 
     p = commands.add_parser("demo", help="classify, explain and box generated scenes "
                                          "(no download, no data)")

@@ -9,8 +9,14 @@ made of
 * the image: SHA-256 of the file's bytes (so a renamed photo is still found, an edited one is not);
 * the explained class.
 
-Cache files are ``.npy`` float32 arrays written atomically (temporary file + rename): an
-interrupted run leaves complete entries or none, and resumes where it stopped.
+Beside the maps, the cache keeps each image's *reduction* by a box protocol (what the protocol
+needs of the image's maps: :meth:`sensloc.localize.protocols.base.Protocol.reduce`), keyed by
+the protocol's kind and parameters (:func:`reduction_key`), so that workers reduce the maps
+they computed and the evaluating process reads kilobytes per image instead of the maps.
+
+Cache files are ``.npy`` float32 arrays (reductions: ``.npz`` of their arrays as they are)
+written atomically (temporary file + rename): an interrupted run leaves complete entries or
+none, and resumes where it stopped.
 """
 import hashlib
 import json
@@ -28,6 +34,13 @@ def network_key(net):
     identity = {"architecture": net.name, "sha256": net.source["sha256"],
                 "preprocessing": {k: np.asarray(v).tolist()
                                   for k, v in net.preprocessing.to_attrs().items()}}
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def reduction_key(protocol):
+    """16 hex digits naming what a protocol's reduction of an image depends on: its kind and
+    parameters (an unfitted protocol reduces for its whole search, a fitted one for its fit)."""
+    identity = {"kind": protocol.kind, "params": protocol.params()}
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -51,6 +64,9 @@ class MapCache:
     def logits_path(self, image_sha):
         return self.folder / "logits" / image_sha[:2] / f"{image_sha}.npy"
 
+    def reduction_path(self, key, image_sha, target):
+        return self.folder / "reductions" / key / image_sha[:2] / f"{image_sha}-{int(target)}.npz"
+
     def has(self, path):
         return path.is_file()
 
@@ -63,3 +79,16 @@ class MapCache:
     def store(self, path, array):
         with atomic_write(path) as temporary, open(temporary, "wb") as stream:
             np.save(stream, np.asarray(array, np.float32))
+
+    def load_reduction(self, path):
+        """{name: array} of one image's reduction."""
+        try:
+            with np.load(path) as stored:
+                return {name: stored[name] for name in stored.files}
+        except (ValueError, OSError, EOFError, KeyError) as error:
+            raise ValueError(f"{path}: damaged cache entry ({error}); delete it to recompute") from error
+
+    def store_reduction(self, path, arrays):
+        """One image's reduction {name: array}, stored exactly (no conversion)."""
+        with atomic_write(path) as temporary, open(temporary, "wb") as stream:
+            np.savez(stream, **arrays)

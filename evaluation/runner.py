@@ -20,6 +20,7 @@ own pixels, against its ground-truth boxes (:meth:`sensloc.data.images.Preproces
 """
 import os
 import socket
+import tempfile
 import threading
 import time
 from contextlib import contextmanager, nullcontext
@@ -32,12 +33,14 @@ from sensloc import weights as weight_files
 from sensloc.data import images
 from sensloc._files import sha256_file
 
-from sensloc.evaluation.map_cache import MapCache, network_key
+from sensloc.evaluation.map_cache import MapCache, network_key, reduction_key
+from sensloc.evaluation.row_files import RowFile
 from sensloc.evaluation.results import ResultsFile, digest, read_results, results_identity
 from sensloc.evaluation.workers import spawn_pool
 from sensloc.localize.boxes import best_ious, clip_boxes
 from sensloc.localize.metrics import bootstrap_ci, hits, per_class_corloc
-from sensloc.localize.protocols import CenterBox, WholeImage, cross_validated_boxes
+from sensloc.localize.protocols import CenterBox, WholeImage
+from sensloc.localize.protocols.base import concatenate, cross_validated_reduced
 
 
 # --------------------------------------------------------------------------- coordinates
@@ -64,22 +67,46 @@ class Dataset:
             self.digests = [sha256_file(r.path) for r in self.records]
 
 
-def missing_images(cache, dataset, indices, specs):
-    """The indices (list of int) of images whose logits or any map ``cache`` lacks."""
+def missing_images(cache, dataset, indices, specs, reducers=()):
+    """The indices (list of int) of images whose logits, any map or any reduction by
+    ``reducers`` (``(key, protocol)`` pairs, :func:`~sensloc.evaluation.map_cache.reduction_key`)
+    ``cache`` lacks."""
     records, digests = dataset.records, dataset.digests
     return [i for i in indices
             if not cache.has(cache.logits_path(digests[i]))
-            or any(not cache.has(cache.map_path(s, digests[i], records[i].class_index)) for s in specs)]
+            or any(not cache.has(cache.map_path(s, digests[i], records[i].class_index)) for s in specs)
+            or any(not cache.has(cache.reduction_path(key, digests[i], records[i].class_index))
+                   for key, _ in reducers)]
 
 
-def compute_missing(net, cache, dataset, indices, specs, batch_size=8):
-    """Compute and store the logits and maps that ``cache`` lacks for the given images.
+def reduce_batch(cache, dataset, batch, key, protocol):
+    """``protocol``'s reduction of the images ``batch`` (indices), {name: (B, ...) array}: read
+    from the cache, or, if any image lacks it, computed from the cached maps and stored. A
+    reduction is computed image by image, so it does not depend on the batch it was made in."""
+    records, digests = dataset.records, dataset.digests
+    paths = [cache.reduction_path(key, digests[i], records[i].class_index) for i in batch]
+    if not all(cache.has(path) for path in paths):
+        maps = {s: np.stack([cache.load(cache.map_path(s, digests[i], records[i].class_index))
+                             for i in batch]) for s in protocol.map_specs}
+        reduced = protocol.reduce(maps)
+        for row, path in enumerate(paths):
+            if not cache.has(path):
+                cache.store_reduction(path, {k: v[row] for k, v in reduced.items()})
+        return reduced
+    rows = [cache.load_reduction(path) for path in paths]
+    return {name: np.stack([row[name] for row in rows]) for name in rows[0]}
 
-    ``indices`` are cut into consecutive batches of ``batch_size``, and a batch lacking anything
-    is computed whole: a network's floats can depend on the batch an image shares (BLAS picks
-    other kernels for other matrix shapes; measured on VGG's dense layers), so an image is always
-    computed with the same neighbours, however often its shard is re-run and whatever part of it
-    a killed worker had stored. Callers pass whole aligned batches (:func:`batch_ranges`).
+
+def compute_missing(net, cache, dataset, indices, specs, batch_size=8, reducers=()):
+    """Compute and store the logits, maps and reductions that ``cache`` lacks for the images.
+
+    ``indices`` are cut into consecutive batches of ``batch_size``, and a batch lacking any
+    map is computed whole: a network's floats can depend on the batch an image shares (BLAS
+    picks other kernels for other matrix shapes; measured on VGG's dense layers), so an image
+    is always computed with the same neighbours, however often its shard is re-run and whatever
+    part of it a killed worker had stored. Callers pass whole aligned batches
+    (:func:`batch_ranges`). Then each of ``reducers`` (``(key, protocol)`` pairs) reduces the
+    batch's maps, where the cache lacks its reduction (:func:`reduce_batch`).
 
     Returns the number of images that needed any work.
     """
@@ -88,23 +115,26 @@ def compute_missing(net, cache, dataset, indices, specs, batch_size=8):
     todo = 0
     for start in range(0, len(indices), batch_size):
         chunk = indices[start:start + batch_size]
-        lacking = missing_images(cache, dataset, chunk, specs)
+        lacking = missing_images(cache, dataset, chunk, specs, reducers)
         if not lacking:
             continue
         todo += len(lacking)
-        x = images.load_batch([records[i].path for i in chunk], net.preprocessing)
-        targets = np.array([records[i].class_index for i in chunk])
-        logits = net(x)
-        for row, i in zip(logits, chunk):
-            if not cache.has(cache.logits_path(digests[i])):
-                cache.store(cache.logits_path(digests[i]), row)
-        for spec in specs:
-            paths = [cache.map_path(spec, digests[i], t) for i, t in zip(chunk, targets)]
-            if all(cache.has(path) for path in paths):
-                continue
-            for path, heat in zip(paths, spec.compute(net, x, targets)):
-                if not cache.has(path):
-                    cache.store(path, heat)
+        if missing_images(cache, dataset, chunk, specs):
+            x = images.load_batch([records[i].path for i in chunk], net.preprocessing)
+            targets = np.array([records[i].class_index for i in chunk])
+            logits = net(x)
+            for row, i in zip(logits, chunk):
+                if not cache.has(cache.logits_path(digests[i])):
+                    cache.store(cache.logits_path(digests[i]), row)
+            for spec in specs:
+                paths = [cache.map_path(spec, digests[i], t) for i, t in zip(chunk, targets)]
+                if all(cache.has(path) for path in paths):
+                    continue
+                for path, heat in zip(paths, spec.compute(net, x, targets)):
+                    if not cache.has(path):
+                        cache.store(path, heat)
+        for key, protocol in reducers:
+            reduce_batch(cache, dataset, chunk, key, protocol)
     return todo
 
 
@@ -132,6 +162,9 @@ class ShardJob:
         Their SHA-256 digests (the cache keys).
     specs : tuple of MapSpec
     batch_size : int
+    reducers : tuple of (str, Protocol)
+        Protocols whose reductions of the shard's images the worker stores beside the maps,
+        with their keys (:func:`~sensloc.evaluation.map_cache.reduction_key`).
     """
     weight_path: str
     weight_sha256: str
@@ -140,6 +173,7 @@ class ShardJob:
     digests: tuple
     specs: tuple
     batch_size: int
+    reducers: tuple = ()
 
 
 #: This process's network: loaded by the first shard, reused by every later one (a worker reads
@@ -179,7 +213,8 @@ def run_shard(job):
         net = _loaded["net"]
         cache = MapCache(job.cache_root, network_key(net))
         computed = compute_missing(net, cache, Dataset(list(job.records), list(job.digests)),
-                                   range(len(job.records)), job.specs, job.batch_size)
+                                   range(len(job.records)), job.specs, job.batch_size,
+                                   job.reducers)
     return len(job.records), computed
 
 
@@ -211,8 +246,9 @@ def shards_of(batches, batch_size, workers):
 
 
 def ensure_maps(weight_path, net, dataset, specs, cache_root, jobs=1, batch_size=8, progress=True,
-                dask=None):
-    """Make sure the cache holds every image's logits and maps, computing what is missing.
+                dask=None, reducers=()):
+    """Make sure the cache holds every image's logits, maps and reductions, computing what is
+    missing.
 
     With ``jobs > 1`` the images are split into shards computed by fresh local worker processes;
     with ``dask`` by the workers of a Dask cluster (:mod:`sensloc.evaluation.distributed`). Either way each
@@ -232,6 +268,9 @@ def ensure_maps(weight_path, net, dataset, specs, cache_root, jobs=1, batch_size
     dask : None, "local", str or distributed.Client
         None: run locally. "local": a temporary ``LocalCluster`` of ``jobs`` workers. A scheduler
         address such as ``"tcp://10.0.0.5:8786"``, or a connected ``distributed.Client``.
+    reducers : sequence of Protocol
+        Protocols whose reductions of every image are stored beside the maps, computed where
+        the maps are (by the workers), so that only the reductions travel to this process.
 
     Returns
     -------
@@ -241,11 +280,12 @@ def ensure_maps(weight_path, net, dataset, specs, cache_root, jobs=1, batch_size
     """
     from tqdm import tqdm
     cache = MapCache(cache_root, network_key(net))
+    reducers = tuple((reduction_key(p), p) for p in reducers)
     started = time.time()
     # Only batches lacking something go out, so a resumed run starts no workers for nothing and
     # its shards are all real work.
     pending = [list(b) for b in batch_ranges(len(dataset.records), batch_size)
-               if missing_images(cache, dataset, b, specs)]
+               if missing_images(cache, dataset, b, specs, reducers)]
     if not pending:
         return 0, time.time() - started
     if jobs <= 1 and dask is None:
@@ -262,7 +302,8 @@ def ensure_maps(weight_path, net, dataset, specs, cache_root, jobs=1, batch_size
                    smoothing=0.1)
         if map_unordered is None:  # in this process, with its own network and threads
             for indices in shards:
-                computed += compute_missing(net, cache, dataset, indices, specs, batch_size)
+                computed += compute_missing(net, cache, dataset, indices, specs, batch_size,
+                                            reducers)
                 bar.update(len(indices))
         else:
             # Absolute paths: workers need not share this process's working directory.
@@ -272,13 +313,14 @@ def ensure_maps(weight_path, net, dataset, specs, cache_root, jobs=1, batch_size
                              tuple(replace(dataset.records[i],
                                            path=Path(os.path.abspath(dataset.records[i].path)))
                                    for i in indices),
-                             tuple(dataset.digests[i] for i in indices), tuple(specs), batch_size)
+                             tuple(dataset.digests[i] for i in indices), tuple(specs), batch_size,
+                             reducers)
                     for indices in shards]
             for done, count in map_unordered(run_shard, work):
                 computed += count
                 bar.update(done)
         bar.close()
-    unseen = missing_images(cache, dataset, [i for b in pending for i in b], specs)
+    unseen = missing_images(cache, dataset, [i for b in pending for i in b], specs, reducers)
     if unseen:  # the workers wrote where this process cannot read
         raise OSError(f"the workers finished, but {len(unseen)} images' maps are missing from "
                       f"{cache.folder} here (e.g. {dataset.records[unseen[0]].path}): the map "
@@ -295,6 +337,73 @@ def load_maps(net, dataset, specs, cache_root):
     maps = {s: np.stack([cache.load(cache.map_path(s, d, r.class_index))
                          for r, d in zip(records, digests)]) for s in specs}
     return maps, logits
+
+
+#: Images whose maps are in memory at a time while a dataset is reduced.
+REDUCE_BATCH = 64
+#: A reduction larger than this per image is kept on disk (:mod:`sensloc.evaluation.row_files`).
+SPILL_BYTES = 64 * 1024
+
+
+def reduce_dataset(net, dataset, protocols, cache_root, spill_folder=None,
+                   batch_size=REDUCE_BATCH):
+    """Each protocol's reduction of every image, read a batch at a time.
+
+    The reductions (:meth:`sensloc.localize.protocols.base.Protocol.reduce`) come from the
+    cache where the workers stored them (:func:`ensure_maps` with ``reducers``), else they are
+    computed here from the cached maps, a batch at a time, and stored (:func:`reduce_batch`).
+    Memory holds one batch of maps and, per image, the reductions (candidate boxes, grid
+    features: a few kilobytes) and the predicted class, never a dataset of maps. Reductions of
+    more than :data:`SPILL_BYTES` per image (the ``best`` preset's cell features) go to
+    :class:`~sensloc.evaluation.row_files.RowFile` s in ``spill_folder``, if given.
+
+    Parameters
+    ----------
+    net : nets.Network
+    dataset : Dataset
+    protocols : {name: Protocol}
+        Fitted protocols, or fresh ones whose reduction spans their whole search (for fitting
+        and cross-validation).
+    cache_root : path
+        The map cache, holding every map the protocols read.
+    spill_folder : path, optional
+        Where large reductions are written; the caller removes it (:func:`close_rows`).
+
+    Returns
+    -------
+    reduced : {name: {name: (N, ...) array or RowFile}}
+    predicted : (N,) int array
+        The network's top-1 class of every image.
+    """
+    cache = MapCache(cache_root, network_key(net))
+    records, digests = dataset.records, dataset.digests
+    keys = {name: reduction_key(protocol) for name, protocol in protocols.items()}
+    parts = {name: [] for name in protocols}
+    spilled = {name: {} for name in protocols}
+    predicted = np.empty(len(records), np.int64)
+    for start in range(0, len(records), batch_size):
+        batch = range(start, min(start + batch_size, len(records)))
+        for i in batch:
+            predicted[i] = int(np.argmax(cache.load(cache.logits_path(digests[i]))))
+        for name, protocol in protocols.items():
+            part = reduce_batch(cache, dataset, batch, keys[name], protocol)
+            for key, values in list(part.items()):
+                if spill_folder is not None and values[:1].nbytes > SPILL_BYTES:
+                    if key not in spilled[name]:
+                        spilled[name][key] = RowFile(spill_folder, values.shape[1:], values.dtype)
+                    spilled[name][key].append(values)
+                    del part[key]
+            parts[name].append(part)
+    reduced = {name: {**concatenate(parts[name]), **spilled[name]} for name in protocols}
+    return reduced, predicted
+
+
+def close_rows(reduced):
+    """Remove the files of the reductions :func:`reduce_dataset` kept on disk."""
+    for arrays in reduced.values():
+        for values in arrays.values():
+            if isinstance(values, RowFile):
+                values.close()
 
 
 @dataclass
@@ -325,26 +434,27 @@ def baseline_configs(input_hw):
             Config("baseline: whole image", factory=lambda: WholeImage(input_hw=input_hw))]
 
 
-def predict_boxes(configs, maps, gt_input, input_hw, k, seed):
+def predict_boxes(configs, reduced, gt_input, input_hw, k, seed):
     """{config name: (N, 4) boxes in input pixels}, the baselines last.
 
     A fitted protocol is applied as it is; a factory's protocols are cross-validated with
-    ``k`` folds (:func:`~sensloc.localize.protocols.cross_validated_boxes`), or, with
-    ``k = 0``, fitted on all images (only the baselines are factories then).
+    ``k`` folds (:func:`~sensloc.localize.protocols.base.cross_validated_reduced`), or, with
+    ``k = 0``, fitted on all images (only the baselines are factories then). ``reduced``
+    holds each configuration's reduction of the dataset (:func:`reduce_dataset`).
     """
     n = len(gt_input)
     boxes = {}
     for config in list(configs) + baseline_configs(input_hw):
-        needed = {s: maps[s] for s in config.specs}
+        mine = reduced.get(config.name, {})
         if config.protocol is not None:
             protocol = config.protocol
         elif k:
-            boxes[config.name] = cross_validated_boxes(config.factory, needed, gt_input, k, seed)[0]
+            boxes[config.name] = cross_validated_reduced(config.factory, mine, gt_input, k, seed)[0]
             continue
         else:
-            protocol = config.factory().fit(needed, gt_input)
-        boxes[config.name] = (protocol.predict(needed) if protocol.map_specs
-                              else protocol.predict(needed, count=n))
+            protocol = config.factory().fit_reduced(mine, gt_input)
+        boxes[config.name] = (protocol.predict_reduced(mine) if protocol.map_specs
+                              else protocol.predict_reduced(mine, count=n))
     return boxes
 
 
@@ -418,12 +528,19 @@ def evaluate(weight_path, records, configs, cache_root, results_path, k=5, seed=
     # Checked before any map is computed; nothing is written until the first row.
     results = ResultsFile(results_path, results_identity(weight_path, net, dataset, configs, k,
                                                          seed, batch_size))
-    ensure_maps(weight_path, net, dataset, specs, cache_root, jobs, batch_size, progress, dask)
-    maps, logits = load_maps(net, dataset, specs, cache_root)
+    # A fitted protocol reduces for its fit, a fresh one from a factory for its whole search;
+    # the reductions are made where the maps are (on the workers) and read here.
+    reducers = {c.name: c.protocol if c.protocol is not None else c.factory() for c in configs}
+    ensure_maps(weight_path, net, dataset, specs, cache_root, jobs, batch_size, progress, dask,
+                tuple(reducers.values()))
     prep = net.preprocessing
     gt_input = [photo_to_input(r.boxes, (r.width, r.height), prep) for r in dataset.records]
-    boxes = predict_boxes(configs, maps, gt_input, prep.input_size, k, seed)
-    predicted = logits.argmax(axis=1)
+    with tempfile.TemporaryDirectory(prefix="reductions-", dir=cache_root) as spill:
+        reduced, predicted = reduce_dataset(net, dataset, reducers, cache_root, spill)
+        try:
+            boxes = predict_boxes(configs, reduced, gt_input, prep.input_size, k, seed)
+        finally:
+            close_rows(reduced)
     photo_boxes = {}
     try:
         truth = [r.boxes for r in dataset.records]

@@ -378,7 +378,12 @@ class BoxRegressor:
         self
         """
         map_list = self._map_list(maps)
-        X = self.features(map_list)
+        return self.fit_features(self.features(map_list), len(map_list), gt_boxes, image_sizes,
+                                 lambdas, k, seed)
+
+    def fit_features(self, X, n_maps, gt_boxes, image_sizes, lambdas=None, k=5, seed=0):
+        """:meth:`fit` from the features ``X`` (N, D) of ``n_maps`` map kinds
+        (:meth:`features`), for a caller that computed them in batches."""
         sizes = as_size(image_sizes, "image_sizes").reshape(-1, 2)
         Y = target_boxes(gt_boxes, sizes, self.target)
         if len(X) != len(Y):
@@ -387,7 +392,7 @@ class BoxRegressor:
             normalized_gt = [scale_boxes(as_boxes(b).reshape(-1, 4), s, (1.0, 1.0)) for b, s in zip(gt_boxes, sizes)]
             self.lam, self.cv_scores = choose_lambda_cv(X, Y, lambdas, k, seed, "corloc", normalized_gt)
         self.weights = fit_ridge(X, Y, self.lam)
-        self.n_maps = len(map_list)
+        self.n_maps = int(n_maps)
         return self
 
     def predict(self, maps, image_sizes):
@@ -397,7 +402,13 @@ class BoxRegressor:
         map_list = self._map_list(maps)
         if len(map_list) != self.n_maps:
             raise ValueError(f"the model was fitted on {self.n_maps} map kind(s); got {len(map_list)}")
-        normalized = predict(self.weights, self.features(map_list))
+        return self.predict_features(self.features(map_list), image_sizes)
+
+    def predict_features(self, X, image_sizes):
+        """:meth:`predict` from the features ``X`` (N, D) (:meth:`features`)."""
+        if self.weights is None:
+            raise ValueError("BoxRegressor is not fitted: call fit() or from_dict() first")
+        normalized = predict(self.weights, X)
         sizes = as_size(image_sizes, "image_sizes").reshape(-1, 2)
         if len(sizes) != len(normalized):
             raise ValueError(f"{len(normalized)} maps but {len(sizes)} image sizes")

@@ -94,12 +94,15 @@ def test_cross_validation_never_sees_the_test_fold():
         """Predicts the training box of the most similar training map: perfect if it leaks."""
         map_specs = (SPEC,)
 
-        def fit(self, maps, gt_boxes):
-            self.maps, self.boxes = maps[SPEC], gt_boxes
+        def reduce(self, maps):
+            return {"maps": maps[SPEC]}
+
+        def fit_reduced(self, reduced, gt_boxes):
+            self.maps, self.boxes = reduced["maps"], gt_boxes
             return self
 
-        def predict(self, maps):
-            distance = ((maps[SPEC][:, None] - self.maps[None]) ** 2).sum(axis=(2, 3))
+        def predict_reduced(self, reduced):
+            distance = ((reduced["maps"][:, None] - self.maps[None]) ** 2).sum(axis=(2, 3))
             return np.stack([self.boxes[j][0] for j in distance.argmin(axis=1)])
 
     maps, boxes = blob_maps(n=50, seed=3)

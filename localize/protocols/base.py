@@ -9,6 +9,15 @@ All boxes live in the network input's pixels (``H x W``, the maps' resolution), 
 convention of :mod:`sensloc.localize.boxes`; the evaluation maps them to the photo's pixels.
 Fitting chooses what the protocol leaves open (a threshold, regression weights, a mean box
 size) and is cheap: the maps are computed once, elsewhere.
+
+Each step goes through a *reduction*: ``protocol.reduce(maps)`` keeps, per image, only what
+fitting and prediction read (the candidate boxes of every threshold a search may choose, a
+regression's grid features), and ``fit`` and ``predict`` are ``fit_reduced(reduce(maps), ...)``
+and ``predict_reduced(reduce(maps))``. A reduction is computed image by image, so a dataset can
+be reduced in batches and the batches concatenated (:func:`concatenate`): the result is the
+same as reducing all maps at once, and memory holds a batch of maps, never a dataset's
+(:mod:`sensloc.evaluation.runner` evaluates ImageNet that way). An unfitted protocol reduces for
+its whole search; any fresh protocol of the same settings can then be fitted on the result.
 """
 import json
 
@@ -18,21 +27,32 @@ from sensloc.localize.folds import folds
 
 
 class Protocol:
-    """Interface: ``map_specs``, ``fit``, ``predict``, ``params`` (JSON-able) and ``kind``.
+    """Interface: ``map_specs``, ``reduce``, ``fit_reduced``, ``predict_reduced``, ``params``
+    (JSON-able) and ``kind``; ``fit`` and ``predict`` on maps follow from them.
 
     ``kind`` names the class in box-model files (:mod:`sensloc.localize.presets` maps it back).
-    A protocol that reads no map (``map_specs == ()``, the baselines) cannot count its images
-    from the maps, so its ``predict`` also takes ``count``, the number of images.
+    A protocol that reads no map (``map_specs == ()``, the baselines) reduces images to
+    nothing, so its ``predict_reduced`` also takes ``count``, the number of images.
     """
 
     kind = "protocol"
     map_specs = ()
 
-    def fit(self, maps, gt_boxes):
+    def reduce(self, maps):
+        """What fitting and prediction need of each image: ``{name: (N, ...) array}``."""
+        return {}
+
+    def fit_reduced(self, reduced, gt_boxes):
         return self
 
-    def predict(self, maps):
+    def predict_reduced(self, reduced):
         raise NotImplementedError
+
+    def fit(self, maps, gt_boxes):
+        return self.fit_reduced(self.reduce(maps), gt_boxes)
+
+    def predict(self, maps):
+        return self.predict_reduced(self.reduce(maps))
 
     def params(self):
         raise NotImplementedError
@@ -41,8 +61,44 @@ class Protocol:
         return f"{self.kind}({json.dumps(self.params(), sort_keys=True)})"
 
 
+def concatenate(parts):
+    """Reductions of consecutive batches of images -> the reduction of all of them."""
+    parts = list(parts)
+    if not parts:
+        raise ValueError("nothing to concatenate: no batch was reduced")
+    return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+
+
+def take(reduced, indices):
+    """The rows ``indices`` of every array of a reduction; rows kept on disk (anything with a
+    ``subset`` method, e.g. :class:`sensloc.evaluation.row_files.RowFile`) stay there."""
+    return {name: values.subset(indices) if hasattr(values, "subset") else values[indices]
+            for name, values in reduced.items()}
+
+
 def cross_validated_boxes(make_protocol, maps, gt_boxes, k=5, seed=0):
     """Boxes for every image from a protocol fitted on the other folds only.
+
+    :func:`cross_validated_reduced` of the maps' reduction by a fresh protocol.
+
+    Parameters
+    ----------
+    make_protocol : callable
+        Returns a fresh, unfitted protocol.
+    maps : {MapSpec: (N, H, W)}
+    gt_boxes : N arrays (K_n, 4), input pixels
+
+    Returns
+    -------
+    boxes : (N, 4)
+    fitted : list of the k fitted protocols
+    """
+    reduced = make_protocol().reduce(maps)
+    return cross_validated_reduced(make_protocol, reduced, gt_boxes, k, seed)
+
+
+def cross_validated_reduced(make_protocol, reduced, gt_boxes, k=5, seed=0):
+    """Boxes for every image from a protocol fitted on the other folds only, from a reduction.
 
     The folds are :func:`sensloc.localize.folds.folds` ``(N, k, seed)``.
 
@@ -50,7 +106,8 @@ def cross_validated_boxes(make_protocol, maps, gt_boxes, k=5, seed=0):
     ----------
     make_protocol : callable
         Returns a fresh, unfitted protocol.
-    maps : {MapSpec: (N, H, W)}
+    reduced : {name: (N, ...) array}
+        ``make_protocol().reduce(maps)`` of all N images (in batches or at once).
     gt_boxes : N arrays (K_n, 4), input pixels
 
     Returns
@@ -65,10 +122,9 @@ def cross_validated_boxes(make_protocol, maps, gt_boxes, k=5, seed=0):
     for f in range(k):
         train, test = np.flatnonzero(fold != f), np.flatnonzero(fold == f)
         protocol = make_protocol()
-        protocol.fit({s: m[train] for s, m in maps.items()}, [gt_boxes[i] for i in train])
-        test_maps = {s: m[test] for s, m in maps.items()}
+        protocol.fit_reduced(take(reduced, train), [gt_boxes[i] for i in train])
         # A protocol without maps learns the image count from nowhere else.
-        boxes[test] = (protocol.predict(test_maps) if protocol.map_specs
-                       else protocol.predict(test_maps, count=len(test)))
+        boxes[test] = (protocol.predict_reduced(take(reduced, test)) if protocol.map_specs
+                       else protocol.predict_reduced({}, count=len(test)))
         fitted.append(protocol)
     return boxes, fitted

@@ -4,7 +4,7 @@
 :func:`sensloc.localize.baselines.center_box`), ``WholeImage`` the whole input
 (:func:`sensloc.localize.boxes.whole_image`). Neither has maps to learn the input's size or the
 number of images from, so the size is given (``input_hw``, the network input's ``(H, W)``)
-and ``predict`` takes ``count``.
+and ``predict`` takes ``count``. They reduce an image to nothing.
 """
 import numpy as np
 
@@ -49,14 +49,22 @@ class CenterBox(Protocol):
         self.input_hw = None if input_hw is None else tuple(input_hw)
 
     def fit(self, maps, gt_boxes, input_hw=None):
-        h, w = _input_hw(maps, input_hw or self.input_hw)
+        self.input_hw = _input_hw(maps, input_hw or self.input_hw)
+        return self.fit_reduced({}, gt_boxes)
+
+    def fit_reduced(self, reduced, gt_boxes):
+        h, w = _input_hw({}, self.input_hw)
         self.size_fraction = mean_box_size(gt_boxes, np.tile([w, h], (len(gt_boxes), 1)),
                                            self.target).tolist()
         return self
 
     def predict(self, maps, count=None, input_hw=None):
-        h, w = _input_hw(maps, input_hw or self.input_hw)
-        return np.tile(center_box([w, h], self.size_fraction), (_count(maps, count), 1))
+        self.input_hw = _input_hw(maps, input_hw or self.input_hw)
+        return self.predict_reduced({}, _count(maps, count))
+
+    def predict_reduced(self, reduced, count=None):
+        h, w = _input_hw({}, self.input_hw)
+        return np.tile(center_box([w, h], self.size_fraction), (_count({}, count), 1))
 
     def params(self):
         return {"target": self.target, "size_fraction": self.size_fraction}
@@ -75,8 +83,12 @@ class WholeImage(Protocol):
         self.input_hw = None if input_hw is None else tuple(input_hw)
 
     def predict(self, maps, count=None, input_hw=None):
-        h, w = _input_hw(maps, input_hw or self.input_hw)
-        return np.tile(whole_image((w, h)), (_count(maps, count), 1))
+        self.input_hw = _input_hw(maps, input_hw or self.input_hw)
+        return self.predict_reduced({}, _count(maps, count))
+
+    def predict_reduced(self, reduced, count=None):
+        h, w = _input_hw({}, self.input_hw)
+        return np.tile(whole_image((w, h)), (_count({}, count), 1))
 
     def params(self):
         return {}

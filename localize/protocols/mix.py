@@ -105,11 +105,13 @@ def mixed_heat(maps, sigma, border_width=0.0, border_weight=0.5):
 
 
 def scale_about_centre(boxes, scale, size_wh):
-    """Boxes ``(..., 4)`` scaled by ``scale`` about their centres, clipped to the image."""
+    """Boxes ``(..., 4)`` scaled by ``scale`` about their centres, clipped to the image
+    (``size_wh`` (2,), or one ``(width, height)`` per box, broadcast against ``(..., 2)``)."""
     boxes = np.asarray(boxes, np.float64)
     centre = (boxes[..., :2] + boxes[..., 2:]) / 2
     half = (boxes[..., 2:] - boxes[..., :2]) / 2 * scale
-    limit = np.concatenate([size_wh, size_wh]).astype(np.float64)
+    size_wh = np.asarray(size_wh, np.float64)
+    limit = np.concatenate([size_wh, size_wh], axis=-1)
     return np.clip(np.concatenate([centre - half, centre + half], axis=-1), 0, limit)
 
 
@@ -161,26 +163,55 @@ class BoxSearch:
         scales = sorted(self.scales, key=lambda s: (abs(s - 1.0), s))
         return [(s, b, c) for c in scales for s in sigmas for b in sorted(self.border_widths)]
 
+    def _axes(self):
+        """The (sigmas, border widths, fractions) a reduction boxes at: the grid, or the fit."""
+        if self.fitted:
+            return (self.sigma,), (self.border_width,), (self.fraction,)
+        return self.sigmas, self.border_widths, self.fractions
+
+    def reduce(self, raw):
+        """What the search needs of each image's factor maps ``raw`` (K arrays (N, H, W)):
+        ``union`` (N, S, B, F, 4), the union box at every sigma, border width and fraction
+        of :meth:`_axes` (before scaling), and ``size_wh`` (N, 2), the maps' size."""
+        sigmas, widths, fractions = self._axes()
+        n, h, w = np.shape(raw[0])
+        union = np.empty((n, len(sigmas), len(widths), len(fractions), 4))
+        for i, sigma in enumerate(sigmas):
+            mix = mixed_heat(raw, sigma)  # the border mask multiplies the mix: apply it after
+            for j, width in enumerate(widths):
+                heat = postprocess.apply_border_mask(mix, width, self.border_weight)
+                union[:, i, j] = union_boxes(heat, fractions)
+        return {"union": union, "size_wh": np.tile(np.array([w, h], np.float64), (n, 1))}
+
     def scores(self, raw, gt_boxes):
         """Training CorLoc of every grid point: {(sigma, border_width, scale): (F,) array},
         for the factor maps ``raw``, a list of K arrays (N, H, W)."""
-        if len(gt_boxes) != len(raw[0]):
-            raise ValueError(f"{len(raw[0])} maps but ground truth for {len(gt_boxes)} images")
-        size = np.array([raw[0].shape[2], raw[0].shape[1]], np.float64)
+        return self.scores_reduced(self.reduce(raw), gt_boxes)
+
+    def scores_reduced(self, reduced, gt_boxes):
+        """:meth:`scores` from the reduction of an unfitted search (:meth:`reduce`)."""
+        union, size = reduced["union"], reduced["size_wh"]
+        if len(gt_boxes) != len(union):
+            raise ValueError(f"{len(union)} images' maps but ground truth for {len(gt_boxes)}")
+        if union.shape[1:4] != (len(self.sigmas), len(self.border_widths), len(self.fractions)):
+            raise ValueError("these boxes were not reduced over this search's grid")
         table = {}
-        for sigma in self.sigmas:
-            mix = mixed_heat(raw, sigma)  # the border mask multiplies the mix: apply it after
-            for width in self.border_widths:
-                heat = postprocess.apply_border_mask(mix, width, self.border_weight)
-                boxes = union_boxes(heat, self.fractions)
+        for i, sigma in enumerate(self.sigmas):
+            for j, width in enumerate(self.border_widths):
                 for scale in self.scales:
                     table[(sigma, width, scale)] = corloc(
-                        scale_about_centre(boxes, scale, size), gt_boxes, self.threshold)
+                        scale_about_centre(union[:, i, j], scale, size[:, None]), gt_boxes,
+                        self.threshold)
         return table
 
     def fit(self, raw, gt_boxes):
         """Choose the four parameters on the factor maps ``raw`` (K arrays (N, H, W))."""
-        table = self.scores(raw, gt_boxes)
+        self.sigma = self.border_width = self.fraction = self.scale = None  # search the grid
+        return self.fit_reduced(self.reduce(raw), gt_boxes)
+
+    def fit_reduced(self, reduced, gt_boxes):
+        """:meth:`fit` from the reduction of an unfitted search (:meth:`reduce`)."""
+        table = self.scores_reduced(reduced, gt_boxes)
         best, choice = -1.0, None
         for sigma, width, scale in self.grid():
             found = table[(sigma, width, scale)]
@@ -199,10 +230,20 @@ class BoxSearch:
 
     def predict(self, raw):
         """Boxes (N, 4) in input pixels for the factor maps ``raw``."""
-        heat = self.heat(raw)
-        size = np.array([heat.shape[2], heat.shape[1]], np.float64)
-        boxes = union_boxes(heat, [self.fraction])[:, 0]
-        return scale_about_centre(boxes, self.scale, size)
+        if not self.fitted:
+            raise ValueError("the box search is not fitted: call fit or give all four parameters")
+        return self.predict_reduced(self.reduce(raw))
+
+    def predict_reduced(self, reduced):
+        """:meth:`predict` from a reduction by this search, fitted or not (:meth:`reduce`)."""
+        if not self.fitted:
+            raise ValueError("the box search is not fitted: call fit or give all four parameters")
+        union = reduced["union"]
+        index = [0 if union.shape[1 + a] == 1 else grid.index(value) for a, (grid, value) in
+                 enumerate(((self.sigmas, self.sigma), (self.border_widths, self.border_width),
+                            (self.fractions, self.fraction)))]
+        return scale_about_centre(union[:, index[0], index[1], index[2]], self.scale,
+                                  reduced["size_wh"])
 
     def params(self):
         return {"sigmas": list(self.sigmas), "border_widths": list(self.border_widths),
@@ -261,16 +302,20 @@ class MixBoxes(Protocol):
         """Training CorLoc of every grid point (:meth:`BoxSearch.scores`)."""
         return self.search.scores(self._maps(maps), gt_boxes)
 
-    def fit(self, maps, gt_boxes):
-        self.search.fit(self._maps(maps), gt_boxes)
+    def reduce(self, maps):
+        """The search's reduction of the factor maps (:meth:`BoxSearch.reduce`)."""
+        return self.search.reduce(self._maps(maps))
+
+    def fit_reduced(self, reduced, gt_boxes):
+        self.search.fit_reduced(reduced, gt_boxes)
         return self
 
     def heat(self, maps):
         """The fitted mix of the maps, (N, H, W)."""
         return self.search.heat(self._maps(maps))
 
-    def predict(self, maps):
-        return self.search.predict(self._maps(maps))
+    def predict_reduced(self, reduced):
+        return self.search.predict_reduced(reduced)
 
     def params(self):
         return {"specs": [[s.to_json() for s in f] for f in self.factors],

@@ -39,7 +39,7 @@ from sensloc.saliency import postprocess
 from sensloc.saliency.maps import MapSpec
 
 from sensloc.localize.folds import folds
-from sensloc.localize.protocols.base import Protocol
+from sensloc.localize.protocols.base import Protocol, concatenate
 from sensloc.localize.protocols.mix import BORDER_WIDTHS, SCALES, SIGMAS, BoxSearch
 from sensloc.localize.protocols.threshold import FRACTIONS, khan_heat
 from sensloc.localize.regression import cell_means, solve_ridge
@@ -94,15 +94,52 @@ def cell_features(activations, evidence, sigma):
     return np.ascontiguousarray(features.reshape(n, d, -1).transpose(0, 2, 1))
 
 
-def _gram(features, targets, mean, sd):
-    """``Z^T Z`` and ``Z^T t`` of standardized rows with a bias column, accumulated in float64."""
+def _blocks(indices):
+    """Runs of :data:`BLOCK` consecutive entries of ``indices``: the unit in which features are
+    read, accumulated and predicted. Every sum depends on how the rows are grouped, so the
+    groups depend on the images alone, never on how a caller batched them."""
+    return [indices[start:start + BLOCK] for start in range(0, len(indices), BLOCK)]
+
+
+def _moments(features, indices):
+    """Mean and standard deviation of every feature over the cells of images ``indices``.
+
+    Read a block at a time, yet the same floats as ``flat.mean(0, dtype=float64)`` and
+    ``flat.std(0, dtype=float64)`` of all the rows at once: NumPy sums along the first axis
+    row after row, so the running total enters each block as its first row.
+
+    Parameters
+    ----------
+    features : (N, P, D) float32 array, or rows read by index (see :meth:`ObjectnessBoxes.fit_reduced`)
+    indices : (M,) int array
+
+    Returns
+    -------
+    mean, sd : (D,) float64 arrays
+    """
+    d = features.shape[2]
+    total, squares = np.zeros(d), np.zeros(d)
+    for block in _blocks(indices):
+        rows = features[block].reshape(-1, d).astype(np.float64)
+        total = np.concatenate([total[None], rows]).sum(axis=0)
+    count = len(indices) * features.shape[1]
+    mean = total / count
+    for block in _blocks(indices):
+        deviation = features[block].reshape(-1, d) - mean
+        squares = np.concatenate([squares[None], deviation * deviation]).sum(axis=0)
+    return mean, np.sqrt(squares / count)
+
+
+def _gram(features, indices, targets, mean, sd):
+    """``Z^T Z`` and ``Z^T t`` of the standardized rows of images ``indices`` with a bias
+    column, accumulated in float64 a block at a time."""
     d = features.shape[2] + 1
     gram, moment = np.zeros((d, d)), np.zeros(d)
-    for start in range(0, len(features), BLOCK):
-        z = (features[start:start + BLOCK].reshape(-1, d - 1) - mean) / sd
+    for block in _blocks(indices):
+        z = (features[block].reshape(-1, d - 1) - mean) / sd
         z = np.hstack([z, np.ones((len(z), 1))])
         gram += z.T @ z
-        moment += z.T @ targets[start:start + BLOCK].reshape(-1)
+        moment += z.T @ targets[block].reshape(-1)
     return gram, moment
 
 
@@ -180,54 +217,92 @@ class ObjectnessBoxes(Protocol):
         cells = np.maximum(cells, 0).reshape(-1, *grid_hw).astype(np.float32)
         return postprocess.upsample(cells, input_hw)
 
-    def _predict_cells(self, features, w):
-        """``[(phi - mu) / sd, 1] w`` for features (N, P, D) and weights (D + 1,) or (D + 1, L)."""
-        out = np.empty(features.shape[:2] + w.shape[1:])
-        for start in range(0, len(features), BLOCK):
-            z = (features[start:start + BLOCK] - self.mean) / self.sd
-            out[start:start + BLOCK] = z @ w[:-1] + w[-1]
+    def _predict_cells(self, features, indices, w):
+        """``[(phi - mu) / sd, 1] w`` of images ``indices``, (M, P) or (M, P, L), for features
+        (N, P, D) and weights (D + 1,) or (D + 1, L)."""
+        out = np.empty((len(indices), features.shape[1]) + w.shape[1:])
+        for start, block in zip(range(0, len(indices), BLOCK), _blocks(indices)):
+            z = (features[block] - self.mean) / self.sd
+            out[start:start + len(block)] = z @ w[:-1] + w[-1]
         return out
 
     def objectness(self, maps):
         """The fitted objectness map (N, H, W) of images with these maps."""
         if self.weights is None:
             raise ValueError(f"{self.kind} is not fitted: call fit")
-        grid, size = self._grid_and_input(maps)
-        return self._as_map(self._predict_cells(self.features(maps), self.weights), grid, size)
+        reduced = self.reduce(maps)
+        grid, size = self._shapes(reduced)
+        every = np.arange(len(reduced["features"]))
+        return self._as_map(self._predict_cells(reduced["features"], every, self.weights),
+                            grid, size)
 
-    def fit(self, maps, gt_boxes):
+    def reduce(self, maps):
+        """``features`` (N, P, D) of the grid's P cells (:func:`cell_features`), and
+        ``grid_hw`` and ``input_hw`` (N, 2): the cells' grid and the maps' size."""
         features = self.features(maps)
         grid, size = self._grid_and_input(maps)
-        if len(gt_boxes) != len(features):
-            raise ValueError(f"{len(features)} images' maps but ground truth for {len(gt_boxes)}")
-        targets = box_coverage(gt_boxes, size, grid).reshape(len(features), -1)
-        flat = features.reshape(-1, features.shape[2])
-        self.mean = flat.mean(axis=0, dtype=np.float64)
-        sd = flat.std(axis=0, dtype=np.float64)
+        n = len(features)
+        return {"features": features, "grid_hw": np.tile(np.array(grid), (n, 1)),
+                "input_hw": np.tile(np.array(size), (n, 1))}
+
+    @staticmethod
+    def _shapes(reduced):
+        """The cells' grid and the maps' size, (h, w) and (H, W), of a reduction."""
+        return (tuple(int(v) for v in reduced["grid_hw"][0]),
+                tuple(int(v) for v in reduced["input_hw"][0]))
+
+    def fit_reduced(self, reduced, gt_boxes):
+        """Fit on the reduction of the training images (:meth:`reduce`).
+
+        ``reduced["features"]`` may be an array or rows kept on disk: anything with ``shape``,
+        ``len`` and ``features[indices]`` reading those images' rows. It is read a block of
+        :data:`BLOCK` images at a time, so memory holds a block of features, the (D + 1)^2
+        Gram matrices and, per image, its cells' held-out predictions and candidate boxes.
+        """
+        features = reduced["features"]
+        grid, size = self._shapes(reduced)
+        n = len(features)
+        if len(gt_boxes) != n:
+            raise ValueError(f"{n} images' maps but ground truth for {len(gt_boxes)}")
+        targets = box_coverage(gt_boxes, size, grid).reshape(n, -1)
+        every = np.arange(n)
+        self.mean, sd = _moments(features, every)
         self.sd = np.where(sd > 0, sd, 1.0)  # a constant feature (a dead channel) stays 0
         # Inner folds: one Gram matrix each; the training Gram without fold f is the total
         # minus fold f's, so every lambda and fold costs one solve.
-        fold = folds(len(features), self.inner_folds, seed=0)
-        parts = [_gram(features[fold == f], targets[fold == f], self.mean, self.sd)
-                 for f in range(self.inner_folds)]
+        fold = folds(n, self.inner_folds, seed=0)
+        members = [np.flatnonzero(fold == f) for f in range(self.inner_folds)]
+        parts = [_gram(features, m, targets, self.mean, self.sd) for m in members]
         gram, moment = sum(p[0] for p in parts), sum(p[1] for p in parts)
         # Every lambda's weights as one matrix (D + 1, L): each held-out fold is standardized
         # and predicted once for all of them.
         held_out = np.empty(targets.shape + (len(self.lambdas),))
-        for f, (g, m) in enumerate(parts):
-            w = np.stack([_ridge(gram - g, moment - m, lam) for lam in self.lambdas], axis=1)
-            held_out[fold == f] = self._predict_cells(features[fold == f], w)
+        for m, (g, mo) in zip(members, parts):
+            w = np.stack([_ridge(gram - g, moment - mo, lam) for lam in self.lambdas], axis=1)
+            held_out[m] = self._predict_cells(features, m, w)
         errors = np.mean((held_out - targets[..., None]) ** 2, axis=(0, 1))
         best = int(np.argmin(errors))  # the smallest lambda among ties
         self.lam, self.cell_mse = self.lambdas[best], float(errors[best])
         self.weights = _ridge(gram, moment, self.lam)
-        self.search.fit([self._as_map(held_out[..., best], grid, size)], gt_boxes)
+        # The box search on the training images' held-out maps, reduced a block at a time.
+        self.search.sigma = self.search.border_width = None
+        self.search.fraction = self.search.scale = None
+        boxes = concatenate(self.search.reduce([self._as_map(held_out[block][..., best], grid,
+                                                             size)])
+                            for block in _blocks(every))
+        self.search.fit_reduced(boxes, gt_boxes)
         return self
 
-    def predict(self, maps):
+    def predict_reduced(self, reduced):
         if not self.fitted:
             raise ValueError(f"{self.kind} is not fitted: call fit")
-        return self.search.predict([self.objectness(maps)])
+        features = reduced["features"]
+        grid, size = self._shapes(reduced)
+        boxes = np.empty((len(features), 4))
+        for block in _blocks(np.arange(len(features))):
+            cells = self._predict_cells(features, block, self.weights)
+            boxes[block] = self.search.predict([self._as_map(cells, grid, size)])
+        return boxes
 
     def params(self):
         p = self.search.params()

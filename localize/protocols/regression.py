@@ -37,22 +37,24 @@ class RegressionBoxes(Protocol):
         self.target, self.k = target, k
         self.regressor = regressor
 
-    def _maps(self, maps):
-        return [maps[s] for s in self.map_specs]
+    def reduce(self, maps):
+        """``features`` (N, D), the grid features of every map kind and grid size
+        (:meth:`sensloc.localize.regression.BoxRegressor.features`), and ``size_wh`` (N, 2)."""
+        kinds = [maps[s] for s in self.map_specs]
+        n, h, w = kinds[0].shape
+        features = BoxRegressor(self.grid_sizes, target=self.target).features(kinds)
+        return {"features": features, "size_wh": np.tile(np.array([w, h], np.float64), (n, 1))}
 
-    def fit(self, maps, gt_boxes):
-        kinds = self._maps(maps)
-        size = np.array([kinds[0].shape[2], kinds[0].shape[1]], np.float64)
-        self.regressor = BoxRegressor(self.grid_sizes, target=self.target).fit(
-            kinds, gt_boxes, np.tile(size, (len(gt_boxes), 1)), lambdas=LAMBDAS, k=self.k)
+    def fit_reduced(self, reduced, gt_boxes):
+        self.regressor = BoxRegressor(self.grid_sizes, target=self.target).fit_features(
+            reduced["features"], len(self.map_specs), gt_boxes, reduced["size_wh"],
+            lambdas=LAMBDAS, k=self.k)
         return self
 
-    def predict(self, maps):
+    def predict_reduced(self, reduced):
         if self.regressor is None:
             raise ValueError("the regression is not fitted")
-        kinds = self._maps(maps)
-        size = np.array([kinds[0].shape[2], kinds[0].shape[1]], np.float64)
-        return self.regressor.predict(kinds, np.tile(size, (len(kinds[0]), 1)))
+        return self.regressor.predict_features(reduced["features"], reduced["size_wh"])
 
     def params(self):
         p = {"specs": [s.to_json() for s in self.map_specs], "grid_sizes": list(self.grid_sizes),

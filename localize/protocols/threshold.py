@@ -15,7 +15,7 @@ from sensloc.localize.metrics import corloc
 from sensloc.localize.protocols.base import Protocol
 
 #: Threshold fractions tried when tuning (fractions of each map's maximum).
-FRACTIONS = tuple(np.round(np.arange(0.02, 0.81, 0.02), 2))
+FRACTIONS = tuple(float(f) for f in np.round(np.arange(0.02, 0.81, 0.02), 2))
 
 
 def khan_heat(heat, positive=True, sigma=4.0, border_width=0.1, border_weight=0.5):
@@ -56,18 +56,31 @@ class ThresholdBoxes(Protocol):
     def heat(self, maps):
         return maps[self.spec]
 
-    def fit(self, maps, gt_boxes):
+    def fractions(self):
+        """The fractions a reduction boxes at: the search grid, or the fixed fraction."""
+        return FRACTIONS if self.fraction is None else (self.fraction,)
+
+    def reduce(self, maps):
+        """``candidates`` (N, F, 4): each image's box at every fraction of :meth:`fractions`."""
+        heat = self.heat(maps)
+        return {"candidates": np.stack([boxes_from_heatmap(heat, t, self.mode)
+                                        for t in self.fractions()], 1)}
+
+    def fit_reduced(self, reduced, gt_boxes):
         if self.fraction is None:
-            heat = self.heat(maps)
-            candidates = np.stack([boxes_from_heatmap(heat, t, self.mode) for t in FRACTIONS], 1)
-            self.scores = corloc(candidates, gt_boxes)  # (F,): the CorLoc of each fraction
+            self.scores = corloc(reduced["candidates"], gt_boxes)  # (F,): CorLoc per fraction
             self.fraction = float(FRACTIONS[int(np.argmax(self.scores))])
         return self
 
-    def predict(self, maps):
+    def predict_reduced(self, reduced):
         if self.fraction is None:
             raise ValueError(f"{self.describe()} has no threshold: fit it or give fraction=")
-        return boxes_from_heatmap(self.heat(maps), self.fraction, self.mode)
+        candidates = reduced["candidates"]
+        if candidates.shape[1] == 1:  # reduced by a protocol with this one fraction
+            return candidates[:, 0]
+        if candidates.shape[1] != len(FRACTIONS) or self.fraction not in FRACTIONS:
+            raise ValueError(f"these candidates were not boxed at the fraction {self.fraction}")
+        return candidates[:, FRACTIONS.index(self.fraction)]
 
     def params(self):
         return {"spec": self.spec.to_json(), "mode": self.mode, "fraction": self.fraction}

@@ -1,0 +1,103 @@
+"""The evaluation client's peak memory and wall time against the number of rows.
+
+    python benchmarks/evaluation_memory.py [--rows 1000,5000,20000] [--preset best mix khan ebrahimpour]
+
+Builds manifests of 1,000, 5,000 and 20,000 rows from the development photos
+(``imagenet-val-227`` and ``imagenet-val-full`` in the shared data), repeated under distinct
+image ids, so that the map cache computes each photo's maps once: what grows with the rows is
+the evaluation itself (reading maps, reducing them, cross-validating, writing results). Each
+row count runs ``sensloc evaluate MANIFEST --preset ... --cv 5`` in its own process, with the
+maps already cached (a first, untimed run on the photos fills the cache), and reports that
+process's peak resident memory (``wait4``'s ``ru_maxrss``) and wall time, and both as ratios
+to the smallest run.
+
+Defaults: the real SqueezeNet 1.0, installed in ``$SENSLOC_CACHE_DIR`` (``sensloc weights
+convert .../compressed_SqueezeNet.net``), and its map cache there.
+"""
+import argparse
+import csv
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def repeated_manifest(sources, rows, path):
+    """A manifest of ``rows`` lines cycling through the photos of ``sources`` (manifest CSVs),
+    each line with its own image id (``r<k>-<id>``) and an absolute file path."""
+    lines = []
+    for source in sources:
+        with open(source, newline="", encoding="utf-8-sig") as stream:
+            for row in csv.DictReader(stream):
+                row["file"] = str((Path(source).parent / row["file"]).resolve())
+                lines.append(row)
+    with open(path, "w", newline="") as stream:
+        writer = csv.DictWriter(stream, fieldnames=list(lines[0]))
+        writer.writeheader()
+        for k in range(rows):
+            row = dict(lines[k % len(lines)])
+            row["image_id"] = f"r{k // len(lines)}-{row['image_id']}"
+            writer.writerow(row)
+
+
+def run_measured(command, folder):
+    """Run ``command`` in ``folder`` and measure it: (wall seconds, peak resident MB, stdout)."""
+    started = time.perf_counter()
+    with open(folder / "out.txt", "w") as out, open(folder / "err.txt", "w") as err:
+        process = subprocess.Popen(command, cwd=folder, stdout=out, stderr=err)
+        _, status, usage = os.wait4(process.pid, 0)
+    seconds = time.perf_counter() - started
+    if status != 0:
+        sys.exit(f"{' '.join(command)} failed:\n{(folder / 'err.txt').read_text()[-2000:]}")
+    return seconds, usage.ru_maxrss / 1024, (folder / "out.txt").read_text()
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    shared = Path(os.environ.get("SENSLOC_SHARED", ROOT.parent / "shared"))
+    parser.add_argument("--data", nargs="+", default=[str(shared / "data" / "imagenet-val-227"),
+                                                      str(shared / "data" / "imagenet-val-full")])
+    parser.add_argument("--rows", default="1000,5000,20000")
+    parser.add_argument("--preset", nargs="+", default=["best", "mix", "khan", "ebrahimpour"])
+    parser.add_argument("--net", default="squeezenet1_0")
+    parser.add_argument("--jobs", type=int, default=2, help="for the untimed map run (default 2)")
+    args = parser.parse_args(argv)
+    sources = [Path(d) / "manifest.csv" for d in args.data]
+    for source in sources:
+        if not source.is_file():
+            sys.exit(f"no manifest at {source}: give --data, or set SENSLOC_SHARED")
+    sensloc = [sys.executable, "-m", "sensloc"]
+    evaluate = ["evaluate", "--net", args.net, "--cv", "5", "--preset", *args.preset]
+    scratch = Path(tempfile.mkdtemp(prefix="sensloc-eval-memory-"))
+    print(f"{os.cpu_count()} CPUs; load average {os.getloadavg()}; presets {' '.join(args.preset)}")
+    # Maps of every photo, once (untimed): afterwards every run reads them from the cache.
+    (scratch / "fill").mkdir()
+    subprocess.run([*sensloc, *evaluate, *map(str, args.data), "--jobs", str(args.jobs),
+                    "--results", "r.csv"], cwd=scratch / "fill", check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    table = []
+    for rows in [int(r) for r in args.rows.split(",")]:
+        folder = scratch / f"rows-{rows}"
+        folder.mkdir()
+        repeated_manifest(sources, rows, folder / "manifest.csv")
+        seconds, peak, out = run_measured([*sensloc, *evaluate, "manifest.csv", "--results",
+                                           "r.csv"], folder)
+        corloc = [line for line in out.splitlines() if line.startswith(f"| {args.preset[0]} ")]
+        table.append((rows, seconds, peak, corloc[0] if corloc else ""))
+        print(f"  {rows} rows: {seconds:.0f} s, peak {peak:.0f} MB", flush=True)
+    first_rows, first_seconds, first_peak, _ = table[0]
+    print("\n| rows | wall s | s per 1,000 rows | peak resident MB | peak / smallest | time / smallest |")
+    print("|---:|---:|---:|---:|---:|---:|")
+    for rows, seconds, peak, _ in table:
+        print(f"| {rows} | {seconds:.0f} | {1000 * seconds / rows:.0f} | {peak:.0f} | "
+              f"{peak / first_peak:.2f}x | {seconds / first_seconds:.2f}x "
+              f"(rows {rows / first_rows:.0f}x) |")
+    print(f"\nload average after: {os.getloadavg()}; scratch folder {scratch}")
+
+
+if __name__ == "__main__":
+    main()

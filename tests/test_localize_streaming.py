@@ -1,0 +1,99 @@
+"""Evaluation in batches: every protocol reduces a dataset image by image, so reducing it in
+batches (and keeping the large reductions on disk) gives the very floats of the whole-array
+computation, and cross-validation on the reductions the very boxes.
+
+The reference is the computation on all maps at once (``protocol.fit(maps)`` then
+``predict(maps)``, and the NumPy reductions ``flat.mean(0)`` / ``flat.std(0)``); the checks are
+exact equality, not a tolerance.
+"""
+import numpy as np
+import pytest
+
+from sensloc.evaluation.row_files import RowFile
+from sensloc.localize.protocols import (KhanBoxes, MixBoxes, ObjectnessBoxes, RegressionBoxes,
+                                        ThresholdBoxes, objectness)
+from sensloc.localize.protocols.base import (concatenate, cross_validated_boxes,
+                                             cross_validated_reduced, take)
+from test_localize_objectness import E, L1, L2, synthetic
+
+
+
+def protocols():
+    """A fresh protocol of every family, on the synthetic maps' specs, small grids."""
+    return {"threshold": lambda: ThresholdBoxes(E, "union"),
+            "largest": lambda: ThresholdBoxes(E, "largest"),
+            "khan": lambda: KhanBoxes(E, E),
+            "mix": lambda: MixBoxes((E,), sigmas=(1.0, 2.0)),
+            "regression": lambda: RegressionBoxes([E], grid_sizes=(4, 8), k=3),
+            "objectness": lambda: ObjectnessBoxes((L1, L2), (E,), lambdas=(1.0, 100.0),
+                                                  inner_folds=3, sigmas=(1.0,))}
+
+
+def batches(maps, size):
+    n = len(next(iter(maps.values())))
+    return [{s: m[start:start + size] for s, m in maps.items()} for start in range(0, n, size)]
+
+
+@pytest.mark.parametrize("name", sorted(protocols()))
+def test_a_reduction_in_batches_equals_the_whole(name):
+    maps, boxes = synthetic(n=150, seed=4)
+    make = protocols()[name]
+    whole = make().reduce(maps)
+    for size in (1, 7, 64):
+        parts = concatenate(make().reduce(b) for b in batches(maps, size))
+        assert parts.keys() == whole.keys()
+        for key in whole:
+            assert np.array_equal(parts[key], whole[key]), (name, size, key)
+
+
+@pytest.mark.parametrize("name", sorted(protocols()))
+def test_cross_validation_on_reductions_equals_fitting_on_maps(name):
+    maps, boxes = synthetic(n=120, seed=5)
+    make = protocols()[name]
+    from_maps = np.zeros((120, 4))
+    fold = np.arange(120) % 3
+    for f in range(3):  # the whole-array reference, written out
+        train, test = np.flatnonzero(fold != f), np.flatnonzero(fold == f)
+        fitted = make().fit({s: m[train] for s, m in maps.items()}, [boxes[i] for i in train])
+        from_maps[test] = fitted.predict({s: m[test] for s, m in maps.items()})
+    reduced = concatenate(make().reduce(b) for b in batches(maps, 16))
+    got = np.zeros((120, 4))
+    for f in range(3):
+        train, test = np.flatnonzero(fold != f), np.flatnonzero(fold == f)
+        fitted = make().fit_reduced(take(reduced, train), [boxes[i] for i in train])
+        got[test] = fitted.predict_reduced(take(reduced, test))
+    assert np.array_equal(got, from_maps)
+    assert np.array_equal(cross_validated_boxes(make, maps, boxes, k=4, seed=1)[0],
+                          cross_validated_reduced(make, reduced, boxes, k=4, seed=1)[0])
+
+
+def test_features_on_disk_give_the_same_fit_as_in_memory(tmp_path):
+    maps, boxes = synthetic(n=150, seed=6)
+    make = protocols()["objectness"]
+    reduced = make().reduce(maps)
+    rows = RowFile(tmp_path, reduced["features"].shape[1:], np.float32)
+    for b in batches(maps, 13):
+        rows.append(make().reduce(b)["features"])
+    assert rows.shape == reduced["features"].shape
+    assert np.array_equal(rows[[149, 0, 77]], reduced["features"][[149, 0, 77]])
+    on_disk = {**reduced, "features": rows}
+    memory, fitted_memory = cross_validated_reduced(make, reduced, boxes, k=3, seed=2)
+    disk, fitted_disk = cross_validated_reduced(make, on_disk, boxes, k=3, seed=2)
+    assert np.array_equal(memory, disk)
+    for a, b in zip(fitted_memory, fitted_disk):
+        assert a.params() == b.params()
+    rows.close()
+    assert not list(tmp_path.iterdir())
+
+
+def test_block_moments_equal_numpys_whole_array_mean_and_std(rng):
+    features = (rng.random((200, 30, 17)) ** 4 * 1e3).astype(np.float32)
+    features[:, :, 3] = 2.5  # a constant feature: sd exactly 0
+    flat = features.reshape(-1, 17)
+    indices = np.flatnonzero(rng.random(200) < 0.8)
+    mean, sd = objectness._moments(features, indices)
+    chosen = features[indices].reshape(-1, 17)
+    assert np.array_equal(mean, chosen.mean(axis=0, dtype=np.float64))
+    assert np.array_equal(sd, chosen.std(axis=0, dtype=np.float64))
+    assert sd[3] == 0 and np.all(sd[np.arange(17) != 3] > 0)
+    assert not np.array_equal(mean, flat.mean(axis=0, dtype=np.float64))  # the subset matters
