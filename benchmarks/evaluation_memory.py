@@ -65,27 +65,30 @@ def main(argv=None):
     parser.add_argument("--preset", nargs="+", default=["best", "mix", "khan", "ebrahimpour"])
     parser.add_argument("--net", default="squeezenet1_0")
     parser.add_argument("--jobs", type=int, default=2, help="for the untimed map run (default 2)")
+    parser.add_argument("--skip-fill", action="store_true",
+                        help="the map cache already holds every photo's maps: no untimed run")
     args = parser.parse_args(argv)
     sources = [Path(d) / "manifest.csv" for d in args.data]
     for source in sources:
         if not source.is_file():
             sys.exit(f"no manifest at {source}: give --data, or set SENSLOC_SHARED")
     sensloc = [sys.executable, "-m", "sensloc"]
-    evaluate = ["evaluate", "--net", args.net, "--cv", "5", "--preset", *args.preset]
+    options = ["--net", args.net, "--cv", "5", "--preset", *args.preset]
     scratch = Path(tempfile.mkdtemp(prefix="sensloc-eval-memory-"))
     print(f"{os.cpu_count()} CPUs; load average {os.getloadavg()}; presets {' '.join(args.preset)}")
     # Maps of every photo, once (untimed): afterwards every run reads them from the cache.
     (scratch / "fill").mkdir()
-    subprocess.run([*sensloc, *evaluate, *map(str, args.data), "--jobs", str(args.jobs),
-                    "--results", "r.csv"], cwd=scratch / "fill", check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    if not args.skip_fill:
+        subprocess.run([*sensloc, "evaluate", *map(str, args.data), *options, "--jobs", str(args.jobs),
+                        "--results", "r.csv"], cwd=scratch / "fill", check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     table = []
     for rows in [int(r) for r in args.rows.split(",")]:
         folder = scratch / f"rows-{rows}"
         folder.mkdir()
         repeated_manifest(sources, rows, folder / "manifest.csv")
-        seconds, peak, out = run_measured([*sensloc, *evaluate, "manifest.csv", "--results",
-                                           "r.csv"], folder)
+        seconds, peak, out = run_measured([*sensloc, "evaluate", "manifest.csv", *options,
+                                           "--results", "r.csv"], folder)
         corloc = [line for line in out.splitlines() if line.startswith(f"| {args.preset[0]} ")]
         table.append((rows, seconds, peak, corloc[0] if corloc else ""))
         print(f"  {rows} rows: {seconds:.0f} s, peak {peak:.0f} MB", flush=True)

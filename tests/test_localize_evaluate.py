@@ -21,7 +21,7 @@ from sensloc.localize import protocols as pr
 from sensloc.evaluation.boxmodels import load_box_model, save_box_model
 from sensloc.cli.main import main
 from sensloc.data.datasets import read_manifest
-from sensloc.evaluation.map_cache import MapCache, network_key
+from sensloc.evaluation.map_cache import MapCache, network_key, reduction_key
 from sensloc.localize.boxes import iou
 from sensloc.saliency.maps import MapSpec
 
@@ -125,6 +125,33 @@ def test_worker_processes_compute_the_same_maps(scene, tmp_path):
     close = np.abs(a - b).max(axis=1) <= 1e-5 * np.abs(a).max(axis=1)
     assert close.sum() >= 10  # measured: 11 of 12 agree to 2e-7, one differs at a kink
     np.testing.assert_allclose(logits_s, logits_p, rtol=1e-4, atol=1e-5)
+
+
+def test_workers_store_the_reductions_and_this_process_reads_only_them(scene, tmp_path,
+                                                                      monkeypatch):
+    records = read_manifest(scene["data"])
+    net = weights.load(scene["weights"])
+    dataset = ev.Dataset(records)
+    gradient = MapSpec.make("gradient", "max_abs")
+    protocol = pr.MixBoxes((gradient,), sigmas=(1.0,))
+    ev.ensure_maps(scene["weights"], net, dataset, (gradient,), tmp_path / "cache", jobs=2,
+                   batch_size=4, progress=False, reducers=(protocol,))
+    cache = MapCache(tmp_path / "cache", network_key(net))
+    key = reduction_key(protocol)
+    stored = [cache.reduction_path(key, d, r.class_index) for r, d in zip(records, dataset.digests)]
+    assert all(path.is_file() for path in stored)
+
+    def no_maps_here(self, maps):
+        raise AssertionError("the reduction was computed again in the evaluating process")
+
+    monkeypatch.setattr(pr.MixBoxes, "reduce", no_maps_here)
+    reduced, predicted = ev.reduce_dataset(net, dataset, {"mix": protocol}, tmp_path / "cache",
+                                           batch_size=5)
+    monkeypatch.undo()
+    maps, logits = ev.load_maps(net, dataset, (gradient,), tmp_path / "cache")
+    whole = protocol.reduce(maps)  # the workers' reductions, stored, equal the whole array's
+    assert all(np.array_equal(reduced["mix"][name], whole[name]) for name in whole)
+    assert np.array_equal(predicted, logits.argmax(axis=1))
 
 
 def test_box_models_refuse_another_network(scene, tmp_path):

@@ -5,6 +5,9 @@ Every protocol has the same two steps (:mod:`~sensloc.localize.protocols.base`):
     protocol.fit(maps, gt_boxes)     # maps: {MapSpec: (N, H, W)}; gt_boxes: N arrays (K_n, 4)
     boxes = protocol.predict(maps)   # (N, 4)
 
+and both go through ``protocol.reduce(maps)``, image by image, so that a dataset can be
+reduced in batches (``fit_reduced``, ``predict_reduced``; see the base module).
+
 One module per family; they import :mod:`~sensloc.localize.protocols.base` and each other
 downwards only, never this package or :mod:`sensloc.localize.presets` (which names them):
 
