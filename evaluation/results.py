@@ -89,14 +89,19 @@ def _results_text(path):
     return identity, text
 
 
-def read_results(path):
-    """Rows (dicts by :data:`RESULT_COLUMNS`) of a results file, without a last line cut short
-    by an interruption. Reads only; an absent file has no rows."""
+def iter_results(path):
+    """The rows (dicts by :data:`RESULT_COLUMNS`) of a results file one at a time, without a
+    last line cut short by an interruption. Reads only; an absent file has no rows."""
     if not os.path.exists(path):
-        return []
+        return
     _, text = _results_text(path)
     text = text[:text.rfind("\n") + 1]  # a torn last line is not a row
-    return list(csv.DictReader(io.StringIO(text.partition("\n")[2])))
+    yield from csv.DictReader(io.StringIO(text.partition("\n")[2]))
+
+
+def read_results(path):
+    """The rows of a results file as a list (:func:`iter_results`)."""
+    return list(iter_results(path))
 
 
 #: The words for each entry of a results file's record, in the message naming a difference.
@@ -148,7 +153,7 @@ class ResultsFile:
                     raise ValueError(f"{path} holds results of another run ({changes[0]}); remove "
                                      "it or give --results another file")
                 self.identity = {**identity, "configs": {**found["configs"], **identity["configs"]}}
-                self.done = {(r["config"], r["image_id"]) for r in read_results(path)}
+                self.done = {(r["config"], r["image_id"]) for r in iter_results(path)}
         elif not self.path.parent.resolve().is_dir():
             raise ValueError(f"--results {path}: the folder {self.path.parent} does not exist")
         if not os.access(self.path.parent.resolve(), os.W_OK):

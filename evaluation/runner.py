@@ -35,7 +35,7 @@ from sensloc._files import sha256_file
 
 from sensloc.evaluation.map_cache import MapCache, network_key, reduction_key
 from sensloc.evaluation.row_files import RowFile
-from sensloc.evaluation.results import ResultsFile, digest, read_results, results_identity
+from sensloc.evaluation.results import ResultsFile, digest, iter_results, results_identity
 from sensloc.evaluation.workers import spawn_pool
 from sensloc.localize.boxes import best_ious, clip_boxes
 from sensloc.localize.metrics import bootstrap_ci, hits, per_class_corloc
@@ -479,14 +479,17 @@ class Summary:
 
 
 def summarize(rows, names, image_ids):
+    """The :class:`Summary` of results rows (an iterable of dicts, read once) for the
+    configurations ``names`` and the images ``image_ids``; per row it keeps three integers."""
     wanted = set(image_ids)
+    kept = {name: [] for name in names}
+    for r in rows:
+        if r["config"] in kept and r["image_id"] in wanted:
+            kept[r["config"]].append((int(r["hit"]), int(r["hit_top1"]), int(r["true_class"])))
     table = {}
     for name in names:
-        mine = [r for r in rows if r["config"] == name and r["image_id"] in wanted]
-        found = np.array([int(r["hit"]) for r in mine])
-        top1 = np.array([int(r["hit_top1"]) for r in mine])
+        found, top1, classes = np.array(kept[name], np.int64).reshape(-1, 3).T
         low, high = bootstrap_ci(found) if len(found) else (np.nan, np.nan)
-        classes = np.array([int(r["true_class"]) for r in mine])
         table[name] = {"corloc": float(found.mean()), "corloc_top1": float(top1.mean()),
                        "ci95": [float(low), float(high)], "n": int(len(found)),
                        "per_class": {int(c): float(v) for c, v in
@@ -554,5 +557,6 @@ def evaluate(weight_path, records, configs, cache_root, results_path, k=5, seed=
                 results.add(name, record, int(cls), box, float(overlap), bool(hit))
     finally:
         results.close()
-    summary = summarize(read_results(results_path), list(boxes), [r.image_id for r in dataset.records])
+    summary = summarize(iter_results(results_path), list(boxes),
+                        [r.image_id for r in dataset.records])
     return summary, photo_boxes
