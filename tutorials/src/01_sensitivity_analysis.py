@@ -216,11 +216,11 @@ dy_conv = rng.normal(size=y_naive.shape)
 dx_naive = conv2d_backward_input_naive(dy_conv, w_conv, x_conv.shape, 2, 1)
 y_library = reference.conv2d_forward(x_conv, w_conv, b_conv, 2, 1)
 dx_library = reference.conv2d_backward_input(dy_conv, w_conv, x_conv.shape, 2, 1)
-print(f"forward : relative error naive vs reference.conv2d_forward        = {relative_error(y_library, y_naive):.1e}")
-print(f"backward: relative error naive vs reference.conv2d_backward_input = {relative_error(dx_library, dx_naive):.1e}")
+forward_error, backward_error = relative_error(y_library, y_naive), relative_error(dx_library, dx_naive)
+print(f"forward : relative error naive vs reference.conv2d_forward        = {forward_error:.1e}")
+print(f"backward: relative error naive vs reference.conv2d_backward_input = {backward_error:.1e}")
 print("largest |dx| =", f"{np.abs(dx_naive).max():.2f}", "| layers run on backend:", nets.current_backend())
-assert np.abs(dx_naive).max() > 1 and relative_error(y_library, y_naive) < 1e-12
-assert relative_error(dx_library, dx_naive) < 1e-12
+assert np.abs(dx_naive).max() > 1 and forward_error < 1e-12 and backward_error < 1e-12
 
 # %% [markdown]
 # Now let us build $A$ explicitly for a tiny convolution (one channel, 6x6 input, 3x3 kernel,
@@ -244,7 +244,8 @@ print("output", out_shape[2:], "-> A has shape", A.shape, "(outputs x inputs)")
 dy = rng.normal(size=out_shape)
 dx_backward = conv2d_backward_input_naive(dy, w, (1, 1, H, W), stride, padding)
 dx_matrix = (A.T @ dy.ravel()).reshape(1, 1, H, W)
-print(f"relative error of the naive backward pass against A^T dy = {relative_error(dx_backward, dx_matrix):.1e}")
+print(f"relative error of the naive backward pass against A^T dy = "
+      f"{relative_error(dx_backward, dx_matrix):.1e}")
 assert np.abs(dx_matrix).max() > 0.1 and relative_error(dx_backward, dx_matrix) < 1e-12
 
 fig, ax = plt.subplots(figsize=(7, 3.2), constrained_layout=True)
@@ -278,7 +279,8 @@ def transposed_convolution(dy, kernel, input_hw, stride, padding):
 
 
 dx_scipy = transposed_convolution(dy[0, 0], w[0, 0], (H, W), stride, padding)
-print(f"relative error of the transposed convolution against A^T dy = {relative_error(dx_scipy, dx_matrix[0, 0]):.1e}")
+print(f"relative error of the transposed convolution against A^T dy = "
+      f"{relative_error(dx_scipy, dx_matrix[0, 0]):.1e}")
 assert relative_error(dx_scipy, dx_matrix[0, 0]) < 1e-12
 
 # %% [markdown]
@@ -399,10 +401,10 @@ assert face_share > 1.5 * face_area and heat[face].mean() > 2 * heat[:, 212:].me
 # The cat fills most of this photo, so "on the cat" says little. What the figure does show: the map
 # is grainy (neighbouring pixels can have gradients of opposite sign), and its bright pixels crowd
 # the middle of the face, from the forehead stripes between the eyes down to the nose (the cyan
-# box, drawn by hand; a second patch lies near the left ear), while the white fur of the lower-left cheek and the blurred background strip
-# at the right edge stay dark. The two printed numbers measure this; the `assert` fails if they
-# stop saying so. Notebooks 2 and 3 change the rule to get cleaner maps; notebook 4 turns maps into
-# boxes.
+# box, drawn by hand; a second patch lies near the ear at the top left), while the white fur of
+# the lower-left cheek and the blurred background strip at the right edge stay dark. The two
+# printed numbers measure this; the `assert` fails if they stop saying so. Notebooks 2 and 3
+# change the rule to get cleaner maps; notebook 4 turns maps into boxes.
 #
 # **Question 2.** The colour scale stops at the 99th percentile. Compute `heat.max() / clip`: how
 # much brighter is the brightest pixel than the top of the colour scale, and what would the figure
@@ -429,7 +431,8 @@ strongest = np.argsort(-np.abs(g64).ravel())[:3 if FAST else 10]
 fd64 = finite_differences(net64, x64, t_cat, h=1e-3, indices=strongest)
 for i in strongest:
     c, r, col = np.unravel_index(i, g64.shape[1:])
-    print(f"channel {c}, pixel ({r:3d}, {col:3d}): Eq. 1 {g64.flat[i]: .8f}   finite differences {fd64[i]: .8f}")
+    print(f"channel {c}, pixel ({r:3d}, {col:3d}): Eq. 1 {g64.flat[i]: .8f}   "
+          f"finite differences {fd64[i]: .8f}")
 error64 = max(abs(fd64[i] - g64.flat[i]) / abs(g64.flat[i]) for i in strongest)
 print(f"largest relative error {error64:.1e}")
 assert error64 < 1e-4     # the strongest entries are far from zero (printed above)

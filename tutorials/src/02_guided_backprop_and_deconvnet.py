@@ -60,11 +60,13 @@ print("fast mode" if FAST else "full mode", "|", net)
 # In LaTeX: $s_{in} = \mathbb{1}[\eta > 0]\, s$, $\;s_{in} = \mathbb{1}[s > 0]\, s$ and
 # $\;s_{in} = \mathbb{1}[\eta > 0]\, \mathbb{1}[s > 0]\, s$.
 #
-# In `saliency/rules.py` each rule's `relu` method is that equation as one NumPy expression, e.g.
-# `(eta > 0) * (signal > 0) * signal` for guided backpropagation, and that is the code that runs
-# here (the default "numpy" backend, `nets.current_backend()`). After `nets.use_backend("numba")`
-# the same rules run as fused one-pass Numba kernels instead, with the same numbers (the tests
-# hold the two backends equal); a rule you write yourself runs its own NumPy on either backend.
+# In `saliency/rules.py` each rule's `relu` method is that equation as one NumPy expression:
+# `saliency.rules.Gradient.relu` returns `(eta > 0) * signal`, `Deconvnet.relu` returns
+# `(signal > 0) * signal` and `Guided.relu` returns `(eta > 0) * (signal > 0) * signal`. That is
+# the code that runs here (the default "numpy" backend, `nets.current_backend()`). After
+# `nets.use_backend("numba")` the same rules run as fused one-pass Numba kernels instead, with the
+# same numbers (the tests hold the two backends equal); a rule you write yourself runs its own
+# NumPy on either backend.
 #
 # The gradient keeps the signal of *active* units whatever its sign. Deconvnet treats the backward
 # signal as if it were a forward signal and applies the ReLU to it: only *positive* signals pass, active
@@ -81,9 +83,9 @@ for row in range(len(eta)):
     print(f"{eta[row]:6.1f} {s[row]:6.1f} | " + " ".join(f"{outputs[n][row] + 0.0:9.1f}" for n in rules))
 
 # %% [markdown]
-# Max pooling keeps its switches under all three rules (the rule's `max_pool` method routes the
-# signal to the window's winner by default), so deconvnet still sees the image through the
-# switches, and only through them.
+# Max pooling keeps its switches under all three rules (`saliency.rules.Rule.max_pool` routes the
+# signal to each window's winner, `nets.reference.max_pool_route` on the NumPy backend), so
+# deconvnet still sees the image through the switches, and only through them.
 #
 # ## 2. Same recursion, another rule
 #
@@ -156,11 +158,12 @@ for name, fractions in survival.items():
     print(f"{name:17s}", " ".join(f"{v:5.2f}" for v in fractions))
 dead = np.flatnonzero(survival["deconvnet"] == 0)
 alive = survival["deconvnet"][:dead[0]] if len(dead) else survival["deconvnet"]
-print(f"deconvnet: nonzero fraction between {alive[1:].min():.2f} and {alive[1:].max():.2f} at ReLUs 1-{len(alive) - 1}",
+print(f"deconvnet: nonzero fraction between {alive[1:].min():.2f} and {alive[1:].max():.2f} "
+      f"at ReLUs 1-{len(alive) - 1}",
       f"then zero everywhere from ReLU number {dead[0]} down (of {len(active)})" if len(dead) else "")
 # The gradient rule passes s exactly where eta > 0, so its count is that of [eta > 0 and s != 0].
 assert np.all(survival["gradient"] <= np.minimum(active, arriving) + 1e-12)
-assert np.all(survival["gradient"] <= active + 1e-12) and np.all(survival["guided"] <= survival["gradient"] + 1e-12)
+assert np.all(survival["guided"] <= survival["gradient"] + 1e-12)
 assert np.any(survival["deconvnet"] > survival["gradient"])    # Question 1 below asks why
 
 # %% [markdown]

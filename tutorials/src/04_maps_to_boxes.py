@@ -327,14 +327,15 @@ I_prime[-1, -1] = 0
 W_by_hand = np.linalg.solve(X1.T @ X1 + lam * I_prime, X1.T @ Y[train])
 W_library = regression.fit_ridge(X[train], Y[train], lam)
 W_error = np.abs(W_by_hand - W_library).max() / np.abs(W_by_hand).max()
-print("W has shape", W_library.shape, f"(features + bias, 4 corners); largest |W| {np.abs(W_by_hand).max():.2f};",
-      f"relative error by hand vs library {W_error:.1e}")
+print("W has shape", W_library.shape, "(features + bias, 4 corners); largest |W|",
+      f"{np.abs(W_by_hand).max():.2f}; relative error by hand vs library {W_error:.1e}")
 assert np.abs(W_by_hand).max() > 0.1 and W_error < 1e-6
 
 eigenvalues, eigenvectors = np.linalg.eigh(X1.T @ X1)
 print(f"eigenvalues of X1^T X1: smallest {eigenvalues[0]:.1e}, largest {eigenvalues[-1]:.1e}")
-print("eigenvector of the smallest, rescaled so its last (bias) entry is -1: entries from",
-      f"{(-eigenvectors[:-1, 0] / eigenvectors[-1, 0]).min():.4f} to {(-eigenvectors[:-1, 0] / eigenvectors[-1, 0]).max():.4f}")
+null_vector = -eigenvectors[:, 0] / eigenvectors[-1, 0]      # rescaled: last (bias) entry -1
+print("eigenvector of the smallest, rescaled so its last (bias) entry is -1: feature entries from",
+      f"{null_vector[:-1].min():.4f} to {null_vector[:-1].max():.4f}")
 
 # %% [markdown]
 # Why must $\lambda$ be positive? The features of one grid sum to 1 on every row, so their sum
