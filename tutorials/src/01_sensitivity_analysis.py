@@ -306,7 +306,8 @@ assert routed.sum() == pooled.size    # every window sends its signal to exactly
 # **Question 1.** Read the printed array: the 9 windows sent a signal of 1 each, and the pixels
 # received 9 in total. How can one pixel receive more than 1? Why can no pixel of a 3x3, stride-2
 # pool ever receive more than 4, and which pixels of the 7x7 input can receive 4 at all?
-#
+
+# %% [markdown]
 # **Your answer:** *(write it here)*
 
 # %% [markdown]
@@ -405,19 +406,24 @@ assert face_share > 1.5 * face_area and heat[face].mean() > 2 * heat[:, 212:].me
 # the lower-left cheek and the blurred background strip at the right edge stay dark. The two
 # printed numbers measure this; the `assert` fails if they stop saying so. Notebooks 2 and 3
 # change the rule to get cleaner maps; notebook 4 turns maps into boxes.
-#
+
+# %% [markdown]
 # **Question 2.** The colour scale stops at the 99th percentile. Compute `heat.max() / clip`: how
 # much brighter is the brightest pixel than the top of the colour scale, and what would the figure
 # look like without the clipping?
-#
+
+# %% [markdown]
 # **Your answer:** *(write it here)*
-#
+
+# %% [markdown]
 # **Question 3.** The photo's cat is squashed from 451 x 300 to 227 x 227 (`prep.resize` is
 # `"squash"`). Does the sensitivity map depend on the squash? Which pixels of the *original* photo
 # does pixel `(r, c)` of the map stand for?
-#
+
+# %% [markdown]
 # **Your answer:** *(write it here)*
-#
+
+# %% [markdown]
 # ### The same check on the real network
 #
 # Finite differences work on SqueezeNet too. In float32 rounding would swamp them, so we load a

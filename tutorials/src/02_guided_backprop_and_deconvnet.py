@@ -203,9 +203,11 @@ assert zero_maps > tried / 2       # "most", as the summary says
 # gradient fraction, but the deconvnet fraction can be larger than both (look at ReLUs 1-8). How
 # can deconvnet pass a signal through a unit that was *off* in the forward pass, and what does that
 # say about what a deconvnet map depends on?
-#
+
+# %% [markdown]
 # **Your answer:** *(write it here)*
-#
+
+# %% [markdown]
 # ## 3. The three maps side by side
 #
 # Each map is reduced over colour channels by `m[i, j] = max_c |a[c, i, j]|`
@@ -265,11 +267,13 @@ assert class_rho["guided"] > class_rho["gradient"] + 0.2    # the prose below sa
 # Asked about a different class, the gradient's map of the same photo changes much more than the
 # guided map (compare the two printed correlations): much of the guided map is the same whatever
 # class is explained.
-#
+
+# %% [markdown]
 # **Question 2.** The espresso class has nothing to do with this photo, yet the guided map for it
 # correlates strongly with the map for the cat. Where in the recursion does the class enter, and
 # what must happen to the signal on its way down for the class to be forgotten?
-#
+
+# %% [markdown]
 # **Your answer:** *(write it here)*
 
 # %% [markdown]
@@ -342,13 +346,16 @@ plt.show()
 # the upper layers compute. That does not make it useless for *localization* (edges of the object
 # are where the object is), but it is a warning against reading it as an explanation of the
 # decision.
-#
+
+# %% [markdown]
 # **Question 3.** Spearman's correlation of two maps compares the *ranks* of their pixels. The maps
 # above had to be clipped at their 99th percentile to be readable. Why is a rank correlation a
 # fairer comparison of such maps than the plain (Pearson) correlation of their values?
-#
+
+# %% [markdown]
 # **Your answer:** *(write it here)*
-#
+
+# %% [markdown]
 # ## Summary
 #
 # * Gradient, deconvnet and guided backpropagation are the same recursion with different ReLU

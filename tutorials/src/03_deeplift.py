@@ -145,7 +145,8 @@ assert np.sign(gxi.sum()) != np.sign(difference)      # Question 1 asks why
 # **Question 1.** Gradient times difference, `(x - x_ref) * df_t/dx`, sums to a number of the
 # opposite sign from $f_t(x) - f_t(x_{ref})$ here. Use the printed on/off states of the hidden
 # units to explain why the tangent fails and the secant does not.
-#
+
+# %% [markdown]
 # **Your answer:** *(write it here)*
 
 # %% [markdown]
@@ -184,7 +185,8 @@ assert relative_delta["difference"] < 1e-5 < 1e-3 < relative_delta["gradient"]
 # **Question 2.** With `max_pool="gradient"` the sum misses $f_t(x) - f_t(x_{ref})$ by the printed
 # relative error. In a window where the input and the reference pick different winners, what does
 # routing through the input's switch get wrong? Which quantity would have to be sent back instead?
-#
+
+# %% [markdown]
 # **Your answer:** *(write it here)*
 
 # %% [markdown]
@@ -234,14 +236,17 @@ assert top_share["blur"] > top_share["black"] + 0.05    # the prose below says t
 # everywhere except at edges and fine texture, so its map follows outlines: the rims of the eyes,
 # the nose, the edges of the ears; the printed shares measure how much more concentrated it is.
 # Each answers a different question.
-#
+
+# %% [markdown]
 # **Question 3.** The blurred photo is still recognisably a cat to us, yet the network gives it a
 # cat score close to that of the black image (compare $f_t(x_{ref})$ in the titles with
 # $f_t(x)$). What does that tell you about what SqueezeNet's cat score relies on, and why does it
 # make the blur reference a useful question to ask?
-#
+
+# %% [markdown]
 # **Your answer:** *(write it here)*
-#
+
+# %% [markdown]
 # ## 5. DeepLIFT and integrated gradients
 #
 # Integrated gradients (Sundararajan et al., 2017) reach summation-to-delta ("completeness") another

@@ -105,7 +105,8 @@ for n in (20, 100, 600):
 # from 100 to 600 images, and what factor does the standard error of a proportion,
 # $\sqrt{p(1-p)/N}$, predict? Roughly how many images would you need before a CorLoc of 0.60 and
 # one of 0.65 have 95% intervals that do not overlap?
-#
+
+# %% [markdown]
 # **Your answer:** *(write it here)*
 
 # %% [markdown]
@@ -173,7 +174,8 @@ plt.show()
 # **Question 2.** On this photo the lowest fraction gives the best IoU with the hand-drawn box.
 # Why would choosing the fraction this way (on the image being scored) overstate how well the
 # protocol localizes? And why does a low fraction do well on *this* photo in particular?
-#
+
+# %% [markdown]
 # **Your answer:** *(write it here)*
 
 # %% [markdown]
@@ -343,13 +345,16 @@ print("eigenvector of the smallest, rescaled so its last (bias) entry is -1: fea
 # eigenvalue above is zero up to rounding, some $10^{17}$ times smaller than the largest). Any
 # $\lambda > 0$ makes the system positive definite. Larger $\lambda$ shrinks the weights towards
 # "predict the mean box", trading variance for bias.
-#
+
+# %% [markdown]
 # **Question 3.** Look at the printed eigenvector of the smallest eigenvalue. Which combination of
 # columns of $X_1$ does it describe, and why is $X_1 v = 0$ for it? What would `np.linalg.solve`
 # do with $\lambda = 0$?
-#
+
+# %% [markdown]
 # **Your answer:** *(write it here)*
-#
+
+# %% [markdown]
 # ### Choosing lambda by cross-validation
 #
 # `regression.choose_lambda_cv` splits the *training* images into $k$ folds, fits on $k - 1$,
