@@ -19,6 +19,10 @@
 #
 # **Set-up** as in notebook 1 (the SqueezeNet weights are fetched on first use).
 # `SENSLOC_TUTORIAL_FAST=1` uses fewer integration steps for integrated gradients.
+#
+# **Questions.** Cells marked **Question** ask about what the notebook just computed; write your
+# answer in the **Your answer** cell below each. Model answers for teachers are in
+# `tutorials/answers/03_deeplift.md`.
 
 # %%
 import os
@@ -62,8 +66,9 @@ rescale = saliency.Rescale()
 cases = {"unit turns on": (2.0, -1.0), "unit turns off": (-1.0, 1.0), "both off": (-2.0, -0.5),
          "equal (fallback)": (0.7, 0.7)}
 for label, (eta, eta_ref) in cases.items():
-    m = rescale.relu(np.array([1.0]), np.array([eta]), np.array([eta_ref]))[0]
+    m = rescale.relu(np.array([1.0]), np.array([eta]), np.array([eta_ref]))[0] + 0.0   # + 0.0: no "-0"
     tangent = saliency.Gradient().relu(np.array([1.0]), np.array([eta]), None)[0]
+    assert np.isclose(m * (eta - eta_ref), max(eta, 0) - max(eta_ref, 0))           # the secant's property
     print(f"{label:17s} eta = {eta:5.1f}, eta_ref = {eta_ref:5.1f}: tangent g'(eta) = {tangent:.3f}, "
           f"secant m = {m:.3f}")
 
@@ -129,6 +134,20 @@ print(f"sum(C) = {C_by_hand.sum():.10f},  f_t(x) - f_t(x_ref) = {difference:.10f
       f"library's delta = {delta[0]:.1e}")
 gxi = (x - x_ref).ravel() * saliency.gradient(toy, x, target=t).ravel()
 print(f"for comparison, gradient * (x - x_ref) sums to {gxi.sum():.10f}")
+print("hidden units on for x:", (eta > 0).astype(int), " for x_ref:", (eta_ref > 0).astype(int))
+# Both checks compare clearly nonzero numbers, relative to their size.
+assert np.abs(C_by_hand).min() > 1e-3 and abs(difference) > 1e-2
+assert np.allclose(C_library.ravel(), C_by_hand, rtol=1e-12, atol=0)
+assert abs(C_by_hand.sum() - difference) < 1e-12 * np.abs(C_by_hand).sum()
+assert np.sign(gxi.sum()) != np.sign(difference)      # Question 1 asks why
+
+# %% [markdown]
+# **Question 1.** Gradient times difference, `(x - x_ref) * df_t/dx`, sums to a number of the
+# opposite sign from $f_t(x) - f_t(x_{ref})$ here. Use the printed on/off states of the hidden
+# units to explain why the tangent fails and the secant does not.
+
+# %% [markdown]
+# **Your answer:** *(write it here)*
 
 # %% [markdown]
 # ## 3. Summation-to-delta on SqueezeNet
@@ -151,12 +170,24 @@ t_cat = int(net(x_cat).argmax())
 name = net.class_names[t_cat]
 print(f"class {t_cat}: {name}")
 
+f_difference = float(net(x_cat)[0, t_cat] - net(saliency.make_reference(net, x_cat, "zero"))[0, t_cat])
+relative_delta = {}
 for max_pool in ("difference", "gradient"):
     C, delta = saliency.deeplift(net, x_cat, target=t_cat, reference="zero", max_pool=max_pool,
                                  return_delta=True)
-    expected = C.sum() - delta[0]
-    print(f"max_pool={max_pool!r:13s}: sum(C) = {C.sum():9.4f}, f_t(x) - f_t(x_ref) = {expected:9.4f}, "
-          f"delta = {delta[0]: .2e}")
+    relative_delta[max_pool] = abs(C.sum() - f_difference) / abs(f_difference)
+    print(f"max_pool={max_pool!r:13s}: sum(C) = {C.sum():9.4f}, f_t(x) - f_t(x_ref) = {f_difference:9.4f}, "
+          f"relative error {relative_delta[max_pool]:.1e}")
+# float32 rounding over ~10^5 terms allows about 1e-6 relative; the paper's max-pool rule is off by far more.
+assert relative_delta["difference"] < 1e-5 < 1e-3 < relative_delta["gradient"]
+
+# %% [markdown]
+# **Question 2.** With `max_pool="gradient"` the sum misses $f_t(x) - f_t(x_{ref})$ by the printed
+# relative error. In a window where the input and the reference pick different winners, what does
+# routing through the input's switch get wrong? Which quantity would have to be sent back instead?
+
+# %% [markdown]
+# **Your answer:** *(write it here)*
 
 # %% [markdown]
 # ## 4. The reference input changes the map
@@ -171,6 +202,7 @@ for max_pool in ("difference", "gradient"):
 
 # %%
 references = ["zero", "black", "blur"]
+top_share = {}
 fig, axes = plt.subplots(2, len(references), figsize=(5 * len(references), 9.4), constrained_layout=True)
 for col, reference in enumerate(references):
     x_ref = saliency.make_reference(net, x_cat, reference)
@@ -183,19 +215,38 @@ for col, reference in enumerate(references):
     image = axes[1, col].imshow(heat, cmap="RdBu_r", vmin=-limit, vmax=limit)
     axes[1, col].set_title(f"DeepLIFT ({reference}), class {name.split(',')[0]}\n"
                            f"sum(C) = {C.sum():.2f} = f_t(x) - f_t(x_ref), delta {delta[0]:.0e}")
-    fig.colorbar(image, ax=axes[1, col], fraction=0.046, label="contribution (sum over channels)")
+    fig.colorbar(image, ax=axes[1, col], fraction=0.046, label="contribution (sum over channels)",
+                 extend="both")
+    # How concentrated is the map? The share of the total |contribution| held by its 5% largest pixels.
+    size = np.sort(np.abs(heat).ravel())[::-1]
+    top_share[reference] = size[:size.size // 20].sum() / size.sum()
 for ax in axes.ravel():
     ax.axis("off")
 plt.show()
+print(f"f_t(x) = {net(x_cat)[0, t_cat]:.2f}")
+for reference, share in top_share.items():
+    print(f"reference {reference!r:8s}: the 5% largest pixels hold {share:.0%} of the total |contribution|")
+assert top_share["blur"] > top_share["black"] + 0.05    # the prose below says the blur map is sparser
 
 # %% [markdown]
-# The three totals are almost the same (the cat scores low on all three references), but the maps
-# are not. Since `C = (x - x_ref) * m`, a pixel can only contribute where the photo differs from the
-# reference. Every pixel of the photo differs strongly from black, and the black-reference map
-# spreads over the whole face. The blurred reference agrees with the photo everywhere except at
-# edges and fine texture, so its map is sparse: eyes, nose, whiskers. Each answers a different
-# question.
-#
+# The three totals are close (the cat scores low on all three references: see the titles), but the
+# maps are not. Since `C = (x - x_ref) * m`, a pixel can only contribute where the photo differs
+# from the reference. Every pixel of the photo differs strongly from black, and the black-reference
+# map is a dense cloud over the middle of the face. The blurred reference agrees with the photo
+# everywhere except at edges and fine texture, so its map follows outlines: the rims of the eyes,
+# the nose, the edges of the ears; the printed shares measure how much more concentrated it is.
+# Each answers a different question.
+
+# %% [markdown]
+# **Question 3.** The blurred photo is still recognisably a cat to us, yet the network gives it a
+# cat score close to that of the black image (compare $f_t(x_{ref})$ in the titles with
+# $f_t(x)$). What does that tell you about what SqueezeNet's cat score relies on, and why does it
+# make the blur reference a useful question to ask?
+
+# %% [markdown]
+# **Your answer:** *(write it here)*
+
+# %% [markdown]
 # ## 5. DeepLIFT and integrated gradients
 #
 # Integrated gradients (Sundararajan et al., 2017) reach summation-to-delta ("completeness") another

@@ -16,6 +16,10 @@
 # synthetic maps with known boxes, so that the mechanics are visible without a dataset; notebook 5
 # fits the same regression on real maps of real ImageNet photos. `SENSLOC_TUTORIAL_FAST=1` uses
 # fewer synthetic maps.
+#
+# **Questions.** Cells marked **Question** ask about what the notebook just computed; write your
+# answer in the **Your answer** cell below each. Model answers for teachers are in
+# `tutorials/answers/04_maps_to_boxes.md`.
 
 # %%
 import os
@@ -75,12 +79,14 @@ I = max(width, 0) * max(height, 0)
 by_hand = I / (boxes.box_area(A) + boxes.box_area(B) - I)
 print(f"I = {I}, area A = {boxes.box_area(A)}, area B = {boxes.box_area(B)}: "
       f"IoU by hand {by_hand:.4f}, boxes.iou {boxes.iou(A, B):.4f}")
+assert I > 0 and abs(boxes.iou(A, B) - by_hand) < 1e-12 * by_hand
 
 predictions = np.array([[0, 0, 40, 40], [10, 10, 30, 30], [50, 50, 60, 60]], dtype=float)
 ground_truth = [np.array([[0, 0, 40, 48]]), np.array([[0, 0, 40, 40], [12, 8, 32, 30]]),
                 np.array([[0, 0, 20, 20]])]
 print("best IoU per image:", [round(boxes.best_iou(p, g), 3) for p, g in zip(predictions, ground_truth)])
 print("hits:", metrics.hits(predictions, ground_truth), " CorLoc:", metrics.corloc(predictions, ground_truth))
+assert metrics.hits(predictions, ground_truth).tolist() == [True, True, False]    # 0.833, 0.75, 0 against 0.5
 
 # %% [markdown]
 # CorLoc on a few hundred images is a noisy number. `metrics.bootstrap_ci` gives a percentile
@@ -95,12 +101,22 @@ for n in (20, 100, 600):
     print(f"{n:4d} images, CorLoc 0.60: 95% interval [{low:.2f}, {high:.2f}]")
 
 # %% [markdown]
+# **Question 1.** The interval narrows as the number of images grows. By what factor does it narrow
+# from 100 to 600 images, and what factor does the standard error of a proportion,
+# $\sqrt{p(1-p)/N}$, predict? Roughly how many images would you need before a CorLoc of 0.60 and
+# one of 0.65 have 95% intervals that do not overlap?
+
+# %% [markdown]
+# **Your answer:** *(write it here)*
+
+# %% [markdown]
 # ## 2. Threshold and connected components (Simonyan et al.)
 #
 # Take the sensitivity map of the coffee photo, keep the hot pixels `m[i, j] >= fraction * max m`,
 # and box either all of them (`"union"`) or the largest 8-connected component (`"largest"`,
 # `scipy.ndimage.label` with a 3x3 structure of ones). The green box is drawn **by hand** around the
-# cup and saucer, for illustration only: it is not an ImageNet annotation.
+# cup and saucer, for illustration only: it is not an ImageNet annotation. The map is shown on its
+# full colour scale (no clipping) here, because the threshold is a fraction of its maximum.
 
 # %%
 photo = data.coffee()
@@ -155,6 +171,14 @@ fig.suptitle(f"Union boxes of the smoothed sensitivity map ({name}); green: hand
 plt.show()
 
 # %% [markdown]
+# **Question 2.** On this photo the lowest fraction gives the best IoU with the hand-drawn box.
+# Why would choosing the fraction this way (on the image being scored) overstate how well the
+# protocol localizes? And why does a low fraction do well on *this* photo in particular?
+
+# %% [markdown]
+# **Your answer:** *(write it here)*
+
+# %% [markdown]
 # ## 3. Khan et al.'s recipe
 #
 # Khan et al. combine two maps, DeepLIFT (summed over channels, which keeps its sign) and guided
@@ -190,15 +214,19 @@ def khan_steps(m):
 
 
 steps_a, steps_b = khan_steps(deeplift_map), khan_steps(guided_map)
+assert steps_a["border mask"].max() > 0.5        # not an empty map: the comparison below can fail
 assert np.allclose(steps_a["border mask"], protocols.khan_heat(deeplift_map[None], True, sigma, band, edge)[0])
 mixed = postprocess.mix(steps_a["border mask"], steps_b["border mask"], "geometric_mean")
 
 fig, axes = plt.subplots(2, 5, figsize=(19, 7.6), constrained_layout=True)
 for row, (label, steps) in enumerate([("DeepLIFT (sum)", steps_a), ("guided (max |.|)", steps_b)]):
     for ax, (step, heat) in zip(axes[row], steps.items()):
-        image = ax.imshow(heat, cmap="inferno")
-        ax.set_title(f"{label}: {step}", fontsize=10)
-        fig.colorbar(image, ax=ax, fraction=0.046)
+        # Before smoothing, a few pixels would set the colour scale and paint the rest black: clip
+        # those panels at their 99th percentile; the smoothed ones are normalized to [0, 1].
+        clipped = step in ("positive part", "normalized")
+        image = ax.imshow(heat, cmap="inferno", vmin=0, vmax=np.percentile(heat, 99) if clipped else 1)
+        ax.set_title(f"{label}: {step}" + ("\n(clipped at 99th percentile)" if clipped else ""), fontsize=10)
+        fig.colorbar(image, ax=ax, fraction=0.046, extend="max" if clipped else "neither")
         ax.axis("off")
 fig.suptitle(f"Khan et al.'s steps on the coffee photo, class {name}")
 plt.show()
@@ -300,18 +328,33 @@ I_prime = np.eye(X1.shape[1])
 I_prime[-1, -1] = 0
 W_by_hand = np.linalg.solve(X1.T @ X1 + lam * I_prime, X1.T @ Y[train])
 W_library = regression.fit_ridge(X[train], Y[train], lam)
-print("W has shape", W_library.shape, "(features + bias, 4 corners); max |by hand - library| =",
-      f"{np.abs(W_by_hand - W_library).max():.1e}")
+W_error = np.abs(W_by_hand - W_library).max() / np.abs(W_by_hand).max()
+print("W has shape", W_library.shape, "(features + bias, 4 corners); largest |W|",
+      f"{np.abs(W_by_hand).max():.2f}; relative error by hand vs library {W_error:.1e}")
+assert np.abs(W_by_hand).max() > 0.1 and W_error < 1e-6
 
-eigenvalues = np.linalg.eigvalsh(X1.T @ X1)
+eigenvalues, eigenvectors = np.linalg.eigh(X1.T @ X1)
 print(f"eigenvalues of X1^T X1: smallest {eigenvalues[0]:.1e}, largest {eigenvalues[-1]:.1e}")
+null_vector = -eigenvectors[:, 0] / eigenvectors[-1, 0]      # rescaled: last (bias) entry -1
+print("eigenvector of the smallest, rescaled so its last (bias) entry is -1: feature entries from",
+      f"{null_vector[:-1].min():.4f} to {null_vector[:-1].max():.4f}")
 
 # %% [markdown]
 # Why must $\lambda$ be positive? The features of one grid sum to 1 on every row, so their sum
 # equals the bias column: $X_1$ has dependent columns and $X_1^T X_1$ is singular (its smallest
-# eigenvalue above is zero up to rounding). Any $\lambda > 0$ makes the system positive definite.
-# Larger $\lambda$ shrinks the weights towards "predict the mean box", trading variance for bias.
-#
+# eigenvalue above is zero up to rounding, some $10^{17}$ times smaller than the largest). Any
+# $\lambda > 0$ makes the system positive definite. Larger $\lambda$ shrinks the weights towards
+# "predict the mean box", trading variance for bias.
+
+# %% [markdown]
+# **Question 3.** Look at the printed eigenvector of the smallest eigenvalue. Which combination of
+# columns of $X_1$ does it describe, and why is $X_1 v = 0$ for it? What would `np.linalg.solve`
+# do with $\lambda = 0$?
+
+# %% [markdown]
+# **Your answer:** *(write it here)*
+
+# %% [markdown]
 # ### Choosing lambda by cross-validation
 #
 # `regression.choose_lambda_cv` splits the *training* images into $k$ folds, fits on $k - 1$,
@@ -352,12 +395,15 @@ predicted = {
     f"threshold, union at {threshold.fraction:.2f} max": threshold.predict(test_maps),
     "baseline: centred mean box": center.predict(test_maps),
 }
+scores = {}
 for label, predicted_boxes in predicted.items():
     hit_vector = metrics.hits(predicted_boxes, test_truth)
+    scores[label.split()[0]] = hit_vector.mean()
     low, high = metrics.bootstrap_ci(hit_vector)
     print(f"{label:40s} CorLoc {hit_vector.mean():.2f}  (95% interval {low:.2f}-{high:.2f}, "
           f"{len(hit_vector)} test maps)")
 
+assert scores["threshold,"] > scores["regression"] > scores["baseline:"]    # what the prose below says
 fig, axes = plt.subplots(1, 4, figsize=(16, 4.2), constrained_layout=True)
 colours = ["red", "cyan", "white"]
 for ax, i in zip(axes, range(4)):
@@ -372,10 +418,13 @@ fig.suptitle("truth (green), regression (red), threshold (cyan), centre baseline
 plt.show()
 
 # %% [markdown]
-# Which protocol wins depends on the maps: a clean, compact blob favours the threshold; a map whose
-# heat is spread in a consistent *pattern* around the object favours the regression, which can
-# learn that pattern (and ignore a distractor that never predicts the box). Notebook 5 asks the
-# question on real maps of real photos.
+# On these synthetic maps the threshold protocol scores highest and both beat the centre baseline
+# (the printed CorLoc values; the intervals say how far to trust the gaps on this many test maps).
+# That suits the maps: their heat is a compact blob on the box, exactly what a threshold assumes,
+# and the distractor is weak. The regression has to learn 65 weights per coordinate from the
+# training maps and predicts the box from where the heat lies on a coarse grid; it would gain on
+# maps whose heat lies in a consistent *pattern* around the object rather than on it. Which
+# protocol wins depends on the maps: notebook 5 asks the question on real maps of real photos.
 #
 # ## Summary
 #
