@@ -468,6 +468,6 @@ print("float32 map vs float64 map: max relative difference",
 #    Explain both failures.
 # 4. Show that the sensitivity map of a network without nonlinearities does not depend on the
 #    input $x$ at all. What does that say about what a sensitivity map measures?
-# 5. **Coursework.** `tutorials/assignments/1_backward_recursion.py` asks you to implement Eq. 1
+# 5. **Coursework.** `coursework/assignments/1_backward_recursion.py` asks you to implement Eq. 1
 #    for fully connected, convolution, ReLU and max-pool layers, and then the whole recursion.
 #    Check your work with `sensloc grade 1 path/to/your/1_backward_recursion.py`.

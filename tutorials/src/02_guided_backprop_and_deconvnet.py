@@ -378,5 +378,5 @@ plt.show()
 # 3. Repeat the randomization test with the *independent* randomization of one block at a time
 #    (all others trained). Which layer does guided backpropagation depend on most?
 # 4. Run the class-sensitivity check on the coffee photo with several pairs of classes.
-# 5. **Coursework.** `tutorials/assignments/2_rules.py`: implement the guided, deconvnet and
+# 5. **Coursework.** `coursework/assignments/2_rules.py`: implement the guided, deconvnet and
 #    DeepLIFT rescale rules and plug them into the recursion; check with `sensloc grade 2 FILE`.

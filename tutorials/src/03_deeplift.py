@@ -305,5 +305,5 @@ print(f"rank correlation of the two maps: {rho:.2f}")
 # 3. Plot the completeness error of integrated gradients against the number of steps for the
 #    `"riemann_left"` and `"gausslegendre"` methods (`saliency.integration_points`).
 # 4. Compare DeepLIFT with `max_pool="difference"` and `"gradient"` maps: where do they differ?
-# 5. **Coursework.** `tutorials/assignments/2_rules.py`, parts 3 and 5: the rescale rule and
+# 5. **Coursework.** `coursework/assignments/2_rules.py`, parts 3 and 5: the rescale rule and
 #    DeepLIFT's contributions; check with `sensloc grade 2 FILE`.

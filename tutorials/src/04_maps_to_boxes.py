@@ -448,5 +448,5 @@ plt.show()
 #    `np.linalg.solve`. Which one fails, and why?
 # 4. Make the distractor of `synthetic_maps` as strong as the object. How do the three protocols
 #    react?
-# 5. **Coursework.** `tutorials/assignments/3_box_regression.py`: IoU, CorLoc, grid features,
+# 5. **Coursework.** `coursework/assignments/3_box_regression.py`: IoU, CorLoc, grid features,
 #    ridge regression and cross-validation; check with `sensloc grade 3 FILE`.
