@@ -77,7 +77,7 @@ print(f"the photo is classified as {short(t_cat)} (class {t_cat})")
 # $u = g / \|g\|$, where it equals $\|g\|$. So a step of length $\varepsilon$ along the
 # normalized gradient should raise the score by about $\varepsilon \|g\|$. We check this for a
 # class the photo is *not*, goldfish, with a step of length 10 (in a space of
-# $3 \cdot 227 \cdot 227 = 154{,}587$ numbers, that is 0.025 grey levels per number on average).
+# $3 \cdot 227 \cdot 227 = 154{,}587$ numbers, a root mean square change of 0.025 grey levels).
 
 # %%
 t_fish = 1                                                    # "goldfish, Carassius auratus"
@@ -237,8 +237,9 @@ print(f"the cat photo's own top logit, for comparison: {net(x_cat)[0].max():.2f}
 
 # %% [markdown]
 # The logit climbs far above the cat photo's top logit and the network is certain of the class.
-# The curve drops at every blur (each tenth step): the blur removes fine detail that the score
-# relied on, and the next steps rebuild only what survives at a coarser scale. Parts of the class
+# The curve is not monotone: it dips after every blur (each tenth step), which removes fine detail
+# the score relied on, and it shakes with the random shifts of jitter, since the score is measured
+# after the image is shifted back. Parts of the class
 # (for the tarantula, hairy legs around a body) appear repeated across the image, since nothing
 # asks for *one* object, and jitter rewards a part that works at any position.
 #
@@ -258,10 +259,10 @@ print(f"the cat photo's own top logit, for comparison: {net(x_cat)[0].max():.2f}
 #   short step along it raises the score by $\varepsilon \|g\|$ as the first-order expansion
 #   predicts.
 # * A few normalized gradient steps from a photo of a cat make SqueezeNet see a tarantula; the
-#   change is a few grey levels at most and invisible. High sensitivity to a class therefore does
-#   not mean evidence for it in the image.
+#   largest change is about 10 grey levels (of 255) and invisible. High sensitivity to a class
+#   therefore does not mean evidence for it in the image.
 # * Gradient ascent from a blank image with L2 regularization, jitter and blur draws patterns the
-#   network scores as the class far above any photo.
+#   network scores as the class far above the logits of the cat photo.
 #
 # ## Exercises
 #
