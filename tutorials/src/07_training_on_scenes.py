@@ -16,6 +16,11 @@
 #
 # **Set-up**: nothing to download. The scenes are generated and `vgg_small` ships inside the
 # package. `SENSLOC_TUTORIAL_FAST=1` trains for fewer steps and measures on fewer scenes.
+#
+# **Questions.** A few cells marked **Question** ask about what the notebook just computed; write
+# your answer in the **Your answer** cell below each. Model answers for teachers are in
+# `tutorials/answers/07_training_on_scenes.md`.
+
 
 # %%
 import os
@@ -133,7 +138,7 @@ print(f"  inputs that are 0 for all 4: {silent_inputs.tolist()} "
 # a unit whose ReLU is off for *every* possible input?
 
 # %% [markdown]
-# **Your answer:**
+# **Your answer:** *(write it here)*
 
 # %% [markdown]
 # ## 3. A training loop
@@ -220,7 +225,7 @@ print(f"chance: loss log 10 = {np.log(10):.3f}; accuracy 0.100, one batch's stan
 # than chance?
 
 # %% [markdown]
-# **Your answer:**
+# **Your answer:** *(write it here)*
 
 # %% [markdown]
 # A few hundred steps only begin the job. The packaged `vgg_small` saw 448,000 scenes
@@ -284,7 +289,11 @@ for column in range(6):
 axes[1, 0].set_title("max_c |d logit / d pixel|", fontsize=9)
 fig.suptitle("true box green, box from the vanilla map red (threshold tuned on the fitting scenes)")
 plt.show()
-area = lambda b: (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])  # noqa: E731  (N, 4) -> (N,)
+def area(b):
+    """Areas (N,) of boxes (N, 4) given as (x0, y0, x1, y1)."""
+    return (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+
+
 ratio = area(boxes) / area(held_out.boxes)                     # predicted / true box area
 for label, mask in [("found (IoU >= 0.5)", overlaps["vanilla, threshold box"] >= 0.5),
                     ("missed", overlaps["vanilla, threshold box"] < 0.5)]:
@@ -304,7 +313,7 @@ for label, mask in [("found (IoU >= 0.5)", overlaps["vanilla, threshold box"] >=
 # small, and what would you change in the protocol to make it more robust?
 
 # %% [markdown]
-# **Your answer:**
+# **Your answer:** *(write it here)*
 
 # %% [markdown]
 # `sensloc demo` does all of this in one command, with guided backprop and DeepLIFT beside the

@@ -25,6 +25,11 @@
 # **Set-up**: the pretrained SqueezeNet 1.0 weights (5 MB, downloaded once, or
 # `sensloc weights fetch squeezenet1_0`) and scikit-image's photos. `SENSLOC_TUTORIAL_FAST=1`
 # runs fewer ascent steps and one class instead of three.
+#
+# **Questions.** A few cells marked **Question** ask about what the notebook just computed; write
+# your answer in the **Your answer** cell below each. Model answers for teachers are in
+# `tutorials/answers/08_fooling_images_and_class_visualization.md`.
+
 
 # %%
 import os
@@ -170,7 +175,7 @@ plt.show()
 # how far a sensitivity map can be read as "where the evidence for the class is"?
 
 # %% [markdown]
-# **Your answer:**
+# **Your answer:** *(write it here)*
 
 # %% [markdown]
 # ## 3. Class visualization
@@ -249,7 +254,7 @@ print(f"the cat photo's own top logit, for comparison: {net(x_cat)[0].max():.2f}
 # maximize a score without regularization?
 
 # %% [markdown]
-# **Your answer:**
+# **Your answer:** *(write it here)*
 
 # %% [markdown]
 # ## Summary
