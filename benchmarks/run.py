@@ -1,19 +1,26 @@
-"""Benchmark sensloc against PyTorch + Captum in the same process.
+"""Benchmark sensloc against PyTorch + Captum, each library in its own process.
 
-    python -m benchmarks                 # full run (~15 min on 2 quiet cores, longer under load)
+    python -m benchmarks                 # full run (~25 min on 2 quiet cores, longer under load)
     python -m benchmarks --quick         # batch 1, 3 repeats, 8 IG steps, 4 SmoothGrad samples
     python benchmarks/run.py --nets vgg16 --methods gradient,deeplift --batch 1,8
     python -m benchmarks --memory --first-call --skip-timing
 
+Each side runs in a worker process of its own (``timing_worker.py``) with its own defaults: ours
+with the project's process settings (``nets.configure_process``, as the ``sensloc`` command),
+PyTorch with none of them; ``OPENBLAS_CORETYPE``, ``OPENBLAS_L2_SIZE`` and ``OMP_WAIT_POLICY``
+are removed from the benchmark's environment (a development machine's OpenBLAS pin is not what
+users run). Same weights (``nets.random_parameters(seed=0)``, copied into the PyTorch twin) and
+inputs on both sides.
+
 For every (net, batch, method): one warm-up call per side (whose maps are compared, as a check
-that both sides compute the same thing), then ``repeats`` timed calls, alternating ours and the
-reference so that load from other processes hits both alike; the table reports medians (and the
-CSV also minima). The ratio is ours / reference: above 1 means this library is slower.
+that both sides compute the same thing), then ``repeats`` timed calls alternating between the
+two processes (ABBA order) so that load from other processes hits both alike; the table reports
+medians and the min-max range. The ratio is ours / reference: above 1 means this library is
+slower.
 """
 import argparse
 import csv
 import datetime as _dt
-import gc
 import json
 import os
 import statistics
@@ -21,21 +28,19 @@ import subprocess
 import sys
 import tempfile
 import time
-import warnings
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 if str(HERE.parent) not in sys.path:
     sys.path.insert(0, str(HERE.parent))
 
-from benchmarks._setup import (INPUT_SIDE, add_paths, apply_thread_setters,  # noqa: E402
-                               choose_backend, configure_threads, import_twins, machine,
+from benchmarks._setup import (add_paths, configure_threads, machine,  # noqa: E402
                                reference_available, versions)
 from benchmarks.cases import EXPENSIVE, METHODS  # noqa: E402
 
 NETS = ("vgg16", "squeezenet1_0")
 QUICK = {"batch": "1", "repeats": 3, "ig_steps": 8, "sg_samples": 4}
-FULL = {"batch": "1,8", "repeats": 5, "ig_steps": 32, "sg_samples": 16}
+FULL = {"batch": "1,8", "repeats": 9, "ig_steps": 32, "sg_samples": 16}
 
 
 def _csv_list(text, allowed=None, kind=str):
@@ -56,7 +61,7 @@ def parse_args(argv=None):
     p.add_argument("--expensive-batches", default="1",
                    help="batch sizes at which integrated_gradients and smoothgrad run "
                         "(default 1, to keep the full run near 30 min; 'all' = every --batch)")
-    p.add_argument("--repeats", type=int, default=None, help="timed calls per side (default 5)")
+    p.add_argument("--repeats", type=int, default=None, help="timed calls per side (default 9)")
     p.add_argument("--threads", type=int, default=2, help="NumPy/Numba/PyTorch threads")
     p.add_argument("--backend", choices=("numba", "numpy"), default="numba",
                    help="sensloc's backend for the timing section (default %(default)s; the "
@@ -77,10 +82,6 @@ def parse_args(argv=None):
                    help="process start to first VGG16 gradient map, Numba cache cold and warm")
     p.add_argument("--skip-timing", action="store_true",
                    help="only the --memory / --first-call sections")
-    p.add_argument("--no-spin", action="store_true",
-                   help="set OMP_WAIT_POLICY=PASSIVE and OPENBLAS_THREAD_TIMEOUT=4 before NumPy "
-                        "loads (stops OpenBLAS and Numba's OpenMP workers busy-waiting against "
-                        "each other; see thread_pools.py and RESULTS.md)")
     args = p.parse_args(argv)
     preset = QUICK if args.quick else FULL
     for key, value in preset.items():
@@ -122,89 +123,117 @@ def table(headers, rows, markdown=False, widths=None):
     return "\n".join([fmt(headers), fmt(["-" * w for w in widths])] + [fmt(r) for r in cells])
 
 
-TIMING_HEADERS = ["net", "batch", "method", "ours (s)", "reference (s)", "ours/ref",
-                  "ours min", "ref min", "rel L2 diff"]
-PROGRESS_WIDTHS = [13, 5, 20, 8, 13, 8, 8, 8, 12]
+TIMING_HEADERS = ["net", "batch", "method", "ours (s)", "ours range", "reference (s)",
+                  "ref range", "ours/ref", "rel L2 diff"]
+PROGRESS_WIDTHS = [13, 5, 20, 8, 13, 13, 13, 8, 12]
+
+
+def _range(lo, hi):
+    return "—" if lo is None else f"{_fmt_s(lo)}-{_fmt_s(hi)}"
 
 
 def _timing_row(r):
     return [r["net"], r["batch"], r["method"], _fmt_s(r["ours_median_s"]),
-            _fmt_s(r["ref_median_s"]), _fmt_ratio(r["ratio_median"]), _fmt_s(r["ours_min_s"]),
-            _fmt_s(r["ref_min_s"]), r["agreement"]]
+            _range(r["ours_min_s"], r["ours_max_s"]), _fmt_s(r["ref_median_s"]),
+            _range(r["ref_min_s"], r["ref_max_s"]), _fmt_ratio(r["ratio_median"]),
+            r["agreement"]]
 
 
 # ------------------------------------------------------------------------------ timing
 
-def _timed(fn):
-    t = time.perf_counter()
-    out = fn()
-    return time.perf_counter() - t, out
+#: Variables removed from both sides' environments: a development machine's OpenBLAS pin
+#: (users' machines do not pin it) and any wait policy, which is each side's own business
+#: (ours sets it in nets.configure_process, as the sensloc command does; PyTorch sets none).
+UNSET_FOR_TIMING = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OMP_WAIT_POLICY")
+
+
+class Side:
+    """One library in its own process (``timing_worker.py``), answering requests in turn."""
+
+    def __init__(self, side, args):
+        env = {k: v for k, v in os.environ.items() if k not in UNSET_FOR_TIMING}
+        self.proc = subprocess.Popen(
+            [sys.executable, str(HERE / "timing_worker.py"), "--side", side,
+             "--threads", str(args.threads), "--backend", args.backend],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, bufsize=1)
+
+    def ask(self, **request):
+        self.proc.stdin.write(json.dumps(request) + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"timing worker died (exit {self.proc.wait()}); see its stderr")
+        return json.loads(line)
+
+    def close(self):
+        try:
+            self.ask(op="quit")
+        except (BrokenPipeError, RuntimeError, ValueError):
+            pass
+        self.proc.wait(timeout=60)
 
 
 def run_timing(args, use_ref, csv_path):
+    """Each library in its own process; timed calls alternate between them (ABBA order)."""
     import numpy as np
 
-    from sensloc import nets
     from benchmarks import cases
 
-    torch = twins = None
-    if use_ref:
-        import torch
-        twins = import_twins()
-    choose_backend(args.backend)
-    apply_thread_setters(args.threads, torch)
     cfg = {"ig_steps": args.ig_steps, "sg_samples": args.sg_samples,
            "batch_size": args.batch_size}
-    fields = ["net", "batch", "method", "repeats", "ours_median_s", "ours_min_s",
-              "ours_warmup_s", "ref_median_s", "ref_min_s", "ref_warmup_s", "ratio_median",
-              "ratio_min", "agreement"]
+    fields = ["net", "batch", "method", "repeats", "ours_median_s", "ours_min_s", "ours_max_s",
+              "ours_warmup_s", "ref_median_s", "ref_min_s", "ref_max_s", "ref_warmup_s",
+              "ratio_median", "ratio_min", "agreement"]
     rows = []
-    with open(csv_path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fields)
-        writer.writeheader()
-        print(table(TIMING_HEADERS, [], widths=PROGRESS_WIDTHS), flush=True)
-        for net_name in args.nets:
-            net = nets.random_parameters(nets.build(net_name), seed=0)
-            model = twins.torch_model(net) if use_ref else None
-            side = INPUT_SIDE[net_name]
-            for batch in args.batch:
-                x = np.random.default_rng(1).standard_normal((batch, 3, side, side),
-                                                             dtype=np.float32)
-                for method in args.methods:
-                    if method in EXPENSIVE and batch not in args.expensive_batches:
-                        continue
-                    gc.collect()
-                    f_ours = cases.ours(method, net, x, cfg)
-                    f_ref = cases.reference(method, model, net_name, x, cfg) if use_ref else None
-                    w_ours, out_ours = _timed(f_ours)
-                    agreement, w_ref = "—", None
-                    if use_ref:
-                        w_ref, out_ref = _timed(f_ref)
-                        agreement = cases.agreement(method, out_ours, out_ref)
-                        del out_ref
-                    del out_ours
-                    t_ours, t_ref = [], []
-                    for _ in range(args.repeats):
-                        t_ours.append(_timed(f_ours)[0])
+    sides = {"ours": Side("ours", args)}
+    if use_ref:
+        sides["ref"] = Side("reference", args)
+    try:
+        with open(csv_path, "w", newline="") as f, \
+                tempfile.TemporaryDirectory(prefix="sensloc-bench-") as scratch:
+            writer = csv.DictWriter(f, fieldnames=fields)
+            writer.writeheader()
+            print(table(TIMING_HEADERS, [], widths=PROGRESS_WIDTHS), flush=True)
+            for net_name in args.nets:
+                for batch in args.batch:
+                    for method in args.methods:
+                        if method in EXPENSIVE and batch not in args.expensive_batches:
+                            continue
+                        outs, warm, times = {}, {}, {k: [] for k in sides}
+                        for key, side in sides.items():
+                            outs[key] = os.path.join(scratch, f"{key}.npy")
+                            warm[key] = side.ask(op="prepare", net=net_name, batch=batch,
+                                                 method=method, save=outs[key],
+                                                 cfg=cfg)["warmup_s"]
+                        agreement = "—"
                         if use_ref:
-                            t_ref.append(_timed(f_ref)[0])
-                    row = {"net": net_name, "batch": batch, "method": method,
-                           "repeats": args.repeats,
-                           "ours_median_s": statistics.median(t_ours), "ours_min_s": min(t_ours),
-                           "ours_warmup_s": w_ours,
-                           "ref_median_s": statistics.median(t_ref) if t_ref else None,
-                           "ref_min_s": min(t_ref) if t_ref else None, "ref_warmup_s": w_ref,
-                           "agreement": agreement}
-                    row["ratio_median"] = (row["ours_median_s"] / row["ref_median_s"]
-                                           if t_ref else None)
-                    row["ratio_min"] = row["ours_min_s"] / row["ref_min_s"] if t_ref else None
-                    rows.append(row)
-                    writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v)
-                                     for k, v in row.items()})
-                    f.flush()
-                    line = table(TIMING_HEADERS, [_timing_row(row)], widths=PROGRESS_WIDTHS)
-                    print(line.splitlines()[-1], flush=True)
-            del net, model
+                            agreement = cases.agreement(method, np.load(outs["ours"]),
+                                                        np.load(outs["ref"]))
+                        order = list(sides)
+                        for i in range(args.repeats):
+                            for key in (order if i % 2 == 0 else order[::-1]):
+                                times[key].append(sides[key].ask(op="time")["s"])
+                        row = {"net": net_name, "batch": batch, "method": method,
+                               "repeats": args.repeats, "agreement": agreement}
+                        for key, prefix in (("ours", "ours"), ("ref", "ref")):
+                            t = times.get(key)
+                            row[f"{prefix}_median_s"] = statistics.median(t) if t else None
+                            row[f"{prefix}_min_s"] = min(t) if t else None
+                            row[f"{prefix}_max_s"] = max(t) if t else None
+                            row[f"{prefix}_warmup_s"] = warm.get(key)
+                        row["ratio_median"] = (row["ours_median_s"] / row["ref_median_s"]
+                                               if use_ref else None)
+                        row["ratio_min"] = (row["ours_min_s"] / row["ref_min_s"]
+                                            if use_ref else None)
+                        rows.append(row)
+                        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v)
+                                         for k, v in row.items()})
+                        f.flush()
+                        line = table(TIMING_HEADERS, [_timing_row(row)], widths=PROGRESS_WIDTHS)
+                        print(line.splitlines()[-1], flush=True)
+    finally:
+        for side in sides.values():
+            side.close()
     return rows
 
 
@@ -275,16 +304,9 @@ def run_first_call(args, use_ref):
 def main(argv=None):
     args = parse_args(argv)
     configure_threads(args.threads)
-    # What the sensloc command gets: nets.configure_process sets a passive OpenMP wait policy,
-    # but PyTorch's OpenMP runtime, loaded first here, would otherwise read the environment
-    # before it. Set it (unless given) before either loads, so both sides run as in their own
-    # process.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    if args.no_spin:
-        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
-        os.environ["OPENBLAS_THREAD_TIMEOUT"] = "4"
-    # Captum warns on every call (inputs without requires_grad, hooks on ReLUs): noise here.
-    warnings.filterwarnings("ignore", category=UserWarning)
+    # Every worker (timing, memory, first call) inherits this environment: no OpenBLAS pin and
+    # no wait policy; each side sets what it sets itself (see timing_worker.py).
+    removed = [f"{n}={os.environ.pop(n)}" for n in UNSET_FOR_TIMING if n in os.environ]
     add_paths()
     use_ref = not args.no_reference
     if use_ref:
@@ -300,7 +322,11 @@ def main(argv=None):
               "",
               f"- machine: {host['cpu']}, {host['cores']} cores; load average at start "
               f"{host['loadavg']}",
-              f"- threads: {args.threads} (OpenBLAS, Numba, PyTorch); " + _spin_env(),
+              f"- threads: {args.threads} (OpenBLAS, Numba, PyTorch); each library in its own "
+              "process with its own defaults (ours: nets.configure_process(), as the sensloc "
+              "command; PyTorch: none); removed from the benchmark's environment: "
+              + (", ".join(removed) if removed else "nothing (none of "
+                 + ", ".join(UNSET_FOR_TIMING) + " was set)"),
               f"- sensloc backend: {args.backend}",
               "- versions: " + ", ".join(f"{k} {v}" for k, v in versions().items()),
               f"- settings: repeats {args.repeats}, ig-steps {args.ig_steps}, sg-samples "
@@ -342,13 +368,6 @@ def main(argv=None):
                   f"{machine()['loadavg']}")
     (out / "results.md").write_text("\n".join(header) + "\n\n" + "\n\n".join(sections) + "\n")
     print(f"\nwrote {out / 'results.md'}")
-
-
-def _spin_env():
-    names = ("OMP_WAIT_POLICY", "OPENBLAS_THREAD_TIMEOUT", "OPENBLAS_CORETYPE",
-             "NUMBA_THREADING_LAYER")
-    found = [f"{n}={os.environ[n]}" for n in names if n in os.environ]
-    return "environment: " + (", ".join(found) if found else "default wait policies")
 
 
 def _command_line():

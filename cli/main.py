@@ -28,6 +28,7 @@ import argparse
 import os
 import sys
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -597,6 +598,11 @@ def build_parser():
         prog="sensloc", description="Weakly supervised object localization from saliency: "
         "classify photos, explain a class with a heat map, box the object, evaluate CorLoc.")
     parser.add_argument("--version", action="version", version=f"sensloc {__version__}")
+    parser.add_argument("--backend", choices=("auto", "numpy", "numba"), default="auto",
+                        help="what computes the networks: NumPy, or Numba's compiled kernels "
+                             "(compiled on first use after installing, ~25 s, then cached); "
+                             "auto (default): NumPy for a few single-pass maps, Numba for the "
+                             "rest")
     commands = parser.add_subparsers(dest="command", required=True)
 
     p = commands.add_parser("classify", help="top classes of photos")
@@ -742,17 +748,71 @@ def interrupted(args):
     return "sensloc: interrupted" + (f"; {kept()}" if kept else "")
 
 
+#: Saliency methods that cost one forward and one backward pass per image.
+SINGLE_PASS_METHODS = ("gradient", "gradient_x_input", "guided", "deconvnet", "deeplift",
+                       "grad_cam")
+#: At most this many images count as small work (see :func:`command_backend`).
+SMALL_WORK_IMAGES = 8
+
+
+def command_backend(args):
+    """The backend a command computes on: "numpy" for small work, "numba" for the rest.
+
+    Small work is ``explain`` with a single-pass method, ``classify`` of at most
+    :data:`SMALL_WORK_IMAGES` photos and ``demo`` of at most that many images: a SqueezeNet
+    gradient map takes ~0.3-0.9 s on NumPy, less than Numba needs to load its compiled
+    kernels from a warm cache (~1-2 s) and far less than compiling them into an empty one
+    (~25 s, the first run after installing; ``benchmarks/first_run.py``). Everything else
+    (``evaluate``, ``fit-boxes``, ``localize``, ``train-demo``, many-pass methods) runs on
+    Numba, whose compile cost is paid once and then amortised. The choice depends on the
+    command and its arguments only, never on the state of the Numba cache, so a command's
+    output is the same whether the cache was cold or warm (``evaluate``'s maps and their cache
+    always come from Numba). ``sensloc --backend numpy|numba`` overrides it.
+    """
+    if getattr(args, "backend", "auto") != "auto":
+        return args.backend
+    command = getattr(args, "command", None)
+    if command == "explain":
+        small = args.method in SINGLE_PASS_METHODS
+    elif command == "classify":
+        small = len(args.images) <= SMALL_WORK_IMAGES
+    elif command == "demo":
+        small = (len(args.image) if args.image else args.count) <= SMALL_WORK_IMAGES
+    else:
+        small = False
+    return "numpy" if small else "numba"
+
+
+@contextmanager
+def running_on(name):
+    """The block on backend ``name``; on "numpy", with BLAS on one thread.
+
+    One thread because the work is small: a second OpenBLAS thread saves little on one photo,
+    and its pool spins between calls; on the 2-core development machine under load a
+    SqueezeNet gradient took 7 s with two BLAS threads and 0.9 s with one.
+    """
+    from sensloc import nets
+    with nets.backend(name):
+        if name != "numpy":
+            yield
+            return
+        import threadpoolctl
+        with threadpoolctl.threadpool_limits(1, user_api="blas"):
+            yield
+
+
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "target", "top1") != "top1" and not str(args.target).lstrip("-").isdigit():
         parser.error(f"--target must be a class index or top1, got {args.target!r}")
-    # A command owns its process: the fast backend and its process settings (never applied on
-    # import, so `sensloc --help` and a bad argument end before Numba loads).
+    # A command owns its process: its backend (command_backend) and the fast backend's process
+    # settings (never applied on import, so `sensloc --help` and a bad argument end before
+    # Numba loads).
     from sensloc import nets
     nets.configure_process()
     try:
-        with nets.backend("numba"):
+        with running_on(command_backend(args)):
             status = args.run(args)
     except (UsageError, ValueError, OSError, KeyError) as error:
         message = error.args[0] if isinstance(error, KeyError) and error.args else error

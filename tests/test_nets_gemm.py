@@ -72,11 +72,11 @@ def test_packed_matmul_reads_any_strides_and_writes_a_column_block(rng):
 
 
 @pytest.mark.parametrize("m,k,n,dtype", [
-    (gemm.MR, 64, 2 * gemm.NR, np.float32),     # packed
-    (gemm.MR - 1, 64, 200, np.float32),         # too few rows: np.dot
-    (40, 64, 2 * gemm.NR - 1, np.float32),      # too few columns: np.dot
-    (40, 8, 200, np.float32),                   # too shallow: np.dot
-    (40, 64, 200, np.float64),                  # float64: np.dot
+    (gemm.MR, 64, 2 * gemm.NR, np.float32),     # every product goes to BLAS (np.dot):
+    (gemm.MR - 1, 64, 200, np.float32),         # shapes that once chose between the packed
+    (40, 64, 2 * gemm.NR - 1, np.float32),      # kernel and BLAS, kept as cases
+    (40, 8, 200, np.float32),
+    (40, 64, 200, np.float64),
 ])
 def test_matmul_into_from_compiled_code(rng, m, k, n, dtype):
     a, b = rng.normal(size=(m, k)).astype(dtype), rng.normal(size=(k, n)).astype(dtype)

@@ -15,12 +15,13 @@ framework), small enough to read in one sitting:
    broadcasts each of the MR values ``a[i, k]`` and adds ``a[i, k] * b[k, :]`` with fused
    multiply-adds: ``3 MR`` FMAs per ``3 + MR`` loads.
 
-Why not NumPy's BLAS: the OpenBLAS NumPy ships picks its kernels for the CPU it finds unless
-told otherwise, and where ``OPENBLAS_CORETYPE`` names an older family (this project's
-machines set Haswell, 8-lane AVX2, on a CPU with 16-lane AVX-512 FMA units) it leaves half the
-arithmetic width unused. Numba compiles for the host CPU, so this kernel uses its full vector
-width: on VGG16's Winograd products 1.15-1.5x OpenBLAS's throughput, one thread each, on the
-2-core AVX-512 development machine (``benchmarks/gemm.py``).
+Why it is not what the kernels call: it was written against an OpenBLAS pinned to an older
+CPU family (``OPENBLAS_CORETYPE=Haswell``, 8-lane AVX2, on a CPU with 16-lane AVX-512 units),
+where it ran 1.15-1.5x faster. Users' machines do not pin OpenBLAS, and the unpinned build picks
+its AVX-512 (SkylakeX) kernels: there it beats this kernel on every product VGG16 and
+SqueezeNet run (``ours/BLAS`` 0.4-0.95 in ``benchmarks/gemm.py``, run with OPENBLAS_* unset).
+So :func:`matmul_into` calls BLAS; :func:`packed_matmul` stays as the readable account of how
+a BLAS GEMM works and as the benchmark's contender, tested but not on the library's path.
 
 Single-threaded by design: callers (:mod:`nets._numba.kernels`) split their work among Numba's threads
 and call :func:`matmul_into` from each. Float32 only; other dtypes, and products too thin to
@@ -184,8 +185,9 @@ def packed_matmul(a, b, out):
 
 
 def matmul_into(a, b, out):
-    """``out[...] = a @ b``: :func:`packed_matmul` for float32 products that fill tiles, else
-    ``np.dot``. Callable from Numba-compiled code (single-threaded; see the module docstring).
+    """``out[...] = a @ b`` with BLAS (``np.dot``; inside Numba that is SciPy's BLAS).
+    Callable from Numba-compiled code (single-threaded under
+    :func:`nets._numba.kernels.serial_blas`; see the module docstring).
 
     Parameters
     ----------
@@ -211,16 +213,7 @@ def _dot_copy(a, b, out):
 
 @overload(matmul_into, jit_options={"cache": True})
 def _matmul_into(a, b, out):
-    # np.dot writes only into C-contiguous arrays; a column block of one is strided.
+    # np.dot writes only into C-contiguous arrays; a column block of one is strided. Unpinned
+    # OpenBLAS beats packed_matmul on every shape measured (benchmarks/gemm.py), so no branch.
     blas = _dot_into if out.layout == "C" else _dot_copy
-    if not a.dtype == b.dtype == out.dtype == types.float32:
-        return lambda a, b, out: blas(a, b, out)
-
-    def impl(a, b, out):
-        # Below two panels of columns the zero padding of the last one costs more than the
-        # wider vectors gain (measured: 512 x 512 @ 512 x 49).
-        if a.shape[0] >= MR and b.shape[1] >= 2 * NR and a.shape[1] >= 16:
-            packed_matmul(a, b, out)
-        else:
-            blas(a, b, out)
-    return impl
+    return lambda a, b, out: blas(a, b, out)

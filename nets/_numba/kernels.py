@@ -26,8 +26,9 @@ The transformed kernels are kept between passes, per weight array (:func:`winogr
 
 Threads: one pool does all the parallel work of a pass, Numba's. GEMMs are split among its
 threads (:func:`gemm` by columns or rows, :func:`winograd_products` by transformed position),
-each running the single-threaded Numba GEMM of :mod:`nets._numba.gemm` (or, for thin products,
-a BLAS kept single-threaded by :func:`serial_blas`), and the other kernels split their outputs,
+each running a BLAS GEMM kept single-threaded by :func:`serial_blas`
+(:func:`nets._numba.gemm.matmul_into`; the packed Numba GEMM beside it loses to unpinned
+OpenBLAS on every shape here), and the other kernels split their outputs,
 so no two threads ever write the same element. The process settings that make this pool fast
 (passive OpenMP waiting, glibc keeping freed memory) are the business of
 :func:`nets.backends.configure_process`, never of this module: importing it changes nothing in
