@@ -236,3 +236,30 @@ def test_top1_agrees_with_the_tflite_interpreter(name, tmp_path):
           f"TFLite {correct_theirs}")
     assert agree >= 0.95 * len(rows)
     assert correct_ours >= 0.6 * len(rows)  # a real classifier (measured 75-79% on all photos)
+
+
+# ------------------------------------------------------------------ every method and preset
+
+def test_every_map_method_and_preset_runs_on_mobilenet_v2():
+    """Each map kind the methods offer, and each map every preset reads, computes on
+    MobileNetV2 (random weights, 64 x 64): the shape of the input, finite, not all zero."""
+    from sensloc.localize.presets import PRESETS, mix_specs, objectness_layers, preset
+    from sensloc.saliency.maps import METHOD_OPTIONS, MapSpec
+    net = nets.random_parameters(nets.build("mobilenet_v2"), seed=1)
+    x = np.random.default_rng(0).normal(size=(1, 3, 64, 64)).astype(np.float32)
+    specs = {MapSpec.make(method) for method in METHOD_OPTIONS
+             if method not in ("activations", "integrated_gradients", "smoothgrad",
+                               "occlusion")}
+    specs |= {MapSpec.make("integrated_gradients", steps=4), MapSpec.make("smoothgrad", samples=2),
+              MapSpec.make("occlusion", window=32, stride=32)}
+    specs |= set(mix_specs("mobilenet_v2")) | set(objectness_layers("mobilenet_v2"))
+    for name in PRESETS:
+        assert preset(name, "mobilenet_v2") is not None
+    with nets.backend("numba"):
+        for spec in sorted(specs, key=lambda s: s.name):
+            heat = spec.compute(net, x, np.array([5]))
+            if spec.method == "activations":
+                assert heat.shape[2:] == (2, 2), spec.name   # 64 / 32
+            else:
+                assert heat.shape == (1, 64, 64), spec.name
+            assert np.isfinite(heat).all() and np.abs(heat).max() > 0, spec.name
