@@ -65,7 +65,7 @@ def gradcam_module(model, net_name):
     if net_name == "squeezenet1_0":
         return model.features[-1]                                         # fire9
     if net_name == "mobilenet_v2":
-        return model.head_relu6
+        return model.head_relu                                           # head_relu6
     raise ValueError(net_name)
 
 
