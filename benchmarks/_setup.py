@@ -15,11 +15,11 @@ TESTS = ROOT / "tests"
 
 #: Input side of each network (VGG16's fully connected head fixes 224; SqueezeNet 1.0 was
 #: trained at 227, nets' ``default_input_size``).
-INPUT_SIDE = {"vgg16": 224, "squeezenet1_0": 227}
+INPUT_SIDE = {"vgg16": 224, "squeezenet1_0": 227, "mobilenet_v2": 224}
 #: The class every map explains (fixed, so both sides do the same work).
 TARGET = 1
 #: Grad-CAM layer per network (nets' layer names).
-GRADCAM_LAYER = {"vgg16": "relu5_3", "squeezenet1_0": "fire9"}
+GRADCAM_LAYER = {"vgg16": "relu5_3", "squeezenet1_0": "fire9", "mobilenet_v2": "head_relu6"}
 
 _THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
                      "NUMBA_NUM_THREADS")

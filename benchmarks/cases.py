@@ -24,6 +24,7 @@ smoothgrad           ``smoothgrad(samples, sigma=0.15,         ``NoiseTunnel(Sal
                                                                 (8 images per pass, as ours),
                                                                 stdev 0.15 * (max - min) of the batch
 grad_cam             ``saliency.grad_cam`` at relu5_3 / fire9  ``LayerGradCam`` at the same module,
+                     / head_relu6 (MobileNetV2)
                                                                 ``relu_attributions=True``
 ==================== ========================================= ===========================================
 """
@@ -63,7 +64,30 @@ def gradcam_module(model, net_name):
         return [m for m in model.features if isinstance(m, nn.ReLU)][-1]   # relu5_3
     if net_name == "squeezenet1_0":
         return model.features[-1]                                         # fire9
+    if net_name == "mobilenet_v2":
+        return model.head_relu                                           # head_relu6
     raise ValueError(net_name)
+
+
+def teach_captum_relu6():
+    """Make Captum 0.9 treat ``nn.ReLU6`` as it treats ``nn.ReLU`` (process-wide).
+
+    Its guided backprop and deconvolution hook ``nn.ReLU`` modules only, and its DeepLIFT
+    applies the rescale rule only to the module types of its table: without this, its maps of
+    MobileNetV2 are the plain gradient at every ReLU6 (tests/test_nets_mobilenet.py does the
+    same, scoped to each test).
+    """
+    import torch.nn as nn
+    from captum._utils.common import _register_backward_hook
+    from captum.attr._core import deep_lift
+    from captum.attr._core.guided_backprop_deconvnet import ModifiedReluGradientAttribution
+
+    def register_hooks(self, module):
+        if isinstance(module, (nn.ReLU, nn.ReLU6)):
+            self.backward_hooks.extend(_register_backward_hook(module, self._backward_hook, self))
+
+    ModifiedReluGradientAttribution._register_hooks = register_hooks
+    deep_lift.SUPPORTED_NON_LINEAR[nn.ReLU6] = deep_lift.nonlinear
 
 
 def reference(method, model, net_name, x, cfg):
@@ -71,6 +95,8 @@ def reference(method, model, net_name, x, cfg):
     import torch
     from captum import attr
 
+    if net_name == "mobilenet_v2":
+        teach_captum_relu6()
     xt = torch.from_numpy(np.ascontiguousarray(x).copy())
     t, bs, n = TARGET, cfg["batch_size"], len(x)
 

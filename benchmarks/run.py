@@ -38,7 +38,7 @@ from benchmarks._setup import (add_paths, configure_threads, machine,  # noqa: E
                                reference_available, versions)
 from benchmarks.cases import EXPENSIVE, METHODS  # noqa: E402
 
-NETS = ("vgg16", "squeezenet1_0")
+NETS = ("vgg16", "squeezenet1_0", "mobilenet_v2")
 QUICK = {"batch": "1", "repeats": 3, "ig_steps": 8, "sg_samples": 4}
 FULL = {"batch": "1,8", "repeats": 9, "ig_steps": 32, "sg_samples": 16}
 

@@ -632,8 +632,9 @@ def build_parser():
     a.add_argument("--from", dest="source", choices=("keras", "torchvision"), default=None,
                    help="where to download from (default: the architecture's first source)")
     a.set_defaults(run=cmd_weights_fetch)
-    a = actions.add_parser("convert", help="convert a Keras .h5, torchvision .pth or "
-                                           "Deep Compression .net file and install it")
+    a = actions.add_parser("convert", help="convert a Keras .h5, torchvision .pth, Deep "
+                                           "Compression .net or MobileNetV2 .tflite file and "
+                                           "install it")
     a.add_argument("file", help="the file to convert")
     a.add_argument("--out", help="write here instead of the user cache")
     a.set_defaults(run=cmd_weights_convert)

@@ -61,9 +61,15 @@ def objectness_layers(architecture):
     """The layers whose activations describe the cells of ``best``: the feature layer and the
     pooling layer that opens its block, on the same grid (SqueezeNet: ``pool8`` and ``fire9``,
     13 x 13; VGG16: ``pool4`` and ``relu5_3``, 14 x 14; the small VGG: ``pool3`` and
-    ``relu4_2``)."""
+    ``relu4_2``; MobileNetV2: ``block14``, the first block at 1/32 of the input, and
+    ``head_relu6``, 7 x 7)."""
     last = feature_layer(architecture)
-    before = "pool8" if last == "fire9" else f"pool{int(last[4]) - 1}"  # relu5_3 -> pool4
+    if last == "fire9":
+        before = "pool8"
+    elif last == "head_relu6":
+        before = "block14"
+    else:
+        before = f"pool{int(last[4]) - 1}"  # relu5_3 -> pool4
     return tuple(MapSpec.make("activations", layer=name) for name in (before, last))
 
 

@@ -28,8 +28,10 @@ import numpy as np
 
 from sensloc.nets.backends import (backend, configure_process, current_backend,
                                   use_backend)
-from sensloc.nets.layers import (Concat, Conv2d, Fire, Flatten, GlobalAvgPool2d, Layer, Linear,
-                                 MaxPool2d, PoolCache, ReLU)
+from sensloc.nets.layers import (Concat, Conv2d, DepthwiseConv2d, Fire, Flatten,
+                                 GlobalAvgPool2d, InvertedResidual, Layer, Linear, MaxPool2d,
+                                 PoolCache, ReLU, ReLU6, SamePad2d)
+from sensloc.nets.mobilenet import mobilenet_v2
 from sensloc.nets.network import Network, Trace, softmax
 from sensloc.nets.squeezenet import squeezenet1_0
 from sensloc.nets import training
@@ -39,6 +41,7 @@ from sensloc.nets.vgg import CONFIGURATIONS, vgg, vgg_small
 ARCHITECTURES = {name: partial(vgg, name) for name in CONFIGURATIONS}
 ARCHITECTURES["squeezenet1_0"] = squeezenet1_0
 ARCHITECTURES["vgg_small"] = vgg_small
+ARCHITECTURES["mobilenet_v2"] = mobilenet_v2
 
 
 def build(name, **options):
@@ -47,7 +50,8 @@ def build(name, **options):
     Parameters
     ----------
     name : str
-        One of :data:`ARCHITECTURES`: vgg11, vgg13, vgg16, vgg19, squeezenet1_0, vgg_small.
+        One of :data:`ARCHITECTURES`: vgg11, vgg13, vgg16, vgg19, squeezenet1_0, vgg_small,
+        mobilenet_v2.
     **options
         Passed to the builder (e.g. ``num_classes``).
     """
@@ -74,7 +78,8 @@ def random_parameters(net, seed=0):
     return net.load_parameters(params)
 
 
-__all__ = ["ARCHITECTURES", "CONFIGURATIONS", "Concat", "Conv2d", "Fire", "Flatten",
-           "GlobalAvgPool2d", "Layer", "Linear", "MaxPool2d", "Network", "PoolCache", "ReLU",
+__all__ = ["ARCHITECTURES", "CONFIGURATIONS", "Concat", "Conv2d", "DepthwiseConv2d", "Fire",
+           "Flatten", "GlobalAvgPool2d", "InvertedResidual", "Layer", "Linear", "MaxPool2d",
+           "Network", "PoolCache", "ReLU", "ReLU6", "SamePad2d", "mobilenet_v2",
            "Trace", "build", "random_parameters", "softmax", "squeezenet1_0", "training", "vgg",
            "vgg_small", "backend", "configure_process", "current_backend", "use_backend"]

@@ -31,7 +31,9 @@ BACKENDS = {"numpy": "sensloc.nets.reference", "numba": "sensloc.nets._numba"}
 OPERATIONS = ("conv_output_size", "pool_output_size",
               "conv2d_forward", "conv2d_backward_input", "conv2d_backward_weight",
               "linear_forward", "linear_backward_input", "linear_backward_weight",
-              "relu", "relu_backward", "relu_rule", "max_pool_forward", "max_pool_route")
+              "relu", "relu_backward", "relu_rule", "max_pool_forward", "max_pool_route",
+              "depthwise_conv2d_forward", "depthwise_conv2d_backward_input",
+              "depthwise_conv2d_backward_weight", "relu6", "relu6_backward", "relu6_rule")
 DEFAULT = "numpy"
 
 _state = {"name": DEFAULT, "module": None}

@@ -16,12 +16,19 @@ Rules are duck-typed objects supplied by ``saliency``; ``nets`` knows only this 
 ``rule.relu(signal, eta, eta_ref)``
     the signal at a ReLU's input, given the signal at its output, the forward input ``eta`` and,
     for reference-based rules, the reference pass's input ``eta_ref`` (else ``None``).
+``rule.relu6(signal, eta, eta_ref)``
+    the same for a ReLU6 (MobileNetV2), whose derivative is ``1[0 < eta < 6]``.
 ``rule.max_pool(layer, signal, cache, ref_cache)``
     the signal at a max pool's input; ``layer.route(signal, cache)`` is the switch routing
     that the gradient uses.
 
 ``rule=None`` means the plain gradient. Arrays are float32 batches ``(N, C, H, W)`` for
 spatial layers and ``(N, D)`` for fully connected ones.
+
+Branches are linear too: where a signal splits in the forward pass (SqueezeNet's fire module
+feeding two expands, MobileNetV2's residual connection) the backward signals ADD where the
+branches met, and where two branches are summed (a residual addition) the signal goes back
+unchanged down both.
 
 The arithmetic is done by the current backend's operations, ``ops.conv2d_forward`` and so on
 (:mod:`nets.backends`): by default :mod:`nets.reference`, where each is the NumPy of its
@@ -276,4 +283,156 @@ class Fire(Layer):
         params = {}
         for layer in (self.squeeze, self.expand1, self.expand3):
             params.update(layer.parameters())
+        return params
+
+
+class DepthwiseConv2d(Layer):
+    """Depthwise convolution: every channel filtered by its own ``K x K`` kernel.
+
+    ``y[n, c] = b[c] + w[c, 0] (*) x[n, c]``, a convolution with ``groups = C`` (PyTorch's
+    ``Conv2d(C, C, K, groups=C)``, TensorFlow's ``DepthwiseConv2D``). Its backward pass is
+    Eq. 1's linear half channel by channel: a transposed convolution of each channel's signal
+    with that channel's kernel (:func:`nets.reference.depthwise_conv2d_backward_input`).
+
+    Parameters
+    ----------
+    weight : (C, 1, K, K) float32
+    bias : (C,) float32
+    stride, padding : int
+    """
+
+    def __init__(self, name, channels, kernel_size, stride=1, padding=0):
+        super().__init__(name)
+        self.in_channels = self.out_channels = channels
+        self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
+        self.weight = np.zeros((channels, 1, kernel_size, kernel_size), np.float32)
+        self.bias = np.zeros(channels, np.float32)
+
+    def forward(self, x):
+        """(N, C, H, W) -> (N, C, OH, OW); the cache is the input."""
+        return ops.depthwise_conv2d_forward(x, self.weight, self.bias, self.stride,
+                                            self.padding), x
+
+    def backward(self, dy, cache, rule=None, ref_cache=None):
+        """``dx[n, c] = w[c, 0] (*)^T dy[n, c]``: (N, C, OH, OW) -> (N, C, H, W). Rule-independent."""
+        return ops.depthwise_conv2d_backward_input(dy, self.weight, cache.shape, self.stride,
+                                                   self.padding)
+
+    def backward_parameters(self, dy, cache):
+        """``dw[c, 0] = sum_n dy[n, c] (*) x[n, c]`` (C, 1, K, K) and ``db[c]`` (C,), for training."""
+        dw, db = ops.depthwise_conv2d_backward_weight(dy, cache, self.kernel_size, self.stride,
+                                                      self.padding)
+        return {"weight": dw, "bias": db}
+
+    def parameters(self):
+        return {self.name: {"weight": self.weight, "bias": self.bias}}
+
+
+class ReLU6(Layer):
+    """``g(eta) = min(max(eta, 0), 6)``: a ReLU capped at 6 (MobileNetV2).
+
+    Two kinks: the derivative is ``g'(eta) = 1[0 < eta < 6]``, so with no rule
+    ``s_in = 1[0 < eta < 6] * s`` (:func:`nets.reference.relu6_backward`); with a rule the step
+    is ``rule.relu6(s, eta, eta_ref)`` (:func:`nets.reference.relu6_rule`). The cache is the
+    forward input ``eta``. Any shape.
+    """
+
+    def forward(self, x):
+        return ops.relu6(x), x
+
+    def backward(self, dy, cache, rule=None, ref_cache=None):
+        if rule is None:
+            return ops.relu6_backward(dy, cache)
+        return ops.relu6_rule(rule, dy, cache, ref_cache)
+
+
+def same_padding(size, kernel, stride):
+    """TensorFlow's ``SAME`` padding along one axis: ``(before, after)`` pixels.
+
+    ``total = max((ceil(size / stride) - 1) * stride + kernel - size, 0)``, the smaller half
+    before. At stride 2 on an even size that is 0 before and 1 after, which no symmetric
+    padding expresses.
+    """
+    total = max((-(-size // stride) - 1) * stride + kernel - size, 0)
+    return total // 2, total - total // 2
+
+
+class SamePad2d(Layer):
+    """Zero padding that makes the next ``kernel x kernel``, ``stride`` convolution (with no
+    padding of its own) give TensorFlow's ``SAME`` output, ``ceil(H / stride)`` rows, for any
+    input size (:func:`same_padding`).
+
+    (N, C, H, W) -> (N, C, H + top + bottom, W + left + right); linear, its backward pass cuts
+    the padding's share of the signal away (nothing flows back to a constant zero).
+    """
+
+    def __init__(self, name, kernel_size, stride):
+        super().__init__(name)
+        self.kernel_size, self.stride = kernel_size, stride
+
+    def forward(self, x):
+        (top, bottom), (left, right) = (same_padding(size, self.kernel_size, self.stride)
+                                        for size in x.shape[2:])
+        y = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)))
+        return y, (top, left, x.shape)
+
+    def backward(self, dy, cache, rule=None, ref_cache=None):
+        top, left, (_, _, h, w) = cache
+        return np.ascontiguousarray(dy[:, :, top:top + h, left:left + w])
+
+
+class InvertedResidual(Layer):
+    """MobileNetV2's block (Sandler et al., 2018, Fig. 4d): widen, filter each channel, narrow.
+
+    ::
+
+        h = relu6(expand(x))                   1x1 convolution to t * C channels (absent if t = 1)
+        h = relu6(depthwise(same_pad(h)))      3x3 depthwise convolution, stride s
+        y = project(h) [+ x]                   1x1 convolution back to C' channels, NO nonlinearity
+
+    The projection is linear (the "linear bottleneck"); where ``s = 1`` and ``C' = C`` the
+    block's input is added to its output. The addition is linear with weight 1 on both inputs,
+    so in Eq. 1 the signal at ``y`` reaches ``x`` twice: unchanged along the skip connection,
+    and through the block's layers; the two add at ``x``. Attribution rules act only at the two
+    ReLU6s inside.
+
+    Sub-layers are named ``{name}.expand``, ``{name}.expand_relu6``, ``{name}.pad``,
+    ``{name}.depthwise``, ``{name}.depthwise_relu6``, ``{name}.project``.
+    """
+
+    def __init__(self, name, in_channels, expansion, out_channels, stride):
+        super().__init__(name)
+        hidden = in_channels * expansion
+        self.in_channels, self.out_channels, self.stride = in_channels, out_channels, stride
+        steps = []
+        if expansion != 1:
+            steps += [Conv2d(f"{name}.expand", in_channels, hidden, 1),
+                      ReLU6(f"{name}.expand_relu6")]
+        steps += [SamePad2d(f"{name}.pad", 3, stride),
+                  DepthwiseConv2d(f"{name}.depthwise", hidden, 3, stride),
+                  ReLU6(f"{name}.depthwise_relu6"),
+                  Conv2d(f"{name}.project", hidden, out_channels, 1)]
+        self.steps = steps
+        for step in steps:  # as attributes too, so that Network.astype finds them
+            setattr(self, step.name.rsplit(".", 1)[1], step)
+        self.residual = stride == 1 and in_channels == out_channels
+
+    def forward(self, x):
+        caches, h = {}, x
+        for step in self.steps:
+            h, caches[step.name] = step.forward(h)
+        return (x + h if self.residual else h), caches
+
+    def backward(self, dy, cache, rule=None, ref_cache=None):
+        ds = dy
+        for step in reversed(self.steps):
+            ref = None if ref_cache is None else ref_cache[step.name]
+            ds = step.backward(ds, cache[step.name], rule, ref)
+        # the skip connection carries dy back unchanged; the two signals add at x
+        return ds + dy if self.residual else ds
+
+    def parameters(self):
+        params = {}
+        for step in self.steps:
+            params.update(step.parameters())
         return params

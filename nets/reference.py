@@ -138,6 +138,93 @@ def conv2d_backward_weight(dy, x, kernel_size, stride, padding):
     return dw, dy.sum(axis=(0, 2, 3))
 
 
+# ---------------------------------------------------------------------------------- depthwise
+
+def depthwise_conv2d_forward(x, w, b, stride, padding):
+    """Depthwise convolution: output channel ``c`` reads input channel ``c`` only.
+
+    ``y[n, c, oh, ow] = b[c] + sum_{i,j} w[c, 0, i, j] * x_pad[n, c, s*oh + i, s*ow + j]``
+
+    A grouped convolution with one group per channel: :func:`conv2d_forward` with the sum over
+    input channels dropped. Looping over the kernel taps, each tap is an elementwise product.
+
+    Parameters
+    ----------
+    x : (N, C, H, W) array
+    w : (C, 1, KH, KW) array (PyTorch's layout for ``groups=C``)
+    b : (C,) array
+    stride, padding : int
+
+    Returns
+    -------
+    y : (N, C, OH, OW) array of ``x``'s dtype
+    """
+    n, c, h, wd = x.shape
+    _, _, kh, kw = w.shape
+    oh, ow = conv_output_size(h, kh, stride, padding), conv_output_size(wd, kw, stride, padding)
+    xp, w = _pad(x, padding), w.astype(x.dtype, copy=False)
+    y = np.zeros((n, c, oh, ow), x.dtype)
+    for i, j, rows, cols in _taps(kh, kw, stride, oh, ow):
+        y += w[:, 0, i, j][:, None, None] * xp[:, :, rows, cols]
+    return y + b.astype(x.dtype)[:, None, None]
+
+
+def depthwise_conv2d_backward_input(dy, w, input_shape, stride, padding):
+    """The input signal of a depthwise convolution: a transposed convolution per channel.
+
+    ``dx_pad[n, c, s*oh + i, s*ow + j] += w[c, 0, i, j] * dy[n, c, oh, ow]``
+
+    summed over the taps ``i, j`` only (channel ``c`` of the output read channel ``c`` of the
+    input and nothing else), then the padding's share dropped: Eq. 1's ``sum_k w_ki s_k`` where
+    the ``k`` are the outputs of the same channel whose window covers ``i``.
+
+    Parameters
+    ----------
+    dy : (N, C, OH, OW) array
+    w : (C, 1, KH, KW) array
+    input_shape : tuple (N, C, H, W)
+    stride, padding : int
+
+    Returns
+    -------
+    dx : (N, C, H, W) array of ``dy``'s dtype
+    """
+    n, c, h, wd = input_shape
+    _, _, kh, kw = w.shape
+    oh, ow = dy.shape[2:]
+    w = w.astype(dy.dtype, copy=False)
+    dxp = np.zeros((n, c, h + 2 * padding, wd + 2 * padding), dy.dtype)
+    for i, j, rows, cols in _taps(kh, kw, stride, oh, ow):
+        dxp[:, :, rows, cols] += w[:, 0, i, j][:, None, None] * dy
+    return dxp[:, :, padding:padding + h, padding:padding + wd]
+
+
+def depthwise_conv2d_backward_weight(dy, x, kernel_size, stride, padding):
+    """Parameter gradients of a depthwise convolution.
+
+    ``dw[c, 0, i, j] = sum_{n,oh,ow} dy[n, c, oh, ow] * x_pad[n, c, s*oh + i, s*ow + j]`` and
+    ``db[c] = sum_{n,oh,ow} dy[n, c, oh, ow]``.
+
+    Parameters
+    ----------
+    dy : (N, C, OH, OW) array
+    x : (N, C, H, W) array
+        The forward input.
+    kernel_size, stride, padding : int
+
+    Returns
+    -------
+    dw : (C, 1, K, K) array of ``dy``'s dtype
+    db : (C,) array
+    """
+    oh, ow = dy.shape[2:]
+    xp = _pad(x, padding).astype(dy.dtype, copy=False)
+    dw = np.empty((x.shape[1], 1, kernel_size, kernel_size), dy.dtype)
+    for i, j, rows, cols in _taps(kernel_size, kernel_size, stride, oh, ow):
+        dw[:, 0, i, j] = np.einsum("nchw,nchw->c", dy, xp[:, :, rows, cols])
+    return dw, dy.sum(axis=(0, 2, 3))
+
+
 # ---------------------------------------------------------------------------------- fully connected
 
 def linear_forward(x, w, b):
@@ -182,6 +269,33 @@ def relu_rule(rule, signal, eta, eta_ref):
     mark their ``relu`` method as having one; see :mod:`nets.backends`.)
     """
     return rule.relu(signal, eta, eta_ref)
+
+
+# ---------------------------------------------------------------------------------- ReLU6
+
+def relu6(eta):
+    """``g(eta) = min(max(eta, 0), 6)`` elementwise (MobileNetV2's nonlinearity); any shape."""
+    return np.minimum(np.maximum(eta, 0), eta.dtype.type(6))
+
+
+def relu6_backward(signal, eta):
+    """The gradient through a ReLU6: ``s_in = g'(eta) * s = 1[0 < eta < 6] * s``.
+
+    Two kinks, at 0 and at 6, where ``g'`` is taken as 0 (PyTorch's ``hardtanh`` backward does
+    the same). ``signal`` and ``eta`` share one shape; the result has ``signal``'s dtype.
+    """
+    return ((eta > 0) & (eta < 6)) * signal
+
+
+def relu6_rule(rule, signal, eta, eta_ref):
+    """The signal at a ReLU6's input under an attribution ``rule``:
+    ``rule.relu6(signal, eta, eta_ref)`` (see :mod:`saliency.rules`); a rule written for ReLU
+    only is refused with a message rather than silently treated as a ReLU."""
+    method = getattr(rule, "relu6", None)
+    if method is None:
+        raise TypeError(f"the rule {rule!r} has no relu6 method; networks with ReLU6 "
+                        "(MobileNetV2) need one (see sensloc.saliency.rules)")
+    return method(signal, eta, eta_ref)
 
 
 # ---------------------------------------------------------------------------------- max pooling

@@ -4,7 +4,8 @@ Grad-CAM (:func:`sensloc.saliency.grad_cam`), neuron selection
 (:func:`sensloc.saliency.neuron_selection`) and the localization presets
 (:mod:`sensloc.localize.presets`) read this layer by default, so ``sensloc explain --method
 grad_cam`` and ``sensloc localize --preset grad_cam`` explain the same layer. Each architecture
-declares it (``Network.feature_layer``): ``relu5_3`` for VGG16, ``fire9`` for SqueezeNet 1.0.
+declares it (``Network.feature_layer``): ``relu5_3`` for VGG16, ``fire9`` for SqueezeNet 1.0,
+``head_relu6`` for MobileNetV2.
 """
 from functools import lru_cache
 

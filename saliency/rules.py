@@ -9,6 +9,10 @@ object with two methods; a new rule touches no layer code:
 ``relu(signal, eta, eta_ref)``
     signal at the ReLU's input, given the signal at its output, the forward input ``eta`` and,
     for reference-based rules, the reference pass's input ``eta_ref``. Arrays share one shape.
+``relu6(signal, eta, eta_ref)``
+    the same at a ReLU6, ``g(eta) = min(max(eta, 0), 6)`` (MobileNetV2), whose derivative
+    ``1[0 < eta < 6]`` has a second kink at 6. Each rule below treats it as it treats the ReLU:
+    its gate is the derivative, its secant that of ReLU6.
 ``max_pool(layer, signal, cache, ref_cache)``
     signal at a max pool's input. The default routes the signal through the switches of the
     forward pass (``layer.route``), which is the gradient of max pooling.
@@ -52,6 +56,10 @@ class Gradient(Rule):
 
     relu.fused = "gradient"
 
+    def relu6(self, signal, eta, eta_ref):
+        """``s_in = 1[0 < eta < 6] * s``."""
+        return ((eta > 0) & (eta < 6)) * signal
+
 
 class Guided(Rule):
     """Guided backpropagation (Springenberg et al., 2015): ``s_in = 1[eta > 0] * 1[s > 0] * s``.
@@ -67,6 +75,12 @@ class Guided(Rule):
 
     relu.fused = "guided"
 
+    def relu6(self, signal, eta, eta_ref):
+        """``s_in = 1[0 < eta < 6] * 1[s > 0] * s``: the ReLU6's derivative as the forward gate
+        (Captum's guided backprop rectifies the gradient at the module's input, which for a
+        ReLU6 is this)."""
+        return ((eta > 0) & (eta < 6)) * (signal > 0) * signal
+
 
 class Deconvnet(Rule):
     """Deconvnet (Zeiler & Fergus, 2014): ``s_in = 1[s > 0] * s``, ignoring the forward input.
@@ -81,6 +95,12 @@ class Deconvnet(Rule):
         return (signal > 0) * signal
 
     relu.fused = "deconvnet"
+
+    def relu6(self, signal, eta, eta_ref):
+        """``s_in = 1[s > 0] * s``, as at a ReLU: deconvnet rectifies the backward signal and
+        ignores the forward input, so the cap at 6 (a property of ``eta``) plays no part.
+        Captum's deconvolution does the same (it rectifies the module's output gradient)."""
+        return (signal > 0) * signal
 
 
 class Rescale(Rule):
@@ -147,6 +167,19 @@ class Rescale(Rule):
         return np.where(usable, secant, (eta > 0) * signal)
 
     relu.fused = "rescale"
+
+    def relu6(self, signal, eta, eta_ref):
+        """The secant of ReLU6, ``(relu6(eta) - relu6(eta_ref)) / (eta - eta_ref)``, where
+        ``|eta - eta_ref| >= eps``; the derivative ``1[0 < eta < 6]`` elsewhere."""
+        if eta_ref is None:
+            raise ValueError("the rescale rule needs the reference pass (ref_trace)")
+        delta_in = eta - eta_ref
+        usable = np.abs(delta_in) >= self.eps
+        six = eta.dtype.type(6)
+        delta_out = (np.minimum(np.maximum(eta, 0), six)
+                     - np.minimum(np.maximum(eta_ref, 0), six))
+        secant = signal * delta_out / np.where(usable, delta_in, 1)
+        return np.where(usable, secant, ((eta > 0) & (eta < 6)) * signal)
 
     def max_pool(self, layer, signal, cache, ref_cache):
         if self.max_pool_mode == "gradient":

@@ -158,12 +158,13 @@ def test_one_feature_layer_for_grad_cam_neuron_selection_and_the_presets(rng):
     from sensloc import nets, saliency
     from sensloc.saliency.layers import feature_layer
     assert feature_layer("squeezenet1_0") == "fire9" and feature_layer("vgg16") == "relu5_3"
+    assert feature_layer("mobilenet_v2") == "head_relu6"
     for architecture in nets.ARCHITECTURES:
         layer = feature_layer(architecture)
         assert presets.preset("grad_cam", architecture).spec.options == (("layer", layer),)
         assert dict(presets.preset("dwaraknath", architecture).spec.options)["layer"] == layer
         assert dict(presets.preset("mix", architecture).map_specs[-1].options)["layer"] == layer
-        small = {} if architecture.startswith("squeezenet") else {"input_size": 32, "hidden": 8}
+        small = {"input_size": 32, "hidden": 8} if architecture.startswith("vgg") else {}
         nets.build(architecture, num_classes=4, **small).layer(layer)  # the layer exists
     net = nets.random_parameters(nets.squeezenet1_0(num_classes=5), seed=1)
     x = rng.normal(size=(1, 3, 67, 67)).astype(np.float32)

@@ -12,8 +12,8 @@ import pytest
 from autograd import grad
 
 from sensloc import nets
-from sensloc.nets import (Concat, Conv2d, Fire, Flatten, GlobalAvgPool2d, Linear, MaxPool2d, ReLU,
-                          reference)
+from sensloc.nets import (Concat, Conv2d, DepthwiseConv2d, Fire, Flatten, GlobalAvgPool2d,
+                          InvertedResidual, Linear, MaxPool2d, ReLU, ReLU6, SamePad2d, reference)
 
 
 @pytest.fixture(autouse=True, params=["numpy", "numba"])
@@ -35,6 +35,35 @@ def ag_conv(x, w, b, stride, padding):
             patch = xp[:, :, i:i + stride * oh:stride, j:j + stride * ow:stride]
             y = y + anp.einsum("nchw,oc->nohw", patch, w[:, :, i, j])
     return y + b[None, :, None, None]
+
+
+def ag_depthwise(x, w, b, stride, padding):
+    """``y[n, c] = b[c] + sum_{i,j} w[c, 0, i, j] x_pad[n, c, s*oh + i, s*ow + j]``."""
+    n, c, h, wd = x.shape
+    k = w.shape[2]
+    oh = (h + 2 * padding - k) // stride + 1
+    ow = (wd + 2 * padding - k) // stride + 1
+    xp = anp.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)), mode="constant")
+    y = 0.0
+    for i in range(k):
+        for j in range(k):
+            patch = xp[:, :, i:i + stride * oh:stride, j:j + stride * ow:stride]
+            y = y + patch * w[None, :, 0, i, j, None, None]
+    return y + b[None, :, None, None]
+
+
+def ag_same_pad(x, k, stride):
+    """TensorFlow's SAME padding, written out: pad to ``(ceil(H/s) - 1) s + k`` rows, the
+    smaller half before."""
+    pads = []
+    for size in x.shape[2:]:
+        total = max((-(-size // stride) - 1) * stride + k - size, 0)
+        pads.append((total // 2, total - total // 2))
+    return anp.pad(x, ((0, 0), (0, 0)) + tuple(pads), mode="constant")
+
+
+def ag_relu6(v):
+    return anp.minimum(anp.maximum(v, 0.0), 6.0)
 
 
 def ag_max_pool(x, k, stride, padding, ceil_mode):
@@ -162,6 +191,80 @@ def test_fire_module(rng):
         return anp.concatenate([e1, e3], axis=1)
 
     check_layer(fire, rng.normal(size=(2, 6, 7, 6)).astype(np.float32), reference, rng)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_depthwise_conv2d(seed):
+    rng = np.random.default_rng(300 + seed)
+    k, s, p = int(rng.choice([1, 3, 5])), int(rng.integers(1, 4)), int(rng.integers(0, 3))
+    c = int(rng.integers(1, 7))
+    layer = DepthwiseConv2d("dw", c, k, stride=s, padding=p)
+    layer.weight[...] = rng.normal(size=layer.weight.shape)
+    layer.bias[...] = rng.normal(size=c)
+    x = rng.normal(size=(2, c, k + int(rng.integers(0, 9)), k + int(rng.integers(0, 9))))
+    w, b = layer.weight.astype(np.float64), layer.bias.astype(np.float64)
+    check_layer(layer, x.astype(np.float32), lambda v: ag_depthwise(v, w, b, s, p), rng)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_depthwise_conv2d_parameter_gradients(seed):
+    rng = np.random.default_rng(400 + seed)
+    k, s, p = int(rng.choice([1, 3])), int(rng.integers(1, 3)), int(rng.integers(0, 2))
+    c = int(rng.integers(1, 6))
+    layer = DepthwiseConv2d("dw", c, k, stride=s, padding=p)
+    layer.weight, layer.bias = rng.normal(size=layer.weight.shape), rng.normal(size=c)
+    x = rng.normal(size=(3, c, k + int(rng.integers(0, 9)), k + int(rng.integers(0, 9))))
+    y, cache = layer.forward(x)
+    dy = rng.normal(size=y.shape)
+    grads = layer.backward_parameters(dy, cache)
+    dw = grad(lambda w: anp.sum(ag_depthwise(x, w, layer.bias, s, p) * dy))(layer.weight)
+    db = grad(lambda b: anp.sum(ag_depthwise(x, layer.weight, b, s, p) * dy))(layer.bias)
+    np.testing.assert_allclose(grads["weight"], dw, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(grads["bias"], db, rtol=1e-10, atol=1e-10)
+
+
+def test_relu6(rng):
+    # values spread over [-12, 12]: both kinks are crossed
+    check_layer(ReLU6("relu6"), (4 * rng.normal(size=(2, 3, 5, 6))).astype(np.float32),
+                ag_relu6, rng)
+
+
+@pytest.mark.parametrize("side, k, stride", [(8, 3, 2), (9, 3, 2), (7, 3, 1), (10, 5, 3),
+                                             (6, 1, 1)])
+def test_same_pad(rng, side, k, stride):
+    x = rng.normal(size=(2, 3, side, side + 1)).astype(np.float32)
+    check_layer(SamePad2d("pad", k, stride), x, lambda v: ag_same_pad(v, k, stride), rng)
+    y, _ = SamePad2d("pad", k, stride).forward(x)
+    # a k x k, stride-s convolution of the padded input gives ceil(H / s) rows, as SAME promises
+    assert (y.shape[2] - k) // stride + 1 == -(-side // stride)
+
+
+@pytest.mark.parametrize("c_in, t, c_out, stride, side", [
+    (4, 1, 3, 1, 7),     # no expansion (block1), no residual: the channels change
+    (4, 3, 4, 1, 6),     # residual addition
+    (3, 2, 5, 2, 8),     # stride 2 on an even size: SAME pads after only
+    (3, 2, 5, 2, 7),
+])
+def test_inverted_residual(rng, c_in, t, c_out, stride, side):
+    block = InvertedResidual("b", c_in, t, c_out, stride)
+    assert block.residual == (stride == 1 and c_in == c_out)
+    params = {}
+    for name, arrays in block.parameters().items():
+        for key, value in arrays.items():
+            value[...] = rng.normal(size=value.shape)
+        params[name] = {k: v.astype(np.float64) for k, v in arrays.items()}
+    assert ("b.expand" in params) == (t != 1)
+
+    def reference(v):
+        h = v
+        if t != 1:
+            h = ag_relu6(ag_conv(h, params["b.expand"]["weight"], params["b.expand"]["bias"], 1, 0))
+        h = ag_relu6(ag_depthwise(ag_same_pad(h, 3, stride), params["b.depthwise"]["weight"],
+                                  params["b.depthwise"]["bias"], stride, 0))
+        h = ag_conv(h, params["b.project"]["weight"], params["b.project"]["bias"], 1, 0)
+        return v + h if stride == 1 and c_in == c_out else h
+
+    check_layer(block, rng.normal(size=(2, c_in, side, side)).astype(np.float32), reference, rng)
 
 
 def test_layers_run_in_float64(rng):

@@ -399,3 +399,46 @@ def test_converting_a_sensloc_file_installs_a_copy(tmp_path):
     assert weights.installed(tmp_path / "cache") == [
         ("squeezenet1_0", installed, "trained.npz", "0" * 64)]
     assert weight_format.read_header(installed)["created_by"] == "a student"
+
+
+# --------------------------------------------------------------------------------------------
+# MobileNetV2 TFLite
+# --------------------------------------------------------------------------------------------
+
+TFLITE_FILES = ("mobilenet_v2_1.0_224_quant.tflite", "tf2_mobilenet_v2_1.0_224_ptq.tflite")
+
+
+@pytest.mark.parametrize("name", TFLITE_FILES)
+def test_tflite_mobilenet_converts_with_its_labels_and_quantization(name, tmp_path):
+    """The converted file holds the reader's float32 parameters, the 1001 labels of the
+    publisher's ``imagenet_labels.txt`` and a preprocessing that is the input quantization."""
+    from sensloc.weights import tflite
+    source = shared_path("weights", "mobilenet-tflite", name)
+    assert detect_format(source) == "tflite"
+    net = weights.load(convert(source, out=tmp_path / "m.h5"))
+    assert net.name == "mobilenet_v2" and net.num_classes == 1001
+    params, (scale, zero_point) = tflite.read_mobilenet_v2(source)
+    for layer, arrays in params.items():
+        for key, value in arrays.items():
+            np.testing.assert_array_equal(net.parameters()[layer][key], value)
+    labels = shared_path("weights", "mobilenet-tflite", "imagenet_labels.txt")
+    assert net.class_names == labels.read_text().splitlines()
+    assert net.class_names[0] == "background" and net.class_names[286] == "Egyptian cat"
+    pre = net.preprocessing
+    assert pre.channel_order == "RGB" and pre.input_size == (224, 224)
+    pixels = np.arange(256, dtype=np.uint8).repeat(3).reshape(16, 16, 3)
+    pre16 = type(pre)(**{**pre.__dict__, "input_size": (16, 16)})
+    # the float network sees what the quantized one reads: scale * (p - zero_point)
+    np.testing.assert_allclose(pre16.apply(pixels), scale * (pixels.transpose(2, 0, 1)
+                                                             - zero_point), rtol=1e-6, atol=1e-6)
+    assert net.source["sha256"] == hashlib.sha256(source.read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("cut", [9, 4096, 1_000_000])
+def test_truncated_tflite_file_is_refused_by_convert(tmp_path, cut):
+    data = shared_path("weights", "mobilenet-tflite", TFLITE_FILES[1]).read_bytes()
+    bad = tmp_path / "cut.tflite"
+    bad.write_bytes(data[:cut])
+    with pytest.raises(ValueError, match=r"cut\.tflite: (not a TFLite file|damaged or truncated)"):
+        convert(bad, out=tmp_path / "out.h5")
+    assert not (tmp_path / "out.h5").exists()

@@ -23,7 +23,10 @@ def test_every_architecture_has_a_default_source_or_ships_with_the_package():
     from sensloc.weights import packaged_path
     packaged = {name for name in nets.ARCHITECTURES if packaged_path(name).is_file()}
     assert packaged == {"vgg_small"}
-    assert set(sources.DEFAULT_SOURCE) == set(nets.ARCHITECTURES) - packaged
+    assert set(sources.DEFAULT_SOURCE) == set(nets.ARCHITECTURES) - packaged \
+        - set(sources.CONVERT_ONLY)
+    with pytest.raises(ValueError, match="mobilenet_v2 cannot be downloaded.*weights convert"):
+        sources.get_source("mobilenet_v2")
     for architecture, name in sources.DEFAULT_SOURCE.items():
         assert sources.get_source(architecture).name == name
 

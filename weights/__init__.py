@@ -8,7 +8,8 @@
 Modules: :mod:`~weights.format` (the file format, documented there), :mod:`~weights.cache`
 (where installed files live), :mod:`~weights.download`, :mod:`~weights.sources` (known files
 and their checksums), :mod:`~weights.convert` with the readers :mod:`~weights.keras_h5`,
-:mod:`~weights.torch_pth` and :mod:`~weights.deep_compression`, and :mod:`~weights.classes`.
+:mod:`~weights.torch_pth`, :mod:`~weights.deep_compression` and :mod:`~weights.tflite`
+(MobileNetV2), and :mod:`~weights.classes`.
 Images and their preprocessing live in :mod:`sensloc.data.images`; the ``sensloc weights
 list|fetch|convert`` commands in :mod:`sensloc.cli`.
 """

@@ -8,6 +8,7 @@ format              recognised by                                 reader
 ``keras``           HDF5 with a ``layer_names`` attribute         :mod:`weights.keras_h5`
 ``torch``           zip (``PK``) or legacy ``torch.save`` stream  :mod:`weights.torch_pth`
 ``deep-compression``  file size equal to what its header implies  :mod:`weights.deep_compression`
+``tflite``          FlatBuffer identifier ``TFL3`` at bytes 4-8   :mod:`weights.tflite`
 ``sensloc``         HDF5 with ``format = "sensloc-weights"``      :mod:`weights.format`
 ==================  ============================================  ==========================
 
@@ -16,6 +17,13 @@ Preprocessing comes with the source: Keras VGG was trained on Caffe-style input
 Caffe SqueezeNet on BGR minus (104, 117, 123) at 227x227 (:data:`CAFFE_SQUEEZENET`). All three
 use the standard ImageNet class order (sorted WordNet ids), so 1000-class networks get
 :func:`imagenet_class_names`.
+
+The quantized MobileNetV2 TFLite files (uint8 or int8 weights, per tensor or per channel) are
+dequantized to float32 (:func:`weights.tflite.read_mobilenet_v2`; batch norm is already folded
+in them). Their input is a uint8 RGB pixel ``p`` that the quantized network reads as
+``scale * (p - zero_point)``; the preprocessing ``mean = zero_point``, ``std = 1 / scale`` makes
+the float network see exactly that. Their 1001 classes are ``"background"`` followed by the
+1000 ImageNet classes in the standard order (:data:`MOBILENET_CLASSES`).
 """
 from pathlib import Path
 
@@ -24,18 +32,18 @@ import numpy as np
 
 from sensloc import nets
 
-from sensloc.weights import deep_compression, keras_h5, torch_pth
+from sensloc.weights import deep_compression, keras_h5, tflite, torch_pth
 from sensloc.weights import format as weight_format
 from sensloc._files import sha256_file
 from sensloc.weights.cache import installed_path
 from sensloc.weights.classes import imagenet_class_names
-from sensloc.data.images import CAFFE_SQUEEZENET, CAFFE_VGG16, TORCHVISION
+from sensloc.data.images import CAFFE_SQUEEZENET, CAFFE_VGG16, TORCHVISION, Preprocessing
 
 __all__ = ["convert", "detect_format", "read_torchvision_vgg", "torchvision_vgg_names",
            "FORMATS"]
 
 #: Source formats :func:`convert` reads.
-FORMATS = ("keras", "torch", "deep-compression", "sensloc")
+FORMATS = ("keras", "torch", "deep-compression", "tflite", "sensloc")
 
 _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 _ZIP_SIGNATURE = b"PK\x03\x04"
@@ -82,6 +90,8 @@ def detect_format(path):
                              f"({error})") from None
         raise ValueError(f"{path}: an HDF5 file, but neither a sensloc weight file nor Keras "
                          "weights (no 'format' or 'layer_names' attribute)")
+    if tflite.is_tflite(start):
+        return "tflite"
     if start.startswith(_ZIP_SIGNATURE):
         return "torch"
     # A legacy torch.save stream starts with a protocol-2 pickle of its magic number.
@@ -96,7 +106,8 @@ def detect_format(path):
     if path.suffix == ".net":
         deep_compression.decode(path)  # raises the precise size error
     raise ValueError(f"{path}: unrecognised weight file; sensloc converts Keras VGG .h5 files, "
-                     "torchvision VGG .pth files and the Deep Compression SqueezeNet .net file")
+                     "torchvision VGG .pth files, the Deep Compression SqueezeNet .net file "
+                     "and the quantized MobileNetV2 .tflite files")
 
 
 # --------------------------------------------------------------------------------------------
@@ -191,7 +202,22 @@ def _read_source(path, kind):
         return architecture, params, TORCHVISION
     if kind == "deep-compression":
         return "squeezenet1_0", deep_compression.decode(path), CAFFE_SQUEEZENET
+    if kind == "tflite":
+        params, (scale, zero_point) = tflite.read_mobilenet_v2(path)
+        return "mobilenet_v2", params, tflite_preprocessing(scale, zero_point)
     raise AssertionError(kind)
+
+
+def tflite_preprocessing(scale, zero_point):
+    """What a quantized TFLite network's uint8 RGB input means, as a :class:`Preprocessing`:
+    ``x = (p - zero_point) / (1 / scale) = scale * (p - zero_point)``, at 224 x 224."""
+    return Preprocessing(input_size=(224, 224), channel_order="RGB", pixel_scale=1.0,
+                         mean=(zero_point,) * 3, std=(1 / scale,) * 3, resize="squash")
+
+
+def mobilenet_class_names():
+    """The 1001 classes of the TensorFlow MobileNets: ``"background"``, then ImageNet's 1000."""
+    return ["background"] + imagenet_class_names()
 
 
 def _num_classes(architecture, params):
@@ -210,7 +236,8 @@ def convert(path, out=None, *, cache_dir=None, class_names=None, created_by=None
     ----------
     path : str or os.PathLike
         A Keras VGG ``.h5``, a torchvision VGG ``.pth``, the Deep Compression SqueezeNet
-        ``.net`` file, or a sensloc ``.h5`` (checked and copied).
+        ``.net`` file, a quantized MobileNetV2 ``.tflite`` file, or a sensloc ``.h5`` (checked
+        and copied).
     out : str or os.PathLike, optional
         Destination; default ``<cache>/weights/<architecture>.h5`` (see :mod:`weights.cache`),
         replaced atomically.
@@ -255,6 +282,8 @@ def convert(path, out=None, *, cache_dir=None, class_names=None, created_by=None
     except ValueError as error:
         raise ValueError(f"{path}: {error}") from None
     del params
+    if class_names is None and architecture == "mobilenet_v2":
+        class_names = mobilenet_class_names()
     if class_names is None:
         class_names = imagenet_class_names() if num_classes == 1000 \
             else [f"class {index}" for index in range(num_classes)]

@@ -45,7 +45,9 @@ Datasets
 
 Layer names are VGG's ``conv1_1 .. conv5_3, fc6, fc7, fc8`` and SqueezeNet's ``conv1``,
 ``fire2/squeeze1x1``, ``fire2/expand1x1``, ``fire2/expand3x3``, ..., ``fire9/...``,
-``conv_final``.
+``conv_final``, and MobileNetV2's ``stem``, ``block1.depthwise``, ``block1.project``,
+``block2.expand``, ..., ``block17.project``, ``head``, ``classifier`` (a depthwise convolution's
+weight is ``(C, 1, KH, KW)``, PyTorch's layout for ``groups = C``).
 
 Writing is atomic (:func:`save`): a reader sees the old file or the complete new one, never a
 half-written one. :func:`load` checks everything it reads and names the file in every error.

@@ -29,7 +29,7 @@ from sensloc.weights.cache import downloads_dir, installed_path
 from sensloc.weights.convert import convert
 from sensloc.weights.download import download
 
-__all__ = ["Source", "SOURCES", "DEFAULT_SOURCE", "get_source", "fetch"]
+__all__ = ["Source", "SOURCES", "DEFAULT_SOURCE", "CONVERT_ONLY", "get_source", "fetch"]
 
 
 @dataclass(frozen=True)
@@ -102,6 +102,13 @@ SOURCES = {(s.architecture, s.name): s for s in [
 DEFAULT_SOURCE = {"vgg11": "torchvision", "vgg13": "torchvision", "vgg16": "torchvision",
                   "vgg19": "torchvision", "squeezenet1_0": "deep-compression"}
 
+#: Architectures with no download here, and how to install them: TensorFlow publishes the
+#: MobileNetV2 TFLite files inside archives without a checksum, so sensloc converts a file the
+#: user has (``sensloc weights convert``) rather than download one it cannot verify.
+CONVERT_ONLY = {"mobilenet_v2": "convert TensorFlow's quantized TFLite file: sensloc weights "
+                                "convert mobilenet_v2_1.0_224_quant.tflite (or "
+                                "tf2_mobilenet_v2_1.0_224_ptq.tflite)"}
+
 
 def get_source(architecture, name=None):
     """The :class:`Source` for ``architecture`` from publisher ``name`` (default: the default).
@@ -114,6 +121,9 @@ def get_source(architecture, name=None):
     if architecture not in nets.ARCHITECTURES:
         raise ValueError(f"unknown architecture {architecture!r}; known: "
                          f"{sorted(nets.ARCHITECTURES)}")
+    if architecture in CONVERT_ONLY and not any(a == architecture for a, _ in SOURCES):
+        raise ValueError(f"{architecture} cannot be downloaded by sensloc; "
+                         f"{CONVERT_ONLY[architecture]}")
     name = DEFAULT_SOURCE.get(architecture) if name is None else name
     if (architecture, name) not in SOURCES:
         known = sorted(n for a, n in SOURCES if a == architecture)

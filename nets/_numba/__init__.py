@@ -10,8 +10,14 @@ from sensloc.nets._numba.kernels import (conv2d_backward_input, conv2d_backward_
                                          conv2d_forward, linear_backward_input, linear_forward,
                                          max_pool_forward, max_pool_route, relu, relu_backward,
                                          relu_rule)
+from sensloc.nets._numba.depthwise import (depthwise_conv2d_backward_input,
+                                           depthwise_conv2d_backward_weight,
+                                           depthwise_conv2d_forward, relu6, relu6_backward,
+                                           relu6_rule)
 
 __all__ = ["conv2d_backward_input", "conv2d_backward_weight", "conv2d_forward",
            "conv_output_size", "linear_backward_input", "linear_backward_weight",
            "linear_forward", "max_pool_forward", "max_pool_route", "pool_output_size", "relu",
-           "relu_backward", "relu_rule"]
+           "relu_backward", "relu_rule", "depthwise_conv2d_forward",
+           "depthwise_conv2d_backward_input", "depthwise_conv2d_backward_weight", "relu6",
+           "relu6_backward", "relu6_rule"]
