@@ -18,8 +18,8 @@
 #    sent back to the pixels with guided backpropagation;
 # 5. occlusion, the one method without a backward pass: hide a patch, measure the score's drop.
 #
-# Integrated gradients, the sixth method of notebook 6 not met in notebooks 1-2, is derived in
-# notebook 3, section 5; section 5 here only recalls its call.
+# Integrated gradients, also ranked in notebook 6, are derived in notebook 3, section 5; section 5
+# here only recalls the call.
 #
 # **Where the code is.** The library's implementations, which this notebook calls, are in
 # `saliency/methods.py` (`gradient_x_input`, `smoothgrad`, `grad_cam`, `neuron_selection`,
@@ -497,8 +497,9 @@ print(f"notebook ran in {time.time() - started:.0f} s")
 #
 # 1. Run SmoothGrad with `method=saliency.guided_backprop` and with `sigma` 0.05, 0.15, 0.3:
 #    plot the roughness against sigma.
-# 2. Grad-CAM at an earlier layer (`layer="fire7"`, 27 x 27 cells after `pool5`? Check
-#    `trace.outputs` for the shapes): finer, but is it still class-specific? Compare two classes.
+# 2. Grad-CAM at an earlier layer (`layer="fire8"`, 27 x 27 cells, before `pool8`; print
+#    `{k: v.shape for k, v in trace.outputs.items()}` for the others): finer, but is it still
+#    class-specific? Compare the maps of two classes.
 # 3. Neuron selection with `rule=saliency.Gradient()` instead of guided backpropagation: what
 #    changes in the map?
 # 4. Occlusion with the blurred image as baseline (`baseline="blur"`): which regions matter now?
