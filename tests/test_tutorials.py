@@ -3,14 +3,18 @@
 * every notebook runs from top to bottom (nbclient, kernel ``python3``) in fast mode
   (``SENSLOC_TUTORIAL_FAST=1``) on the real SqueezeNet weights, installed into a temporary user
   cache exactly as ``sensloc weights convert`` would (no network needed);
-* notebook 5 finds the real photos with ground truth in the shared folder, and falls back to its
+* notebook 5 checks every method it introduces against a computation by hand (the asserts are in
+  the notebook: a failing check fails its execution);
+* notebook 6 finds the real photos with ground truth in the shared folder, and falls back to its
   clearly labelled demonstration when they are absent;
 * the notebooks are stored without outputs and in step with their sources (``tutorials/src``,
   built by ``tutorials/build_notebooks.py``);
 * each opens with what the reader will learn and closes with a summary and exercises, and
   imports the library;
 * the equations they (and the assignments) state are written exactly as the library's
-  docstrings write them.
+  docstrings write them;
+* every **Question** cell is followed by a **Your answer:** cell and has a model answer in
+  ``tutorials/answers/NN_name.md``; the README's table lists every notebook.
 """
 import importlib.util
 import os
@@ -26,7 +30,7 @@ from conftest import shared_path
 REPO = Path(__file__).resolve().parents[1]
 TUTORIALS = REPO / "tutorials"
 NOTEBOOKS = ["01_sensitivity_analysis", "02_guided_backprop_and_deconvnet", "03_deeplift",
-             "04_maps_to_boxes", "05_comparison", "06_training_on_scenes"]
+             "04_maps_to_boxes", "05_more_methods", "06_comparison", "06_training_on_scenes"]
 SINGLE_THREAD = ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
@@ -135,6 +139,19 @@ EQUATIONS = [
     ("04_maps_to_boxes", "y = [x, 1] W", "localize/regression.py"),
     ("04_maps_to_boxes", "||[X, 1] W - Y||^2 + lam ||W_without_bias||^2", "localize/regression.py"),
     ("04_maps_to_boxes", "W = (X1^T X1 + lam I')^-1 X1^T Y", "localize/regression.py"),
+    ("05_more_methods", "s_i = g'(eta_i) * sum_k w_ki s_k", "saliency/rules.py"),
+    ("05_more_methods", "x * df_t / dx", "saliency/methods.py"),
+    ("05_more_methods", "m[i, j] = sum_c a[c, i, j]", "saliency/postprocess.py"),
+    ("05_more_methods", "SG(x) = 1/n sum_j M(x + e_j)", "saliency/methods.py"),
+    ("05_more_methods", "e_j ~ N(0, (sigma * (max(x) - min(x)))^2)", "saliency/methods.py"),
+    ("05_more_methods", "alpha_k = mean_{h,w} df_t/dA_k", "saliency/methods.py"),
+    ("05_more_methods", "CAM = relu(sum_k alpha_k A_k)", "saliency/methods.py"),
+    ("05_more_methods", "a_j * df_t/da_j", "saliency/methods.py"),
+    ("05_more_methods", "IG(x) = (x - x_ref) * int_0^1 df_t/dx (x_ref + alpha (x - x_ref)) d alpha",
+     "saliency/methods.py"),
+    ("05_more_methods",
+     "a[c, i, j] = 1/n_ij * sum_{p covers (i, j)} (f_t(x) - f_t(x with patch p = baseline))",
+     "saliency/methods.py"),
     ("06_training_on_scenes", "dL/dz[n, k] = (p[n, k] - 1[k == y_n]) / N", "nets/training.py"),
     ("06_training_on_scenes", "dw[o, c] = sum_n dy[n, o] (*) x[n, c]", "nets/layers.py"),
     ("06_training_on_scenes", "dW = dy^T x", "nets/layers.py"),
@@ -170,6 +187,43 @@ def test_equations_match_the_docstrings(where, equation, module):
     else:
         text = markdown(read(where))
     assert squash(equation) in squash(text), f"{where} does not state `{equation}` as {module} does"
+
+
+def questions(nb):
+    """Labels (``5.1``) of the notebook's **Question** cells, each checked to be followed by a
+    **Your answer:** cell."""
+    labels = []
+    for index, cell in enumerate(nb.cells):
+        asked = re.findall(r"\*\*Question (\d+\.\d+)\.\*\*", cell.source) if cell.cell_type == "markdown" else []
+        found = re.match(r"\*\*Question (\d+\.\d+)\.\*\*", cell.source)
+        assert len(asked) <= 1 and bool(asked) == bool(found), \
+            f"Question {asked}: a question is a cell of its own, starting with **Question X.Y.**"
+        if found:
+            following = nb.cells[index + 1] if index + 1 < len(nb.cells) else None
+            assert following is not None and following.cell_type == "markdown" \
+                and following.source.startswith("**Your answer:**"), f"Question {found[1]}: no answer cell"
+            labels.append(found[1])
+    return labels
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_questions_have_answer_cells_and_model_answers(name):
+    labels = questions(read(name))
+    answers = TUTORIALS / "answers" / f"{name}.md"
+    if not labels:
+        assert not answers.exists(), f"{answers.name} answers questions that {name} does not ask"
+        return
+    assert labels == sorted(set(labels), key=lambda v: tuple(map(int, v.split(".")))), labels
+    assert all(label.split(".")[0] == str(int(name[:2])) for label in labels), labels
+    headings = re.findall(r"^## Question (\d+\.\d+)", answers.read_text(), re.M)
+    assert headings == labels, f"{answers.name} answers {headings}, {name} asks {labels}"
+
+
+def test_the_readme_lists_every_notebook():
+    text = (TUTORIALS / "README.md").read_text()
+    for name in NOTEBOOKS:
+        assert f"`{name}.ipynb`" in text, name
+    assert "answers/" in text
 
 
 # ------------------------------------------------------------------------------ execution
@@ -246,7 +300,7 @@ def figures(nb):
     return sum("image/png" in output.get("data", {}) for cell in nb.cells for output in cell.get("outputs", []))
 
 
-@pytest.mark.parametrize("name", NOTEBOOKS[:4])
+@pytest.mark.parametrize("name", NOTEBOOKS[:5])
 def test_notebook_runs_in_fast_mode(name, tutorial_env):
     nb = execute(name)
     text = text_outputs(nb)
@@ -254,12 +308,18 @@ def test_notebook_runs_in_fast_mode(name, tutorial_env):
     assert figures(nb) >= 2
     if name == "01_sensitivity_analysis":
         assert "top-1: Egyptian cat (class 285)" in text
+    if name == "05_more_methods":
+        # One figure per method and the overview; every check printed its relative error.
+        assert figures(nb) >= 6
+        errors = re.findall(r"relative error[^0-9]*?(\d\.\de[-+]\d\d)", text)
+        assert len(errors) == 4, errors
+        assert all(float(e) <= 1e-4 for e in errors), errors
 
 
 def test_comparison_runs_on_real_photos_with_ground_truth(tutorial_env):
     shared = shared_path("data", "imagenet-val-227", "manifest.csv").parents[2]
     tutorial_env.setenv("SENSLOC_SHARED", str(shared))
-    nb = execute("05_comparison")
+    nb = execute("06_comparison")
     text = text_outputs(nb)
     assert "10 photos: imagenet-val-227 from the shared folder" in text
     assert "| configuration | CorLoc (GT-known) |" in text and "baseline: whole image" in text
@@ -269,7 +329,7 @@ def test_comparison_runs_on_real_photos_with_ground_truth(tutorial_env):
 
 def test_comparison_falls_back_to_a_labelled_demonstration(tutorial_env, tmp_path):
     tutorial_env.setenv("SENSLOC_SHARED", str(tmp_path / "no-shared-folder"))
-    nb = execute("05_comparison")
+    nb = execute("06_comparison")
     text = text_outputs(nb)
     assert "4 photos: DEMONSTRATION ONLY" in text and "boxes drawn by hand" in text
     assert "These numbers rank nothing" in text

@@ -5,7 +5,8 @@ tests/test_grade.py checks it scores full marks. The skeleton's text follows.
 """
 """Assignment 4: Grad-CAM, and Khan et al.'s recipe from two heat maps to a box.
 
-The methods that ``tutorials/05_comparison.ipynb`` ranks, in NumPy:
+Two of the methods that ``tutorials/06_comparison.ipynb`` ranks, in NumPy (Grad-CAM is introduced
+in ``tutorials/05_more_methods.ipynb``, Khan et al.'s recipe in ``tutorials/04_maps_to_boxes.ipynb``):
 
 * Grad-CAM (Selvaraju et al., 2017) weighs a convolutional layer's feature maps ``A_k`` by the
   mean gradient of the class score over each map, ``alpha_k = mean_{h,w} df_t/dA_k``, and keeps
