@@ -30,7 +30,8 @@ from conftest import shared_path
 REPO = Path(__file__).resolve().parents[1]
 TUTORIALS = REPO / "tutorials"
 NOTEBOOKS = ["01_sensitivity_analysis", "02_guided_backprop_and_deconvnet", "03_deeplift",
-             "04_maps_to_boxes", "05_more_methods", "06_comparison", "06_training_on_scenes"]
+             "04_maps_to_boxes", "05_more_methods", "06_comparison", "07_training_on_scenes",
+             "08_fooling_images_and_class_visualization", "09_residuals_and_depthwise"]
 SINGLE_THREAD = ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
@@ -152,9 +153,9 @@ EQUATIONS = [
     ("05_more_methods",
      "a[c, i, j] = 1/n_ij * sum_{p covers (i, j)} (f_t(x) - f_t(x with patch p = baseline))",
      "saliency/methods.py"),
-    ("06_training_on_scenes", "dL/dz[n, k] = (p[n, k] - 1[k == y_n]) / N", "nets/training.py"),
-    ("06_training_on_scenes", "dw[o, c] = sum_n dy[n, o] (*) x[n, c]", "nets/layers.py"),
-    ("06_training_on_scenes", "dW = dy^T x", "nets/layers.py"),
+    ("07_training_on_scenes", "dL/dz[n, k] = (p[n, k] - 1[k == y_n]) / N", "nets/training.py"),
+    ("07_training_on_scenes", "dw[o, c] = sum_n dy[n, o] (*) x[n, c]", "nets/layers.py"),
+    ("07_training_on_scenes", "dW = dy^T x", "nets/layers.py"),
     ("1_backward_recursion.py", "s_i = g'(eta_i) * sum_k w_ki s_k", "nets/layers.py"),
     ("1_backward_recursion.py", "dx_i = sum_k w_ki dy_k", "nets/layers.py"),
     ("1_backward_recursion.py", "s_in = g'(eta) * s = 1[eta > 0] * s", "saliency/rules.py"),
@@ -300,7 +301,7 @@ def figures(nb):
     return sum("image/png" in output.get("data", {}) for cell in nb.cells for output in cell.get("outputs", []))
 
 
-@pytest.mark.parametrize("name", NOTEBOOKS[:5])
+@pytest.mark.parametrize("name", NOTEBOOKS[:5] + NOTEBOOKS[7:])
 def test_notebook_runs_in_fast_mode(name, tutorial_env):
     nb = execute(name)
     text = text_outputs(nb)
@@ -314,6 +315,8 @@ def test_notebook_runs_in_fast_mode(name, tutorial_env):
         errors = re.findall(r"relative error[^0-9]*?(\d\.\de[-+]\d\d)", text)
         assert len(errors) == 4, errors
         assert all(float(e) <= 1e-4 for e in errors), errors
+    if name == "08_fooling_images_and_class_visualization":
+        assert "rounded to 8-bit pixels: top-1 tarantula" in text
 
 
 def test_comparison_runs_on_real_photos_with_ground_truth(tutorial_env):
@@ -338,7 +341,7 @@ def test_comparison_falls_back_to_a_labelled_demonstration(tutorial_env, tmp_pat
 
 def test_training_notebook_runs_offline(offline_env):
     # Nothing from the shared folder and nothing installed: scenes and the packaged vgg_small.
-    nb = execute("06_training_on_scenes")
+    nb = execute("07_training_on_scenes")
     text = text_outputs(nb)
     assert "fast mode" in text and "command: sensloc train-demo --seed 0" in text
     assert figures(nb) >= 3
