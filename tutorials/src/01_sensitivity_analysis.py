@@ -303,7 +303,7 @@ print("total signal received:", routed.sum(), "| largest share one pixel receive
 assert routed.sum() == pooled.size    # every window sends its signal to exactly one pixel
 
 # %% [markdown]
-# **Question 1.** Read the printed array: the 9 windows sent a signal of 1 each, and the pixels
+# **Question 1.1.** Read the printed array: the 9 windows sent a signal of 1 each, and the pixels
 # received 9 in total. How can one pixel receive more than 1? Why can no pixel of a 3x3, stride-2
 # pool ever receive more than 4, and which pixels of the 7x7 input can receive 4 at all?
 
@@ -408,7 +408,7 @@ assert face_share > 1.5 * face_area and heat[face].mean() > 2 * heat[:, 212:].me
 # change the rule to get cleaner maps; notebook 4 turns maps into boxes.
 
 # %% [markdown]
-# **Question 2.** The colour scale stops at the 99th percentile. Compute `heat.max() / clip`: how
+# **Question 1.2.** The colour scale stops at the 99th percentile. Compute `heat.max() / clip`: how
 # much brighter is the brightest pixel than the top of the colour scale, and what would the figure
 # look like without the clipping?
 
@@ -416,7 +416,7 @@ assert face_share > 1.5 * face_area and heat[face].mean() > 2 * heat[:, 212:].me
 # **Your answer:** *(write it here)*
 
 # %% [markdown]
-# **Question 3.** The photo's cat is squashed from 451 x 300 to 227 x 227 (`prep.resize` is
+# **Question 1.3.** The photo's cat is squashed from 451 x 300 to 227 x 227 (`prep.resize` is
 # `"squash"`). Does the sensitivity map depend on the squash? Which pixels of the *original* photo
 # does pixel `(r, c)` of the map stand for?
 

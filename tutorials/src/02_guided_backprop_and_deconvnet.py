@@ -199,7 +199,7 @@ print(f"deconvnet maps that are exactly zero: {zero_maps} of {tried} (random cla
 assert zero_maps > tried / 2       # "most", as the summary says
 
 # %% [markdown]
-# **Question 1.** In the printed table, the guided fraction at a ReLU is never larger than the
+# **Question 2.1.** In the printed table, the guided fraction at a ReLU is never larger than the
 # gradient fraction, but the deconvnet fraction can be larger than both (look at ReLUs 1-8). How
 # can deconvnet pass a signal through a unit that was *off* in the forward pass, and what does that
 # say about what a deconvnet map depends on?
@@ -269,7 +269,7 @@ assert class_rho["guided"] > class_rho["gradient"] + 0.2    # the prose below sa
 # class is explained.
 
 # %% [markdown]
-# **Question 2.** The espresso class has nothing to do with this photo, yet the guided map for it
+# **Question 2.2.** The espresso class has nothing to do with this photo, yet the guided map for it
 # correlates strongly with the map for the cat. Where in the recursion does the class enter, and
 # what must happen to the signal on its way down for the class to be forgotten?
 
@@ -348,7 +348,7 @@ plt.show()
 # decision.
 
 # %% [markdown]
-# **Question 3.** Spearman's correlation of two maps compares the *ranks* of their pixels. The maps
+# **Question 2.3.** Spearman's correlation of two maps compares the *ranks* of their pixels. The maps
 # above had to be clipped at their 99th percentile to be readable. Why is a rank correlation a
 # fairer comparison of such maps than the plain (Pearson) correlation of their values?
 

@@ -142,7 +142,7 @@ assert abs(C_by_hand.sum() - difference) < 1e-12 * np.abs(C_by_hand).sum()
 assert np.sign(gxi.sum()) != np.sign(difference)      # Question 1 asks why
 
 # %% [markdown]
-# **Question 1.** Gradient times difference, `(x - x_ref) * df_t/dx`, sums to a number of the
+# **Question 3.1.** Gradient times difference, `(x - x_ref) * df_t/dx`, sums to a number of the
 # opposite sign from $f_t(x) - f_t(x_{ref})$ here. Use the printed on/off states of the hidden
 # units to explain why the tangent fails and the secant does not.
 
@@ -182,7 +182,7 @@ for max_pool in ("difference", "gradient"):
 assert relative_delta["difference"] < 1e-5 < 1e-3 < relative_delta["gradient"]
 
 # %% [markdown]
-# **Question 2.** With `max_pool="gradient"` the sum misses $f_t(x) - f_t(x_{ref})$ by the printed
+# **Question 3.2.** With `max_pool="gradient"` the sum misses $f_t(x) - f_t(x_{ref})$ by the printed
 # relative error. In a window where the input and the reference pick different winners, what does
 # routing through the input's switch get wrong? Which quantity would have to be sent back instead?
 
@@ -238,7 +238,7 @@ assert top_share["blur"] > top_share["black"] + 0.05    # the prose below says t
 # Each answers a different question.
 
 # %% [markdown]
-# **Question 3.** The blurred photo is still recognisably a cat to us, yet the network gives it a
+# **Question 3.3.** The blurred photo is still recognisably a cat to us, yet the network gives it a
 # cat score close to that of the black image (compare $f_t(x_{ref})$ in the titles with
 # $f_t(x)$). What does that tell you about what SqueezeNet's cat score relies on, and why does it
 # make the blur reference a useful question to ask?

@@ -101,7 +101,7 @@ for n in (20, 100, 600):
     print(f"{n:4d} images, CorLoc 0.60: 95% interval [{low:.2f}, {high:.2f}]")
 
 # %% [markdown]
-# **Question 1.** The interval narrows as the number of images grows. By what factor does it narrow
+# **Question 4.1.** The interval narrows as the number of images grows. By what factor does it narrow
 # from 100 to 600 images, and what factor does the standard error of a proportion,
 # $\sqrt{p(1-p)/N}$, predict? Roughly how many images would you need before a CorLoc of 0.60 and
 # one of 0.65 have 95% intervals that do not overlap?
@@ -171,7 +171,7 @@ fig.suptitle(f"Union boxes of the smoothed sensitivity map ({name}); green: hand
 plt.show()
 
 # %% [markdown]
-# **Question 2.** On this photo the lowest fraction gives the best IoU with the hand-drawn box.
+# **Question 4.2.** On this photo the lowest fraction gives the best IoU with the hand-drawn box.
 # Why would choosing the fraction this way (on the image being scored) overstate how well the
 # protocol localizes? And why does a low fraction do well on *this* photo in particular?
 
@@ -347,7 +347,7 @@ print("eigenvector of the smallest, rescaled so its last (bias) entry is -1: fea
 # "predict the mean box", trading variance for bias.
 
 # %% [markdown]
-# **Question 3.** Look at the printed eigenvector of the smallest eigenvalue. Which combination of
+# **Question 4.3.** Look at the printed eigenvector of the smallest eigenvalue. Which combination of
 # columns of $X_1$ does it describe, and why is $X_1 v = 0$ for it? What would `np.linalg.solve`
 # do with $\lambda = 0$?
 

@@ -133,7 +133,7 @@ print(f"  inputs that are 0 for all 4: {silent_inputs.tolist()} "
       f"(columns of zeros: {np.flatnonzero((g6 == 0).all(axis=0)).tolist()})")
 
 # %% [markdown]
-# **Question 1.** `fc6` has five units and the gradient of its weights has whole rows of zeros.
+# **Question 7.1.** `fc6` has five units and the gradient of its weights has whole rows of zeros.
 # Would more scenes in the batch make those rows nonzero? Would training ever change a weight of
 # a unit whose ReLU is off for *every* possible input?
 
@@ -218,8 +218,9 @@ print(f"chance: loss log 10 = {np.log(10):.3f}; accuracy 0.100, one batch's stan
 # few) both accuracies cross the dotted line within the first 50 steps, while the loss is still
 # within a few hundredths of $\log 10$; the run with the smaller last layer then moves away from
 # chance faster and ends with the lower loss and the higher accuracy over its last 20 steps.
-#
-# **Question 2.** Why is $\log 10 \approx 2.303$ the loss of a network that has learned nothing,
+
+# %% [markdown]
+# **Question 7.2.** Why is $\log 10 \approx 2.303$ the loss of a network that has learned nothing,
 # and why can the loss sit at $\log 10$ while the batch accuracy is already above 0.1? Use the
 # printed standard deviation: from which running accuracy on would you call the network better
 # than chance?
@@ -306,8 +307,9 @@ for label, mask in [("found (IoU >= 0.5)", overlaps["vanilla, threshold box"] >=
 # scene, which is why the threshold is a fraction of each map's maximum rather than a fixed value.
 # The last line compares the size of the predicted boxes with the true ones, separately for the
 # scenes found and the scenes missed.
-#
-# **Question 3.** The threshold box is the smallest box around *all* pixels above the
+
+# %% [markdown]
+# **Question 7.3.** The threshold box is the smallest box around *all* pixels above the
 # threshold. Look at the printed counts for the missed scenes: are misses mostly boxes that are
 # too large or too small? From the maps, what makes such a box too large, what makes it too
 # small, and what would you change in the protocol to make it more robust?

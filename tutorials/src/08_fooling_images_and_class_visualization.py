@@ -169,8 +169,9 @@ plt.show()
 # has to be magnified many times to be seen. It is a fine texture, strongest where the
 # tarantula's sensitivity map of the original photo is bright (the printed correlation): the
 # first step *is* that gradient, and the later ones stay close to it.
-#
-# **Question 1.** The sensitivity map of "tarantula" on a photo of a cat is as bright and as
+
+# %% [markdown]
+# **Question 8.1.** The sensitivity map of "tarantula" on a photo of a cat is as bright and as
 # structured as the map of the class the photo shows. What does the fooling image tell you about
 # how far a sensitivity map can be read as "where the evidence for the class is"?
 
@@ -247,8 +248,9 @@ print(f"the cat photo's own top logit, for comparison: {net(x_cat)[0].max():.2f}
 # after the image is shifted back. Parts of the class
 # (for the tarantula, hairy legs around a body) appear repeated across the image, since nothing
 # asks for *one* object, and jitter rewards a part that works at any position.
-#
-# **Question 2.** Run `visualize_class(76, steps)` with `l2=0`, with `jitter=0` and with
+
+# %% [markdown]
+# **Question 8.2.** Run `visualize_class(76, steps)` with `l2=0`, with `jitter=0` and with
 # `blur_every=10 ** 9` (one at a time). Which regularizer changes the image most, and does any
 # of them change whether the network reaches the class? What does that say about the images that
 # maximize a score without regularization?

@@ -172,10 +172,16 @@ side = 64 if FAST else 128
 mobilenet = nets.random_parameters(nets.build("mobilenet_v2"), seed=0).astype(np.float64)
 x = rng.normal(size=(1, 3, side, side))
 gradient = saliency.gradient(mobilenet, x, 5)
-bumped = x.copy()
-bumped[0, 1, side // 2, side // 3] += 1e-6
-numeric = (mobilenet(bumped)[0, 5] - mobilenet(x)[0, 5]) / 1e-6
-print(f"gradient {gradient[0, 1, side // 2, side // 3]:.6f}, finite difference {numeric:.6f}")
+# The largest entry, so that the check compares two clearly nonzero numbers.
+entry = tuple(int(i) for i in np.unravel_index(np.argmax(np.abs(gradient)), gradient.shape))
+plus, minus = x.copy(), x.copy()
+plus[entry] += 1e-5
+minus[entry] -= 1e-5
+numeric = (mobilenet(plus)[0, 5] - mobilenet(minus)[0, 5]) / 2e-5  # centred difference
+relative = abs(gradient[entry] - numeric) / abs(numeric)
+print(f"input entry {entry}: gradient {gradient[entry]:.8f}, finite difference {numeric:.8f}, "
+      f"relative error {relative:.1e}")
+assert abs(numeric) > 1e-6 and relative < 1e-6
 
 # %% [markdown]
 # With the real weights (the quantized TFLite file converted by `sensloc weights convert`),
@@ -204,9 +210,12 @@ if source.is_file():
     print("top-1:", top, real.class_names[top])
     fig, axes = plt.subplots(1, 5, figsize=(15, 3))
     axes[0].imshow(photo)
+    axes[0].set_title(f"input: {real.class_names[top].split(',')[0]}")
     for ax, (name, attribution) in zip(axes[1:], maps.items()):
-        ax.imshow(postprocess.reduce_channels(attribution, "max_abs")[0], cmap="inferno")
-        ax.set_title(name)
+        heat = postprocess.reduce_channels(attribution, "max_abs")[0]
+        shown = ax.imshow(heat, cmap="inferno", vmin=0, vmax=np.percentile(heat, 99))
+        ax.set_title(f"{name} (clipped at the 99th percentile)", fontsize=8)
+        fig.colorbar(shown, ax=ax, fraction=0.046)
     for ax in axes:
         ax.axis("off")
     plt.show()
@@ -214,7 +223,18 @@ else:
     print(f"{source} is absent: the real network is skipped")
 
 # %% [markdown]
-# **Exercises**
+# ## Summary
+#
+# - A depthwise convolution is a convolution whose weight is zero between different channels:
+#   its backward pass is the same transposed convolution, one channel at a time.
+# - ReLU6 is a nonlinearity with two kinks; the gradient passes the signal where
+#   `0 < eta < 6`, guided backprop gates it there and on the signal's sign, deconvnet looks at
+#   the signal only, and DeepLIFT's secant needs no change.
+# - A residual addition is linear: the signal goes unchanged down both branches and the two
+#   signals add where the branches meet, so summation-to-delta still holds.
+# - The whole MobileNetV2 is these pieces chained; its gradient matches a finite difference.
+#
+# ## Exercises
 #
 # 1. Write the backward pass of a depthwise convolution with stride 2 by hand for a 1-channel
 #    5x5 input, and check it against `reference.depthwise_conv2d_backward_input`.
