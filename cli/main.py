@@ -8,6 +8,7 @@
     sensloc fit-boxes DATASET... [--net NAME] (--preset NAME | --method M --protocol P) --out FILE
     sensloc evaluate DATASET... [--net NAME] (--boxes FILE... | --cv K --preset NAME...)
                      [--summary-json S.json] [--plot DIR] [--jobs N] [--dask ADDRESS|local]
+                     [--metrics maxboxacc,maxboxaccv2,loc,pointing,energy,...|all]
     sensloc grade ASSIGNMENT [FILE] [--seed S]
     sensloc demo [--count 4] [--seed S] [--image PHOTO... --net NAME] [--out FIGURE]
     sensloc train-demo [--seed S] [--steps N] [--out FILE]
@@ -458,6 +459,13 @@ def cmd_evaluate(args):
     summary_json = output_path(args.summary_json, "--summary-json", inputs) \
         if args.summary_json else None
     plot = output_folder(args.plot, "--plot") if args.plot else None
+    metrics = ()
+    if args.metrics:
+        from sensloc.evaluation.standard_metrics import parse_metrics
+        try:
+            metrics = parse_metrics(args.metrics)
+        except ValueError as error:
+            raise UsageError(f"--metrics: {error}") from error
     net = load_network(args)
     source = args.weights or weights_path(net_name(args))
     configs = []
@@ -481,8 +489,11 @@ def cmd_evaluate(args):
         + (f" and the finished rows in {results}" if Path(results).exists() else "")
         + "; run the same command again to resume")
     summary, photo_boxes = evaluate(source, records, configs, cache_root(args), results,
-                                    k=args.cv, seed=args.seed, jobs=args.jobs, dask=args.dask)
+                                    k=args.cv, seed=args.seed, jobs=args.jobs, dask=args.dask,
+                                    metrics=metrics, metric_images=args.metric_images)
     print(summary.markdown())
+    if summary.metrics is not None:
+        print("\n" + summary.metrics.markdown())
     print(f"\nper-image results: {results}")
     if summary_json is not None:
         import json
@@ -687,6 +698,13 @@ def build_parser():
                                 "(default results-<net>.csv)")
             p.add_argument("--summary-json", metavar="FILE", help="also write the table as JSON")
             p.add_argument("--plot", metavar="DIR", help="write figures in this folder")
+            p.add_argument("--metrics", metavar="NAMES",
+                           help="also the field's standard metrics, comma-separated: maxboxacc, "
+                                "maxboxaccv2, loc, pointing, energy, deletion, insertion, "
+                                "sanity, or all (see evaluation/standard_metrics.py)")
+            p.add_argument("--metric-images", type=at_least(1), default=32, metavar="N",
+                           help="photos for deletion, insertion and sanity (default 32, a "
+                                "seeded sample: they run the network ~40 times per photo)")
 
     p = commands.add_parser("demo", help="classify, explain and box generated scenes "
                                          "(no download, no data)")

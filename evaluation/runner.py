@@ -434,13 +434,15 @@ def baseline_configs(input_hw):
             Config("baseline: whole image", factory=lambda: WholeImage(input_hw=input_hw))]
 
 
-def predict_boxes(configs, reduced, gt_input, input_hw, k, seed):
+def predict_boxes(configs, reduced, gt_input, input_hw, k, seed, fitted=None):
     """{config name: (N, 4) boxes in input pixels}, the baselines last.
 
     A fitted protocol is applied as it is; a factory's protocols are cross-validated with
     ``k`` folds (:func:`~sensloc.localize.protocols.base.cross_validated_reduced`), or, with
     ``k = 0``, fitted on all images (only the baselines are factories then). ``reduced``
     holds each configuration's reduction of the dataset (:func:`reduce_dataset`).
+    A dict given as ``fitted`` receives each cross-validated configuration's k fitted
+    protocols.
     """
     n = len(gt_input)
     boxes = {}
@@ -449,7 +451,10 @@ def predict_boxes(configs, reduced, gt_input, input_hw, k, seed):
         if config.protocol is not None:
             protocol = config.protocol
         elif k:
-            boxes[config.name] = cross_validated_reduced(config.factory, mine, gt_input, k, seed)[0]
+            boxes[config.name], protocols = cross_validated_reduced(config.factory, mine,
+                                                                    gt_input, k, seed)
+            if fitted is not None:
+                fitted[config.name] = protocols
             continue
         else:
             protocol = config.factory().fit_reduced(mine, gt_input)
@@ -463,6 +468,8 @@ class Summary:
     """CorLoc per configuration with 95% bootstrap intervals."""
     n: int
     rows: dict  # name -> {"corloc", "corloc_top1", "ci95", "n", "per_class": {class: corloc}}
+    #: The standard metrics (:class:`~sensloc.evaluation.standard_metrics.MetricRows`), if asked.
+    metrics: object = None
 
     def markdown(self):
         lines = ["| configuration | CorLoc (GT-known) | 95% CI | CorLoc (top-1) | n |",
@@ -475,7 +482,10 @@ class Summary:
     def to_json(self):
         configs = {k: v for k, v in self.rows.items() if not k.startswith("baseline: ")}
         baselines = {k[len("baseline: "):]: v for k, v in self.rows.items() if k.startswith("baseline: ")}
-        return {"configs": configs, "baselines": baselines, "n": self.n}
+        summary = {"configs": configs, "baselines": baselines, "n": self.n}
+        if self.metrics is not None:
+            summary["metrics"] = self.metrics.to_json()
+        return summary
 
 
 def summarize(rows, names, image_ids):
@@ -498,7 +508,7 @@ def summarize(rows, names, image_ids):
 
 
 def evaluate(weight_path, records, configs, cache_root, results_path, k=5, seed=0, jobs=1,
-             batch_size=8, progress=True, dask=None):
+             batch_size=8, progress=True, dask=None, metrics=(), metric_images=32):
     """Evaluate box configurations on a dataset.
 
     Parameters
@@ -520,6 +530,9 @@ def evaluate(weight_path, records, configs, cache_root, results_path, k=5, seed=
     dask : None, "local", str or distributed.Client
         Compute the maps on a Dask cluster instead (see :func:`ensure_maps`); everything after
         the maps runs here, in this process, so the numbers equal a local run's.
+    metrics : tuple of str
+        Standard metrics to add (:data:`sensloc.evaluation.standard_metrics.METRIC_NAMES`),
+        in ``Summary.metrics``; ``metric_images`` photos for those that run the network.
 
     Returns
     -------
@@ -538,10 +551,12 @@ def evaluate(weight_path, records, configs, cache_root, results_path, k=5, seed=
                 tuple(reducers.values()))
     prep = net.preprocessing
     gt_input = [photo_to_input(r.boxes, (r.width, r.height), prep) for r in dataset.records]
+    fitted = {}
     with tempfile.TemporaryDirectory(prefix="reductions-", dir=cache_root) as spill:
         reduced, predicted = reduce_dataset(net, dataset, reducers, cache_root, spill)
         try:
-            boxes = predict_boxes(configs, reduced, gt_input, prep.input_size, k, seed)
+            boxes = predict_boxes(configs, reduced, gt_input, prep.input_size, k, seed,
+                                  fitted)
         finally:
             close_rows(reduced)
     photo_boxes = {}
@@ -559,4 +574,12 @@ def evaluate(weight_path, records, configs, cache_root, results_path, k=5, seed=
         results.close()
     summary = summarize(iter_results(results_path), list(boxes),
                         [r.image_id for r in dataset.records])
+    if metrics:
+        # The standard metrics score whole maps, so they read them all (unlike the boxes,
+        # which are fitted from per-image reductions read a batch at a time).
+        from sensloc.evaluation.standard_metrics import standard_metrics
+        maps, logits = load_maps(net, dataset, specs, cache_root)
+        summary.metrics = standard_metrics(net, dataset.records, configs, fitted, maps, logits,
+                                           gt_input, k, seed, tuple(metrics), metric_images,
+                                           progress)
     return summary, photo_boxes

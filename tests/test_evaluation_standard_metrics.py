@@ -1,0 +1,119 @@
+"""``sensloc evaluate --metrics``: every metric for every configuration and map kind, in the
+printed table, the summary JSON and the figures, on generated photos and a small VGG; the
+numbers equal the metric functions applied to the cached maps directly."""
+import csv
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from sensloc import nets
+from sensloc import weights
+from sensloc.cli.main import main
+from sensloc.data import images
+from sensloc.data.datasets import read_manifest
+from sensloc.evaluation import runner as ev
+from sensloc.evaluation.standard_metrics import METRIC_NAMES, parse_metrics
+from sensloc.localize import wsol_metrics as wsol
+from sensloc.localize.folds import folds
+from sensloc.saliency.maps import MapSpec
+
+PREP = images.Preprocessing((32, 32), "RGB", 1 / 255, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), "squash")
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory):
+    """Twelve 48x40 photos of a bright textured rectangle on noise, a manifest, a small VGG."""
+    folder = tmp_path_factory.mktemp("scene")
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(12):
+        photo = (rng.random((40, 48, 3)) * 80).astype(np.uint8)
+        x0, y0 = int(rng.integers(0, 24)), int(rng.integers(0, 18))
+        photo[y0:y0 + 20, x0:x0 + 22] = 190 + rng.integers(0, 60, (20, 22, 3))
+        Image.fromarray(photo).save(folder / f"p{i}.png")
+        rows.append([f"p{i}.png", 48, 40, "n0", i % 3, "thing",
+                     f"{x0},{y0},{x0 + 22},{y0 + 20}", f"p{i}"])
+    with open(folder / "manifest.csv", "w", newline="") as stream:
+        writer = csv.writer(stream)
+        writer.writerow(["file", "width", "height", "wnid", "class_index", "class_name", "boxes",
+                         "image_id"])
+        writer.writerows(rows)
+    net = nets.random_parameters(nets.build("vgg11", num_classes=3, input_size=32, hidden=16), 1)
+    path = weights.save(folder / "net.h5", net, PREP, ["square", "disc", "bar"], "random-1",
+                        f"{1:064x}", architecture_options={"num_classes": 3, "input_size": 32,
+                                                           "hidden": 16})
+    return {"data": folder, "weights": path}
+
+
+def test_metric_names():
+    assert parse_metrics("all") == METRIC_NAMES
+    assert parse_metrics("pointing, maxboxacc") == ("maxboxacc", "pointing")
+    with pytest.raises(ValueError, match="unknown metric bogus"):
+        parse_metrics("maxboxacc,bogus")
+
+
+def test_evaluate_with_every_metric(scene, tmp_path, capsys):
+    data, common = scene["data"], ["--weights", str(scene["weights"]), "--cache",
+                                   str(tmp_path / "cache")]
+    summary_json, plots = tmp_path / "summary.json", tmp_path / "plots"
+    assert main(["evaluate", str(data), *common, "--preset", "gradient", "khan", "--cv", "3",
+                 "--results", str(tmp_path / "r.csv"), "--summary-json", str(summary_json),
+                 "--metrics", "all", "--metric-images", "3", "--plot", str(plots)]) == 0
+    out = capsys.readouterr().out
+    assert "| map | MaxBoxAcc (CV) |" in out and "| method: gradient-max_abs |" in out
+    metrics = json.loads(summary_json.read_text())["metrics"]
+    rows = metrics["rows"]
+    assert metrics["images"] == 12 and metrics["network_images"] == 3
+    assert set(rows) == {"gradient (3-fold CV)", "khan (3-fold CV)", "method: gradient-max_abs",
+                         "method: deeplift-reference=zero-sum", "method: guided-max_abs"}
+    for name, row in rows.items():
+        for key in ("maxboxacc", "maxboxaccv2", "gt_known_loc", "top1_loc", "pointing", "energy"):
+            assert 0 <= row[key] <= 1, (name, key)
+        assert 0 <= row["deletion"] <= 1 and 0 <= row["insertion"] <= 1
+        assert row["top1_loc"] <= row["gt_known_loc"] == row["maxboxacc"]
+        assert row["maxboxacc"] <= row["maxboxacc_reference"] + 1e-12  # CV cannot beat the max
+    # The gradient preset reads the cached gradient map itself: the same numbers.
+    assert rows["gradient (3-fold CV)"]["maxboxacc"] == rows["method: gradient-max_abs"]["maxboxacc"]
+    assert all(-1 <= rows[m]["sanity"] <= 1 for m in rows if m.startswith("method: "))
+
+    # The runner's numbers are the metric functions on the cached maps, folds of seed 0.
+    records = read_manifest(data)
+    net = weights.load(scene["weights"])
+    spec = MapSpec.make("gradient", "max_abs")
+    maps, logits = ev.load_maps(net, ev.Dataset(records), [spec], tmp_path / "cache")
+    gt_input = [ev.photo_to_input(r.boxes, (r.width, r.height), PREP) for r in records]
+    fold = folds(12, 3, 0)
+    cv, _ = wsol.cross_validated_hits(wsol.box_accuracy_hits(maps[spec], gt_input), fold)
+    assert rows["method: gradient-max_abs"]["maxboxacc"] == pytest.approx(cv.mean())
+    v2, _ = wsol.cross_validated_hits(wsol.box_accuracy_hits(
+        maps[spec], gt_input, iou_levels=wsol.IOU_V2, multi_region=True), fold)
+    assert rows["method: gradient-max_abs"]["maxboxaccv2"] == pytest.approx(v2.mean())
+    energy = wsol.energy_in_boxes(maps[spec], gt_input).mean()
+    assert rows["method: gradient-max_abs"]["energy"] == pytest.approx(energy)
+    # Pointing: the peak of each map, in photo pixels (48/32 wide, 40/32 high), vs the boxes.
+    peaks = wsol.peak_points(maps[spec]) * np.array([48 / 32, 40 / 32])
+    found = wsol.pointing_hits(peaks, [r.boxes for r in records])
+    assert rows["method: gradient-max_abs"]["pointing_all_images"] == pytest.approx(found.mean())
+
+    for figure in ("corloc.png", "corloc-by-size.png", "maxboxacc-thresholds.png",
+                   "deletion-insertion.png", "best-worst-khan__3-fold_CV_.png"):
+        assert (plots / figure).stat().st_size > 5000, figure
+
+
+def test_without_metrics_the_summary_has_none(scene, tmp_path, capsys):
+    summary_json = tmp_path / "summary.json"
+    assert main(["evaluate", str(scene["data"]), "--weights", str(scene["weights"]), "--cache",
+                 str(tmp_path / "cache"), "--preset", "gradient", "--cv", "3", "--results",
+                 str(tmp_path / "r.csv"), "--summary-json", str(summary_json)]) == 0
+    assert "| map |" not in capsys.readouterr().out
+    assert "metrics" not in json.loads(summary_json.read_text())
+
+
+def test_an_unknown_metric_is_refused_before_any_work(scene, tmp_path, capsys):
+    assert main(["evaluate", str(scene["data"]), "--weights", str(scene["weights"]), "--cache",
+                 str(tmp_path / "cache"), "--preset", "gradient", "--metrics", "maxboxacc,iou",
+                 "--results", str(tmp_path / "r.csv")]) == 2
+    assert "--metrics: unknown metric iou" in capsys.readouterr().err
+    assert not (tmp_path / "cache").exists() and not (tmp_path / "r.csv").exists()
