@@ -402,11 +402,12 @@ def cache_root(args):
 
 def check_classes(records, net):
     """Refuse, before any map is computed, a record whose class the network does not have."""
+    classes = net.num_classes - net.class_offset  # MobileNetV2's "background" is no class
     for record in records:
-        if not 0 <= record.class_index < net.num_classes:
+        if not 0 <= record.class_index < classes:
             raise UsageError(f"{record.path.parent}: image {record.image_id} has class_index "
-                             f"{record.class_index}, but {net.name} has {net.num_classes} "
-                             f"classes (0-{net.num_classes - 1})")
+                             f"{record.class_index}, but {net.name} has {classes} "
+                             f"classes (0-{classes - 1})")
 
 
 def check_dask(args):
@@ -502,7 +503,9 @@ def cmd_evaluate(args):
         print(f"summary: {summary_json}")
     if plot is not None:
         from sensloc.evaluation.plots import write_plots
-        for path in write_plots(plot, summary, records, photo_boxes, net.class_names):
+        # The figures name records' classes, numbered as the dataset numbers them.
+        dataset_names = None if net.class_names is None else net.class_names[net.class_offset:]
+        for path in write_plots(plot, summary, records, photo_boxes, dataset_names):
             print(f"figure: {path}")
 
 

@@ -56,9 +56,17 @@ def photo_to_input(boxes, photo_size_wh, preprocessing):
 
 @dataclass
 class Dataset:
-    """Records with the digests that key their cache entries."""
+    """Records with the digests that key their cache entries.
+
+    ``class_offset`` is the network's output index of dataset class 0
+    (:attr:`sensloc.nets.Network.class_offset`): a record's class is the network's output
+    ``class_index + class_offset``. The functions given a network set it
+    (:meth:`for_network`); their maps, cache entries and top-1 comparisons read
+    :meth:`target`.
+    """
     records: list
     digests: list = field(default=None)
+    class_offset: int = 0
 
     def __post_init__(self):
         if not self.records:
@@ -66,16 +74,26 @@ class Dataset:
         if self.digests is None:
             self.digests = [sha256_file(r.path) for r in self.records]
 
+    def target(self, i):
+        """The network output index of image ``i``'s class."""
+        return self.records[i].class_index + self.class_offset
+
+    def for_network(self, net):
+        """This dataset with ``net``'s class offset (itself if it has it already)."""
+        if self.class_offset == net.class_offset:
+            return self
+        return replace(self, class_offset=net.class_offset)
+
 
 def missing_images(cache, dataset, indices, specs, reducers=()):
     """The indices (list of int) of images whose logits, any map or any reduction by
     ``reducers`` (``(key, protocol)`` pairs, :func:`~sensloc.evaluation.map_cache.reduction_key`)
     ``cache`` lacks."""
-    records, digests = dataset.records, dataset.digests
+    digests, target = dataset.digests, dataset.target
     return [i for i in indices
             if not cache.has(cache.logits_path(digests[i]))
-            or any(not cache.has(cache.map_path(s, digests[i], records[i].class_index)) for s in specs)
-            or any(not cache.has(cache.reduction_path(key, digests[i], records[i].class_index))
+            or any(not cache.has(cache.map_path(s, digests[i], target(i))) for s in specs)
+            or any(not cache.has(cache.reduction_path(key, digests[i], target(i)))
                    for key, _ in reducers)]
 
 
@@ -83,10 +101,10 @@ def reduce_batch(cache, dataset, batch, key, protocol):
     """``protocol``'s reduction of the images ``batch`` (indices), {name: (B, ...) array}: read
     from the cache, or, if any image lacks it, computed from the cached maps and stored. A
     reduction is computed image by image, so it does not depend on the batch it was made in."""
-    records, digests = dataset.records, dataset.digests
-    paths = [cache.reduction_path(key, digests[i], records[i].class_index) for i in batch]
+    digests, target = dataset.digests, dataset.target
+    paths = [cache.reduction_path(key, digests[i], target(i)) for i in batch]
     if not all(cache.has(path) for path in paths):
-        maps = {s: np.stack([cache.load(cache.map_path(s, digests[i], records[i].class_index))
+        maps = {s: np.stack([cache.load(cache.map_path(s, digests[i], target(i)))
                              for i in batch]) for s in protocol.map_specs}
         reduced = protocol.reduce(maps)
         for row, path in enumerate(paths):
@@ -110,6 +128,7 @@ def compute_missing(net, cache, dataset, indices, specs, batch_size=8, reducers=
 
     Returns the number of images that needed any work.
     """
+    dataset = dataset.for_network(net)
     records, digests = dataset.records, dataset.digests
     indices = list(indices)
     todo = 0
@@ -121,7 +140,7 @@ def compute_missing(net, cache, dataset, indices, specs, batch_size=8, reducers=
         todo += len(lacking)
         if missing_images(cache, dataset, chunk, specs):
             x = images.load_batch([records[i].path for i in chunk], net.preprocessing)
-            targets = np.array([records[i].class_index for i in chunk])
+            targets = np.array([dataset.target(i) for i in chunk])
             logits = net(x)
             for row, i in zip(logits, chunk):
                 if not cache.has(cache.logits_path(digests[i])):
@@ -279,6 +298,7 @@ def ensure_maps(weight_path, net, dataset, specs, cache_root, jobs=1, batch_size
     seconds : float
     """
     from tqdm import tqdm
+    dataset = dataset.for_network(net)
     cache = MapCache(cache_root, network_key(net))
     reducers = tuple((reduction_key(p), p) for p in reducers)
     started = time.time()
@@ -331,11 +351,12 @@ def ensure_maps(weight_path, net, dataset, specs, cache_root, jobs=1, batch_size
 
 def load_maps(net, dataset, specs, cache_root):
     """{spec: (N, H, W)} maps for the true classes, and the (N, K) logits, from the cache."""
+    dataset = dataset.for_network(net)
     cache = MapCache(cache_root, network_key(net))
-    records, digests = dataset.records, dataset.digests
+    digests = dataset.digests
     logits = np.stack([cache.load(cache.logits_path(d)) for d in digests])
-    maps = {s: np.stack([cache.load(cache.map_path(s, d, r.class_index))
-                         for r, d in zip(records, digests)]) for s in specs}
+    maps = {s: np.stack([cache.load(cache.map_path(s, d, dataset.target(i)))
+                         for i, d in enumerate(digests)]) for s in specs}
     return maps, logits
 
 
@@ -373,8 +394,10 @@ def reduce_dataset(net, dataset, protocols, cache_root, spill_folder=None,
     -------
     reduced : {name: {name: (N, ...) array or RowFile}}
     predicted : (N,) int array
-        The network's top-1 class of every image.
+        The network's top-1 class of every image, numbered as the dataset's classes (-1
+        where it is an output no dataset class has, such as MobileNetV2's "background").
     """
+    dataset = dataset.for_network(net)
     cache = MapCache(cache_root, network_key(net))
     records, digests = dataset.records, dataset.digests
     keys = {name: reduction_key(protocol) for name, protocol in protocols.items()}
@@ -384,7 +407,7 @@ def reduce_dataset(net, dataset, protocols, cache_root, spill_folder=None,
     for start in range(0, len(records), batch_size):
         batch = range(start, min(start + batch_size, len(records)))
         for i in batch:
-            predicted[i] = int(np.argmax(cache.load(cache.logits_path(digests[i]))))
+            predicted[i] = net.dataset_classes(cache.load(cache.logits_path(digests[i])).argmax())
         for name, protocol in protocols.items():
             part = reduce_batch(cache, dataset, batch, keys[name], protocol)
             for key, values in list(part.items()):

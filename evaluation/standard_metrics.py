@@ -198,7 +198,8 @@ def standard_metrics(net, records, configs, fitted, maps, logits, gt_input, k, s
     fold = folds(n, k, seed)
     prep = net.preprocessing
     classes = np.array([r.class_index for r in records])
-    predicted = logits.argmax(axis=1)
+    predicted = net.dataset_classes(logits.argmax(axis=1))
+    targets = classes + net.class_offset  # the network's outputs of the true classes
     photo_boxes = [r.boxes for r in records]
     photo_sizes = [(r.width, r.height) for r in records]
     chosen = subset(n, metric_images, seed) if set(wanted) & set(NETWORK_METRICS) else []
@@ -232,7 +233,7 @@ def standard_metrics(net, records, configs, fitted, maps, logits, gt_input, k, s
                                            prep, predicted, classes, wanted, sweep)
         for mode in ("deletion", "insertion"):
             if mode in wanted:
-                curve = faithfulness.causal_curves(net, x, outside[chosen], classes[chosen], mode)
+                curve = faithfulness.causal_curves(net, x, outside[chosen], targets[chosen], mode)
                 row[mode] = float(faithfulness.curve_auc(curve).mean())
                 curves[mode] = curve.mean(axis=0).tolist()
         result.rows[name] = row
@@ -242,7 +243,7 @@ def standard_metrics(net, records, configs, fitted, maps, logits, gt_input, k, s
             if spec.method == "activations":
                 continue
             blocks, rho = faithfulness.cascading_randomization(
-                net, spec, x, classes[chosen], seed=seed, original=maps[spec][chosen])
+                net, spec, x, targets[chosen], seed=seed, original=maps[spec][chosen])
             row = result.rows[f"method: {spec.name}"]
             row["sanity"] = float(rho.mean())
             row["sanity_by_block"] = dict(zip(blocks, rho.mean(axis=1).round(4).tolist()))

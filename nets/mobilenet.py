@@ -56,5 +56,6 @@ def mobilenet_v2(num_classes=1001):
             channels, number = out_channels, number + 1
     layers += [Conv2d("head", channels, 1280, 1), ReLU6("head_relu6"),
                GlobalAvgPool2d("pool"), Linear("classifier", 1280, num_classes)]
+    # TensorFlow's 1001 outputs put "background" before ImageNet's 1000 classes.
     return Network("mobilenet_v2", layers, 3, None, (224, 224), num_classes,
-                   feature_layer="head_relu6")
+                   feature_layer="head_relu6", class_offset=1 if num_classes == 1001 else 0)

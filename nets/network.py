@@ -55,13 +55,17 @@ class Network:
     feature_layer : str, optional
         The last spatial layer before the classifier, which Grad-CAM, neuron selection and the
         localization presets read by default (:func:`sensloc.saliency.layers.feature_layer`).
+    class_offset : int, optional
+        The output index of ImageNet class 0: 1 for TensorFlow's MobileNets, whose output 0 is
+        "background", 0 otherwise. Datasets number classes as ImageNet does (0-999); the
+        output of class ``c`` is ``c + class_offset`` (:meth:`dataset_classes` goes back).
 
     Attributes ``preprocessing``, ``class_names`` and ``source`` (the weight file's path,
     name, SHA-256 and history) are None until ``weights.load`` fills them in.
     """
 
     def __init__(self, name, layers, in_channels, input_size, default_input_size, num_classes,
-                 feature_layer=None):
+                 feature_layer=None, class_offset=0):
         names = [layer.name for layer in layers]
         if len(set(names)) != len(names):
             raise ValueError(f"layer names must be unique, got {names}")
@@ -74,6 +78,7 @@ class Network:
         self.default_input_size = tuple(default_input_size)
         self.num_classes = num_classes
         self.feature_layer = feature_layer
+        self.class_offset = class_offset
         # What the weight file says (weights.load sets them; None for a bare network).
         self.preprocessing = None
         self.class_names = None
@@ -81,6 +86,12 @@ class Network:
 
     def __repr__(self):
         return f"Network({self.name!r}, {len(self.layers)} layers, {self.num_classes} classes)"
+
+    def dataset_classes(self, outputs):
+        """Output indices (int or array) -> dataset classes: ``outputs - class_offset``, and -1
+        for an output that no dataset class has (MobileNetV2's "background")."""
+        outputs = np.asarray(outputs)
+        return np.where(outputs >= self.class_offset, outputs - self.class_offset, -1)
 
     @property
     def layer_names(self):

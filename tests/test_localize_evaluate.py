@@ -7,6 +7,7 @@ another network; and the command line writes the summary JSON and figures.
 """
 import csv
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -152,6 +153,37 @@ def test_workers_store_the_reductions_and_this_process_reads_only_them(scene, tm
     whole = protocol.reduce(maps)  # the workers' reductions, stored, equal the whole array's
     assert all(np.array_equal(reduced["mix"][name], whole[name]) for name in whole)
     assert np.array_equal(predicted, logits.argmax(axis=1))
+
+
+def test_a_network_with_a_background_output_reads_every_class_one_output_up(scene, tmp_path):
+    """MobileNetV2's output 0 is "background" (class_offset 1): a dataset class c is its output
+    c + 1. Renumbering the same outputs that way must give the same maps, reductions and top-1
+    answers as the plain numbering (checked on the small VGG, outputs 1 and 2 renamed 0 and 1)."""
+    records = [r for r in read_manifest(scene["data"]) if r.class_index > 0]
+    shifted = [replace(r, class_index=r.class_index - 1) for r in records]
+    gradient = MapSpec.make("gradient", "max_abs")
+    protocol = pr.ThresholdBoxes(gradient, "largest")
+    found = {}
+    for offset, rows in ((0, records), (1, shifted)):
+        net = weights.load(scene["weights"])
+        net.class_offset = offset
+        dataset = ev.Dataset(rows)
+        ev.ensure_maps(scene["weights"], net, dataset, (gradient,), tmp_path / "cache",
+                       batch_size=4, progress=False)
+        maps, logits = ev.load_maps(net, dataset, (gradient,), tmp_path / "cache")
+        reduced, predicted = ev.reduce_dataset(net, dataset, {"t": protocol}, tmp_path / "cache")
+        found[offset] = maps[gradient], reduced["t"], predicted, logits
+    # The maps are those of the outputs 1 and 2 (the same cache entries: computed once).
+    x = images.load_batch([r.path for r in records], PREP)
+    direct = gradient.compute(weights.load(scene["weights"]), x,
+                              np.array([r.class_index for r in records]))
+    np.testing.assert_array_equal(found[0][0], found[1][0])
+    np.testing.assert_allclose(found[1][0], direct, rtol=1e-5, atol=1e-6 * np.abs(direct).max())
+    for key in found[0][1]:
+        np.testing.assert_array_equal(found[0][1][key], found[1][1][key])
+    top = found[0][3].argmax(axis=1)
+    np.testing.assert_array_equal(found[0][2], top)
+    np.testing.assert_array_equal(found[1][2], np.where(top > 0, top - 1, -1))
 
 
 def test_box_models_refuse_another_network(scene, tmp_path):

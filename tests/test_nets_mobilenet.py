@@ -230,8 +230,10 @@ def test_top1_agrees_with_the_tflite_interpreter(name, tmp_path):
             scores = interpreter.get_tensor(sink["index"])[0].astype(np.int64)
             ours = int(net(net.preprocessing.apply(image)[None]).argmax())
             agree += scores[ours] == scores.max()
-            correct_ours += ours == int(row["class_index"]) + 1       # background is class 0
+            # The manifest numbers ImageNet's classes 0-999; output 0 is "background".
+            correct_ours += net.dataset_classes(ours) == int(row["class_index"])
             correct_theirs += scores.argmax() == int(row["class_index"]) + 1
+    assert net.class_offset == 1 and net.class_names[0] == "background"
     print(f"{name}: top-1 agreement {agree}/{len(rows)}; accuracy float {correct_ours}, "
           f"TFLite {correct_theirs}")
     assert agree >= 0.95 * len(rows)
