@@ -37,10 +37,14 @@ def network_key(net):
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
 
 
+#: Version of what a reduction stores: 2 keeps whole-pixel boxes as int16 (1: float64).
+REDUCTION_FORMAT = 2
+
+
 def reduction_key(protocol):
     """16 hex digits naming what a protocol's reduction of an image depends on: its kind and
     parameters (an unfitted protocol reduces for its whole search, a fitted one for its fit)."""
-    identity = {"kind": protocol.kind, "params": protocol.params()}
+    identity = {"kind": protocol.kind, "params": protocol.params(), "format": REDUCTION_FORMAT}
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -40,7 +40,7 @@ from sensloc.evaluation.workers import spawn_pool
 from sensloc.localize.boxes import best_ious, clip_boxes
 from sensloc.localize.metrics import bootstrap_ci, hits, per_class_corloc
 from sensloc.localize.protocols import CenterBox, WholeImage
-from sensloc.localize.protocols.base import concatenate, cross_validated_reduced
+from sensloc.localize.protocols.base import cross_validated_reduced
 
 
 # --------------------------------------------------------------------------- coordinates
@@ -400,24 +400,29 @@ def reduce_dataset(net, dataset, protocols, cache_root, spill_folder=None,
     dataset = dataset.for_network(net)
     cache = MapCache(cache_root, network_key(net))
     records, digests = dataset.records, dataset.digests
+    n = len(records)
     keys = {name: reduction_key(protocol) for name, protocol in protocols.items()}
-    parts = {name: [] for name in protocols}
-    spilled = {name: {} for name in protocols}
-    predicted = np.empty(len(records), np.int64)
-    for start in range(0, len(records), batch_size):
-        batch = range(start, min(start + batch_size, len(records)))
+    reduced = {name: {} for name in protocols}
+    predicted = np.empty(n, np.int64)
+    for start in range(0, n, batch_size):
+        batch = range(start, min(start + batch_size, n))
         for i in batch:
             predicted[i] = net.dataset_classes(cache.load(cache.logits_path(digests[i])).argmax())
         for name, protocol in protocols.items():
             part = reduce_batch(cache, dataset, batch, keys[name], protocol)
-            for key, values in list(part.items()):
-                if spill_folder is not None and values[:1].nbytes > SPILL_BYTES:
-                    if key not in spilled[name]:
-                        spilled[name][key] = RowFile(spill_folder, values.shape[1:], values.dtype)
-                    spilled[name][key].append(values)
-                    del part[key]
-            parts[name].append(part)
-    reduced = {name: {**concatenate(parts[name]), **spilled[name]} for name in protocols}
+            for key, values in part.items():
+                if key not in reduced[name]:  # the first batch tells each row's shape and type
+                    big = spill_folder is not None and values[:1].nbytes > SPILL_BYTES
+                    reduced[name][key] = (RowFile(spill_folder, values.shape[1:], values.dtype)
+                                          if big else np.empty((n,) + values.shape[1:],
+                                                               values.dtype))
+                rows = reduced[name][key]
+                if isinstance(rows, RowFile):
+                    rows.append(values)
+                    continue
+                if not np.can_cast(values.dtype, rows.dtype):  # e.g. boxes not whole pixels
+                    rows = reduced[name][key] = rows.astype(np.result_type(rows, values))
+                rows[batch.start:batch.stop] = values
     return reduced, predicted
 
 

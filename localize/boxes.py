@@ -196,6 +196,31 @@ def boxes_from_heatmap(heatmap, fraction, mode="largest"):
     return box_from_mask(mask, mode, heatmap=maps)
 
 
+def pixel_boxes(boxes):
+    """Boxes whose corners lie on pixel edges, stored as int16: the same numbers in a quarter
+    of float64's memory.
+
+    The union and component boxes of a map (:func:`union_boxes`, :func:`boxes_from_heatmap`)
+    are whole pixels, and a dataset's reductions keep dozens of them per image (a box search
+    keeps one per grid point). Boxes that are not whole numbers in ``[0, 32767]`` are returned
+    unchanged. Arithmetic on int16 would overflow (an area of 227 x 227 px does): every
+    function of this module reads boxes as float64.
+
+    Parameters
+    ----------
+    boxes : (..., 4) float array
+
+    Returns
+    -------
+    (..., 4) int16 array, or ``boxes`` itself
+    """
+    boxes = np.asarray(boxes)
+    if boxes.size and (boxes.min() < 0 or boxes.max() > np.iinfo(np.int16).max):
+        return boxes
+    stored = boxes.astype(np.int16)
+    return stored if np.array_equal(stored, boxes) else boxes
+
+
 def scale_boxes(boxes, from_size_wh, to_size_wh):
     """Move boxes from an image of one size to the same image resized (squashed) to another.
 

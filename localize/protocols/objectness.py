@@ -39,7 +39,7 @@ from sensloc.saliency import postprocess
 from sensloc.saliency.maps import MapSpec
 
 from sensloc.localize.folds import folds
-from sensloc.localize.protocols.base import Protocol, concatenate
+from sensloc.localize.protocols.base import Protocol
 from sensloc.localize.protocols.mix import BORDER_WIDTHS, SCALES, SIGMAS, BoxSearch
 from sensloc.localize.protocols.threshold import FRACTIONS, khan_heat
 from sensloc.localize.regression import cell_means, solve_ridge
@@ -217,13 +217,21 @@ class ObjectnessBoxes(Protocol):
         cells = np.maximum(cells, 0).reshape(-1, *grid_hw).astype(np.float32)
         return postprocess.upsample(cells, input_hw)
 
-    def _predict_cells(self, features, indices, w):
-        """``[(phi - mu) / sd, 1] w`` of images ``indices``, (M, P) or (M, P, L), for features
-        (N, P, D) and weights (D + 1,) or (D + 1, L)."""
-        out = np.empty((len(indices), features.shape[1]) + w.shape[1:])
-        for start, block in zip(range(0, len(indices), BLOCK), _blocks(indices)):
+    def _cell_blocks(self, features, indices, w):
+        """Yield ``(block, [(phi - mu) / sd, 1] w)`` for the :func:`_blocks` of images
+        ``indices``: (B,) indices and (B, P) or (B, P, L) predictions, for features (N, P, D)
+        and weights (D + 1,) or (D + 1, L). The same blocks give the same floats."""
+        for block in _blocks(indices):
             z = (features[block] - self.mean) / self.sd
-            out[start:start + len(block)] = z @ w[:-1] + w[-1]
+            yield block, z @ w[:-1] + w[-1]
+
+    def _predict_cells(self, features, indices, w):
+        """:meth:`_cell_blocks` of images ``indices`` as one array (M, P) or (M, P, L)."""
+        out = np.empty((len(indices), features.shape[1]) + w.shape[1:])
+        start = 0
+        for block, cells in self._cell_blocks(features, indices, w):
+            out[start:start + len(block)] = cells
+            start += len(block)
         return out
 
     def objectness(self, maps):
@@ -256,8 +264,8 @@ class ObjectnessBoxes(Protocol):
 
         ``reduced["features"]`` may be an array or rows kept on disk: anything with ``shape``,
         ``len`` and ``features[indices]`` reading those images' rows. It is read a block of
-        :data:`BLOCK` images at a time, so memory holds a block of features, the (D + 1)^2
-        Gram matrices and, per image, its cells' held-out predictions and candidate boxes.
+        :data:`BLOCK` images at a time, so memory holds a block of features and predictions,
+        the (D + 1)^2 Gram matrices and, per image, the box search's candidate boxes (int16).
         """
         features = reduced["features"]
         grid, size = self._shapes(reduced)
@@ -274,22 +282,30 @@ class ObjectnessBoxes(Protocol):
         members = [np.flatnonzero(fold == f) for f in range(self.inner_folds)]
         parts = [_gram(features, m, targets, self.mean, self.sd) for m in members]
         gram, moment = sum(p[0] for p in parts), sum(p[1] for p in parts)
-        # Every lambda's weights as one matrix (D + 1, L): each held-out fold is standardized
-        # and predicted once for all of them.
-        held_out = np.empty(targets.shape + (len(self.lambdas),))
-        for m, (g, mo) in zip(members, parts):
-            w = np.stack([_ridge(gram - g, moment - mo, lam) for lam in self.lambdas], axis=1)
-            held_out[m] = self._predict_cells(features, m, w)
-        errors = np.mean((held_out - targets[..., None]) ** 2, axis=(0, 1))
+        # Every lambda's weights as one matrix (D + 1, L) per fold: each held-out block is
+        # standardized and predicted once for all of them, and only its squared errors kept.
+        weights = [np.stack([_ridge(gram - g, moment - mo, lam) for lam in self.lambdas], axis=1)
+                   for g, mo in parts]
+        squared = np.zeros(len(self.lambdas))
+        for m, w in zip(members, weights):
+            for block, cells in self._cell_blocks(features, m, w):
+                squared += ((cells - targets[block][..., None]) ** 2).sum(axis=(0, 1))
+        errors = squared / targets.size
         best = int(np.argmin(errors))  # the smallest lambda among ties
         self.lam, self.cell_mse = self.lambdas[best], float(errors[best])
         self.weights = _ridge(gram, moment, self.lam)
-        # The box search on the training images' held-out maps, reduced a block at a time.
+        # The box search on the training images' held-out maps of that lambda: predicted again
+        # in the same blocks with the same weights (so the same floats as above), each block
+        # boxed at once; only the boxes stay.
         self.search.sigma = self.search.border_width = None
         self.search.fraction = self.search.scale = None
-        boxes = concatenate(self.search.reduce([self._as_map(held_out[block][..., best], grid,
-                                                             size)])
-                            for block in _blocks(every))
+        boxes = {}
+        for m, w in zip(members, weights):
+            for block, cells in self._cell_blocks(features, m, w):
+                part = self.search.reduce([self._as_map(cells[..., best], grid, size)])
+                for key, values in part.items():
+                    boxes.setdefault(key, np.empty((n,) + values.shape[1:], values.dtype))
+                    boxes[key][block] = values
         self.search.fit_reduced(boxes, gt_boxes)
         return self
 

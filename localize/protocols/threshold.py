@@ -10,7 +10,7 @@ import numpy as np
 from sensloc.saliency import postprocess
 from sensloc.saliency.maps import MapSpec
 
-from sensloc.localize.boxes import boxes_from_heatmap
+from sensloc.localize.boxes import boxes_from_heatmap, pixel_boxes
 from sensloc.localize.metrics import corloc
 from sensloc.localize.protocols.base import Protocol
 
@@ -61,10 +61,11 @@ class ThresholdBoxes(Protocol):
         return FRACTIONS if self.fraction is None else (self.fraction,)
 
     def reduce(self, maps):
-        """``candidates`` (N, F, 4): each image's box at every fraction of :meth:`fractions`."""
+        """``candidates`` (N, F, 4): each image's box at every fraction of :meth:`fractions`
+        (whole pixels, int16: :func:`~sensloc.localize.boxes.pixel_boxes`)."""
         heat = self.heat(maps)
-        return {"candidates": np.stack([boxes_from_heatmap(heat, t, self.mode)
-                                        for t in self.fractions()], 1)}
+        return {"candidates": pixel_boxes(np.stack([boxes_from_heatmap(heat, t, self.mode)
+                                                    for t in self.fractions()], 1))}
 
     def fit_reduced(self, reduced, gt_boxes):
         if self.fraction is None:
@@ -77,10 +78,10 @@ class ThresholdBoxes(Protocol):
             raise ValueError(f"{self.describe()} has no threshold: fit it or give fraction=")
         candidates = reduced["candidates"]
         if candidates.shape[1] == 1:  # reduced by a protocol with this one fraction
-            return candidates[:, 0]
+            return candidates[:, 0].astype(np.float64)
         if candidates.shape[1] != len(FRACTIONS) or self.fraction not in FRACTIONS:
             raise ValueError(f"these candidates were not boxed at the fraction {self.fraction}")
-        return candidates[:, FRACTIONS.index(self.fraction)]
+        return candidates[:, FRACTIONS.index(self.fraction)].astype(np.float64)
 
     def params(self):
         return {"spec": self.spec.to_json(), "mode": self.mode, "fraction": self.fraction}
