@@ -169,3 +169,14 @@ def test_best_ious_of_many_images_and_candidates_equal_the_iou_loop(rng):
         best_ious(candidates, truth[:4])
     with pytest.raises(ValueError, match="xmin > xmax"):
         best_ious(candidates[:, :, ::-1], truth)
+
+
+def test_whole_pixel_boxes_are_kept_exactly_in_int16_and_others_unchanged():
+    from sensloc.localize.boxes import pixel_boxes
+    boxes = np.array([[0.0, 3.0, 227.0, 226.0], [5.0, 5.0, 32767.0, 6.0]])
+    stored = pixel_boxes(boxes)
+    assert stored.dtype == np.int16 and np.array_equal(stored.astype(np.float64), boxes)
+    for other in ([[0.5, 3.0, 227.0, 226.0]], [[0.0, 0.0, 32768.0, 1.0]], [[-1.0, 0, 4, 4]]):
+        assert pixel_boxes(np.array(other)).dtype == np.float64
+    # Scoring reads them as float64: an int16 area (227 x 227 > 32767) would overflow.
+    assert best_ious(stored[:1], [boxes[:1]])[0] == 1.0

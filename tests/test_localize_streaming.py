@@ -97,3 +97,40 @@ def test_block_moments_equal_numpys_whole_array_mean_and_std(rng):
     assert np.array_equal(sd, chosen.std(axis=0, dtype=np.float64))
     assert sd[3] == 0 and np.all(sd[np.arange(17) != 3] > 0)
     assert not np.array_equal(mean, flat.mean(axis=0, dtype=np.float64))  # the subset matters
+
+
+def test_objectness_fit_keeps_errors_not_predictions_yet_chooses_as_the_whole_array(rng):
+    """The fit keeps each lambda's summed squared error and boxes the best lambda's held-out
+    maps block by block. Reference: every held-out prediction in one (N, P, L) array, its
+    mean squared error per lambda, and a box search fitted on all the held-out maps at once."""
+    from sensloc.localize.folds import folds
+    from sensloc.localize.protocols.mix import BoxSearch
+    maps, boxes = synthetic(n=150, seed=7)
+    lambdas = (0.01, 1.0, 100.0, 1e4)
+    protocol = ObjectnessBoxes((L1, L2), (E,), lambdas=lambdas, inner_folds=3, sigmas=(1.0, 2.0))
+    protocol.fit(maps, boxes)
+    reduced = protocol.reduce(maps)
+    features, (grid, size) = reduced["features"], protocol._shapes(reduced)
+    targets = objectness.box_coverage(boxes, size, grid).reshape(150, -1)
+    z = (features - protocol.mean) / protocol.sd
+    held_out = np.empty(targets.shape + (len(lambdas),))
+    fold = folds(150, 3, seed=0)
+    for f in range(3):
+        train, test = fold != f, fold == f
+        a = np.concatenate([z[train].reshape(-1, z.shape[2]), np.ones((train.sum() * z.shape[1], 1))], 1)
+        for j, lam in enumerate(lambdas):
+            # Ridge with an unpenalized bias: (A^T A + lam [I 0; 0 0]) w = A^T t.
+            penalty = lam * np.eye(a.shape[1])
+            penalty[-1, -1] = 0
+            w = np.linalg.solve(a.T @ a + penalty, a.T @ targets[train].reshape(-1))
+            held_out[test, :, j] = z[test] @ w[:-1] + w[-1]
+    errors = np.mean((held_out - targets[..., None]) ** 2, axis=(0, 1))
+    best = int(np.argmin(errors))
+    assert protocol.lam == lambdas[best]
+    assert abs(protocol.cell_mse - errors[best]) <= 1e-9 * errors[best]
+    assert np.sort(errors)[1] > (1 + 1e-5) * errors[best]  # a choice far above rounding (7e-4)
+    search = BoxSearch(sigmas=(1.0, 2.0)).fit([protocol._as_map(held_out[..., best], grid, size)],
+                                              boxes)
+    assert (search.sigma, search.border_width, search.fraction, search.scale) == \
+        (protocol.search.sigma, protocol.search.border_width, protocol.search.fraction,
+         protocol.search.scale)
