@@ -34,7 +34,7 @@ def load_average():
 
 def warm_up(job):
     """Run one shard in this worker: reads the weights, loads the Numba kernels."""
-    from sensloc.evaluation.runner import run_shard
+    from sensloc.evaluation.maps import run_shard
     from sensloc.evaluation.workers import start_worker
     start_worker("numba")   # as the backend plugin of ensure_maps will (registered later)
     return run_shard(job)
@@ -59,7 +59,7 @@ def main(argv=None):
     from distributed import get_task_stream
     from sensloc.data.datasets import read_manifest
     from sensloc.evaluation.distributed import local_cluster
-    from sensloc.evaluation.runner import Dataset, ShardJob, ensure_maps
+    from sensloc.evaluation.maps import Dataset, ShardJob, ensure_maps
     from sensloc.localize.presets import preset
     from sensloc._files import sha256_file
     from sensloc.evaluation.workers import start_worker

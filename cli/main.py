@@ -423,8 +423,9 @@ def check_dask(args):
 def cmd_fit_boxes(args):
     from sensloc.evaluation.boxmodels import save_box_model
     import tempfile
-    from sensloc.evaluation.runner import (Dataset, close_rows, ensure_maps, photo_to_input,
-                                           reduce_dataset)
+    from sensloc.evaluation.maps import Dataset, ensure_maps
+    from sensloc.evaluation.reductions import close_rows, reduce_dataset
+    from sensloc.evaluation.runner import photo_to_input
     out = output_path(args.out, "--out", [args.weights, *dataset_files(args.datasets)])
     net = load_network(args)
     records = open_datasets(args.datasets)

@@ -7,11 +7,11 @@ core), and a cheap rest: boxes, cross-validation, IoU, CorLoc and the results CS
 once the maps exist. Only the expensive step is distributed, and through the very function the
 local ``--jobs`` processes run:
 
-* The client cuts the dataset into batches at fixed positions (:func:`sensloc.evaluation.runner.batch_ranges`:
+* The client cuts the dataset into batches at fixed positions (:func:`sensloc.evaluation.maps.batch_ranges`:
   an image is always computed with the same neighbours, because a network's floats can depend
   on the batch), groups the batches the cache lacks into shards (about four per worker) and
-  submits one task per shard: :func:`sensloc.evaluation.runner.run_shard` with a
-  :class:`~sensloc.evaluation.runner.ShardJob` holding image paths, classes and SHA-256 digests, never
+  submits one task per shard: :func:`sensloc.evaluation.maps.run_shard` with a
+  :class:`~sensloc.evaluation.maps.ShardJob` holding image paths, classes and SHA-256 digests, never
   pixels. The worker reads the photos from their paths, computes the logits and maps the cache
   lacks, and stores them in the shared :class:`~sensloc.evaluation.map_cache.MapCache` (atomic writes).
 * Each worker process loads the weight file once, on its first shard, and keeps it: the network
@@ -146,7 +146,7 @@ def dask_allowed_failures():
 
 @contextmanager
 def dask_executor(target, local_workers=1):
-    """The Dask executor of :func:`sensloc.evaluation.runner.ensure_maps`.
+    """The Dask executor of :func:`sensloc.evaluation.maps.ensure_maps`.
 
     Parameters
     ----------

@@ -1,51 +1,21 @@
 """``sensloc evaluate --metrics``: every metric for every configuration and map kind, in the
 printed table, the summary JSON and the figures, on generated photos and a small VGG; the
 numbers equal the metric functions applied to the cached maps directly."""
-import csv
 import json
 
 import numpy as np
 import pytest
-from PIL import Image
 
-from sensloc import nets
 from sensloc import weights
 from sensloc.cli.main import main
-from sensloc.data import images
 from sensloc.data.datasets import read_manifest
 from sensloc.evaluation import runner as ev
+from sensloc.evaluation.maps import Dataset, load_maps
 from sensloc.evaluation.standard_metrics import METRIC_NAMES, parse_metrics
 from sensloc.localize import wsol_metrics as wsol
 from sensloc.localize.folds import folds
 from sensloc.saliency.maps import MapSpec
-
-PREP = images.Preprocessing((32, 32), "RGB", 1 / 255, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), "squash")
-
-
-@pytest.fixture(scope="module")
-def scene(tmp_path_factory):
-    """Twelve 48x40 photos of a bright textured rectangle on noise, a manifest, a small VGG."""
-    folder = tmp_path_factory.mktemp("scene")
-    rng = np.random.default_rng(0)
-    rows = []
-    for i in range(12):
-        photo = (rng.random((40, 48, 3)) * 80).astype(np.uint8)
-        x0, y0 = int(rng.integers(0, 24)), int(rng.integers(0, 18))
-        photo[y0:y0 + 20, x0:x0 + 22] = 190 + rng.integers(0, 60, (20, 22, 3))
-        Image.fromarray(photo).save(folder / f"p{i}.png")
-        rows.append([f"p{i}.png", 48, 40, "n0", i % 3, "thing",
-                     f"{x0},{y0},{x0 + 22},{y0 + 20}", f"p{i}"])
-    with open(folder / "manifest.csv", "w", newline="") as stream:
-        writer = csv.writer(stream)
-        writer.writerow(["file", "width", "height", "wnid", "class_index", "class_name", "boxes",
-                         "image_id"])
-        writer.writerows(rows)
-    net = nets.random_parameters(nets.build("vgg11", num_classes=3, input_size=32, hidden=16), 1)
-    path = weights.save(folder / "net.h5", net, PREP, ["square", "disc", "bar"], "random-1",
-                        f"{1:064x}", architecture_options={"num_classes": 3, "input_size": 32,
-                                                           "hidden": 16})
-    return {"data": folder, "weights": path}
-
+from test_localize_evaluate import PREP, scene  # noqa: F401 (scene is a fixture)
 
 def test_metric_names():
     assert parse_metrics("all") == METRIC_NAMES
@@ -82,7 +52,7 @@ def test_evaluate_with_every_metric(scene, tmp_path, capsys):
     records = read_manifest(data)
     net = weights.load(scene["weights"])
     spec = MapSpec.make("gradient", "max_abs")
-    maps, logits = ev.load_maps(net, ev.Dataset(records), [spec], tmp_path / "cache")
+    maps, logits = load_maps(net, Dataset(records), [spec], tmp_path / "cache")
     gt_input = [ev.photo_to_input(r.boxes, (r.width, r.height), PREP) for r in records]
     fold = folds(12, 3, 0)
     cv, _ = wsol.cross_validated_hits(wsol.box_accuracy_hits(maps[spec], gt_input), fold)

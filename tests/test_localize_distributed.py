@@ -17,6 +17,7 @@ from sensloc import weights
 
 from sensloc.evaluation import results as results_file
 from sensloc.evaluation import runner as ev
+from sensloc.evaluation.maps import Dataset, ShardJob, load_maps, run_shard, weight_loads
 from sensloc.cli.main import main
 from sensloc.data.datasets import read_manifest
 from sensloc.localize.presets import preset
@@ -72,7 +73,7 @@ def test_killed_worker_loses_nothing_and_numbers_equal_a_local_run(scene, tmp_pa
                                  dask_csv, k=3, batch_size=2, progress=False,
                                  dask=client.scheduler.address)
         after = set(client.run(os.getpid).values())
-        loads = client.run(ev.weight_loads)
+        loads = client.run(weight_loads)
     killed = int(marker.read_text())
     assert killed in before and killed not in after  # a worker really died and was replaced
     # Six shards, weights read at most once per worker process (the replacement worker may
@@ -83,10 +84,10 @@ def test_killed_worker_loses_nothing_and_numbers_equal_a_local_run(scene, tmp_pa
     assert len(keys) == len(set(keys)) == 4 * 12
     assert summary.rows == local.rows
     # The half-done shard was re-run with the same batches: the maps are the same floats.
-    net, dataset = weights.load(scene["weights"]), ev.Dataset(records)
+    net, dataset = weights.load(scene["weights"]), Dataset(records)
     specs = configs()[0].specs
     (local_maps, local_logits), (dask_maps, dask_logits) = (
-        ev.load_maps(net, dataset, specs, tmp_path / name) for name in ("local-cache", "dask-cache"))
+        load_maps(net, dataset, specs, tmp_path / name) for name in ("local-cache", "dask-cache"))
     assert np.array_equal(local_logits, dask_logits)
     assert all(np.array_equal(local_maps[s], dask_maps[s]) for s in specs)
 
@@ -137,10 +138,10 @@ def test_real_squeezenet_on_dask_equals_local_run(squeezenet_file, tmp_path):
 
 def test_worker_refuses_a_weight_file_other_than_the_clients(scene, tmp_path):  # noqa: F811
     records = read_manifest(scene["data"])[:1]
-    job = ev.ShardJob(str(scene["weights"]), "0" * 64, str(tmp_path), tuple(records),
+    job = ShardJob(str(scene["weights"]), "0" * 64, str(tmp_path), tuple(records),
                       ("ab" * 32,), configs()[0].specs, 1)
     with pytest.raises(ValueError, match="workers must read the same weight file"):
-        ev.run_shard(job)
+        run_shard(job)
 
 
 def test_a_corrupt_photo_stops_the_dask_run_naming_it(scene, tmp_path, capsys):  # noqa: F811

@@ -18,6 +18,9 @@ from sensloc import weights
 from sensloc.data import images
 from sensloc.evaluation import results as results_file
 from sensloc.evaluation import runner as ev
+from sensloc.evaluation.maps import Dataset, ensure_maps, load_maps
+from sensloc.evaluation.reductions import reduce_dataset
+from sensloc._files import sha256_file
 from sensloc.localize import protocols as pr
 from sensloc.evaluation.boxmodels import load_box_model, save_box_model
 from sensloc.cli.main import main
@@ -96,7 +99,7 @@ def test_evaluation_caches_maps_and_resumes_results(scene, tmp_path):
     text = results.read_text()
     results.write_text(text[:len(text) * 2 // 3 - 5])
     net = weights.load(scene["weights"])
-    computed, _ = ev.ensure_maps(scene["weights"], net, ev.Dataset(records),
+    computed, _ = ensure_maps(scene["weights"], net, Dataset(records),
                                  configs()[0].specs, tmp_path / "cache", progress=False)
     assert computed == 0  # every map came from the cache
     again, _ = ev.evaluate(scene["weights"], records, configs(), tmp_path / "cache", results,
@@ -112,11 +115,11 @@ def test_worker_processes_compute_the_same_maps(scene, tmp_path):
     net = weights.load(scene["weights"])
     spec = (MapSpec.make("gradient", "max_abs"),)
     for jobs, folder in ((1, "serial"), (2, "parallel")):
-        computed, _ = ev.ensure_maps(scene["weights"], net, ev.Dataset(records), spec,
+        computed, _ = ensure_maps(scene["weights"], net, Dataset(records), spec,
                                      tmp_path / folder, jobs=jobs, batch_size=4, progress=False)
         assert computed == 12
-    serial, logits_s = ev.load_maps(net, ev.Dataset(records), spec, tmp_path / "serial")
-    parallel, logits_p = ev.load_maps(net, ev.Dataset(records), spec, tmp_path / "parallel")
+    serial, logits_s = load_maps(net, Dataset(records), spec, tmp_path / "serial")
+    parallel, logits_p = load_maps(net, Dataset(records), spec, tmp_path / "parallel")
     # Workers run one BLAS thread, this process several: float32 rounding differs slightly and
     # can flip a ReLU sitting at its kink. What must hold is that each worker's map is stored
     # under its own image: every parallel map is nearest to the serial map of the same image.
@@ -132,10 +135,10 @@ def test_workers_store_the_reductions_and_this_process_reads_only_them(scene, tm
                                                                       monkeypatch):
     records = read_manifest(scene["data"])
     net = weights.load(scene["weights"])
-    dataset = ev.Dataset(records)
+    dataset = Dataset(records)
     gradient = MapSpec.make("gradient", "max_abs")
     protocol = pr.MixBoxes((gradient,), sigmas=(1.0,))
-    ev.ensure_maps(scene["weights"], net, dataset, (gradient,), tmp_path / "cache", jobs=2,
+    ensure_maps(scene["weights"], net, dataset, (gradient,), tmp_path / "cache", jobs=2,
                    batch_size=4, progress=False, reducers=(protocol,))
     cache = MapCache(tmp_path / "cache", network_key(net))
     key = reduction_key(protocol)
@@ -146,10 +149,10 @@ def test_workers_store_the_reductions_and_this_process_reads_only_them(scene, tm
         raise AssertionError("the reduction was computed again in the evaluating process")
 
     monkeypatch.setattr(pr.MixBoxes, "reduce", no_maps_here)
-    reduced, predicted = ev.reduce_dataset(net, dataset, {"mix": protocol}, tmp_path / "cache",
+    reduced, predicted = reduce_dataset(net, dataset, {"mix": protocol}, tmp_path / "cache",
                                            batch_size=5)
     monkeypatch.undo()
-    maps, logits = ev.load_maps(net, dataset, (gradient,), tmp_path / "cache")
+    maps, logits = load_maps(net, dataset, (gradient,), tmp_path / "cache")
     whole = protocol.reduce(maps)  # the workers' reductions, stored, equal the whole array's
     assert all(np.array_equal(reduced["mix"][name], whole[name]) for name in whole)
     assert np.array_equal(predicted, logits.argmax(axis=1))
@@ -167,11 +170,11 @@ def test_a_network_with_a_background_output_reads_every_class_one_output_up(scen
     for offset, rows in ((0, records), (1, shifted)):
         net = weights.load(scene["weights"])
         net.class_offset = offset
-        dataset = ev.Dataset(rows)
-        ev.ensure_maps(scene["weights"], net, dataset, (gradient,), tmp_path / "cache",
+        dataset = Dataset(rows)
+        ensure_maps(scene["weights"], net, dataset, (gradient,), tmp_path / "cache",
                        batch_size=4, progress=False)
-        maps, logits = ev.load_maps(net, dataset, (gradient,), tmp_path / "cache")
-        reduced, predicted = ev.reduce_dataset(net, dataset, {"t": protocol}, tmp_path / "cache")
+        maps, logits = load_maps(net, dataset, (gradient,), tmp_path / "cache")
+        reduced, predicted = reduce_dataset(net, dataset, {"t": protocol}, tmp_path / "cache")
         found[offset] = maps[gradient], reduced["t"], predicted, logits
     # The maps are those of the outputs 1 and 2 (the same cache entries: computed once).
     x = images.load_batch([r.path for r in records], PREP)
@@ -261,7 +264,7 @@ def test_results_of_another_run_are_refused_not_reported(scene, tmp_path):
     first, _ = ev.evaluate(scene["weights"], read_manifest(data), configs(), **run)
     kept = results.read_bytes()
     header = json.loads(kept.decode().splitlines()[0][len(results_file.RESULTS_MAGIC):])
-    assert header["weights_sha256"] == ev.sha256_file(scene["weights"])
+    assert header["weights_sha256"] == sha256_file(scene["weights"])
     assert header["folds"] == 3 and header["seed"] == 0 and header["images"] == 12
     assert set(header["configs"]) == {"union", "fixed"}
 

@@ -16,7 +16,7 @@ regression's grid features), and ``fit`` and ``predict`` are ``fit_reduced(reduc
 and ``predict_reduced(reduce(maps))``. A reduction is computed image by image, so a dataset can
 be reduced in batches and the batches concatenated (:func:`concatenate`): the result is the
 same as reducing all maps at once, and memory holds a batch of maps, never a dataset's
-(:mod:`sensloc.evaluation.runner` evaluates ImageNet that way). An unfitted protocol reduces for
+(:mod:`sensloc.evaluation.reductions` evaluates ImageNet that way). An unfitted protocol reduces for
 its whole search; any fresh protocol of the same settings can then be fitted on the result.
 """
 import json

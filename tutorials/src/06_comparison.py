@@ -64,7 +64,8 @@ from sensloc import weights
 from sensloc.data import images
 from sensloc.localize import boxes
 from sensloc.cli.main import open_datasets
-from sensloc.evaluation.runner import Config, Dataset, evaluate, load_maps
+from sensloc.evaluation.maps import Dataset, load_maps
+from sensloc.evaluation.runner import Config, evaluate
 from sensloc.saliency.maps import MapSpec
 from sensloc.localize.presets import preset
 from sensloc.localize.protocols import RegressionBoxes, ThresholdBoxes
