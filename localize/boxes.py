@@ -327,6 +327,10 @@ def best_iou(pred_box, gt_boxes):
     return float(np.max(iou(pred, gt)))
 
 
+#: Images scored at a time by :func:`best_ious`.
+IOU_CHUNK = 1024
+
+
 def best_ious(pred_boxes, gt_boxes):
     """:func:`best_iou` of every image at once: ``max_k IoU(pred[n, ...], gt_n[k])``.
 
@@ -352,13 +356,19 @@ def best_ious(pred_boxes, gt_boxes):
     truth = [as_boxes(g, "gt_boxes").reshape(-1, 4) for g in gt_boxes]
     if any(len(t) == 0 for t in truth):
         raise ValueError("gt_boxes has an empty entry: an image needs at least one ground-truth box")
-    k = max((len(t) for t in truth), default=1)
-    padded, valid = np.zeros((len(truth), k, 4)), np.zeros((len(truth), k), bool)
-    for n, t in enumerate(truth):
-        padded[n, :len(t)], valid[n, :len(t)] = t, True
     candidates = pred if pred.ndim == 3 else pred[:, None]
-    overlap = broadcast_iou(candidates[:, :, None, :], padded[:, None, :, :])  # (N, F, K)
-    best = np.where(valid[:, None, :], overlap, -1.0).max(axis=2)
+    best = np.empty(candidates.shape[:2])
+    # A chunk of images at a time: the (N, F, K) intermediates of a whole dataset's search
+    # (K the most boxes of any image) would take more memory than everything else.
+    for start in range(0, len(truth), IOU_CHUNK):
+        chunk = truth[start:start + IOU_CHUNK]
+        k = max(len(t) for t in chunk)
+        padded, valid = np.zeros((len(chunk), k, 4)), np.zeros((len(chunk), k), bool)
+        for n, t in enumerate(chunk):
+            padded[n, :len(t)], valid[n, :len(t)] = t, True
+        overlap = broadcast_iou(candidates[start:start + len(chunk), :, None, :],
+                                padded[:, None, :, :])  # (chunk, F, K)
+        best[start:start + len(chunk)] = np.where(valid[:, None, :], overlap, -1.0).max(axis=2)
     return best if pred.ndim == 3 else best[:, 0]
 
 

@@ -15,6 +15,7 @@ weights ``(D + 1, 4)``, the last row the bias. Boxes follow :mod:`sensloc.locali
 """
 import numpy as np
 import scipy.linalg
+import threadpoolctl
 
 from sensloc.localize.boxes import as_boxes, as_size, scale_boxes, single_box
 from sensloc.localize.folds import folds
@@ -209,13 +210,18 @@ def solve_normal_equations(gram, moment):
     columns may still factor, with a pivot at rounding-error level; that counts as singular
     too rather than return huge, meaningless weights.
     """
+    # One BLAS thread: a (D, D) factorization with D in the hundreds gains nothing from more,
+    # and OpenBLAS's threads collapse when the cores are shared (measured 60x slower with 2
+    # threads on 2 busy cores: 1.4 s instead of 0.023 s for D = 774).
     try:
-        factor = scipy.linalg.cho_factor(gram)
+        with threadpoolctl.threadpool_limits(1, user_api="blas"):
+            factor = scipy.linalg.cho_factor(gram)
     except np.linalg.LinAlgError:
         return None
     pivots = np.diag(factor[0]) ** 2
     if pivots.min() > len(gram) * np.finfo(float).eps * np.diag(gram).max():
-        return scipy.linalg.cho_solve(factor, moment)
+        with threadpoolctl.threadpool_limits(1, user_api="blas"):
+            return scipy.linalg.cho_solve(factor, moment)
     return None
 
 

@@ -42,7 +42,7 @@ from sensloc.localize.folds import folds
 from sensloc.localize.protocols.base import Protocol
 from sensloc.localize.protocols.mix import BORDER_WIDTHS, SCALES, SIGMAS, BoxSearch
 from sensloc.localize.protocols.threshold import FRACTIONS, khan_heat
-from sensloc.localize.regression import cell_means, solve_ridge
+from sensloc.localize.regression import area_average_matrix, cell_means, solve_ridge
 
 #: Ridge parameters tried by the inner cross-validation (the features are standardized).
 LAMBDAS = tuple(10.0 ** np.arange(0, 7))
@@ -58,12 +58,14 @@ def box_coverage(gt_boxes, input_hw, grid_hw):
     the cells.
     """
     out = np.empty((len(gt_boxes),) + tuple(grid_hw))
-    mask = np.empty((1,) + tuple(input_hw))  # one image at a time: N full-size masks are large
+    rows = area_average_matrix(input_hw[0], grid_hw[0])
+    cols = area_average_matrix(input_hw[1], grid_hw[1])
+    mask = np.empty(tuple(input_hw))  # one image at a time: N full-size masks are large
     for n, boxes in enumerate(gt_boxes):
         mask[:] = 0.0
         for x0, y0, x1, y1 in np.rint(np.asarray(boxes, np.float64).reshape(-1, 4)).astype(int):
-            mask[0, max(y0, 0):max(y1, 0), max(x0, 0):max(x1, 0)] = 1.0
-        out[n] = cell_means(mask, grid_hw)[0]
+            mask[max(y0, 0):max(y1, 0), max(x0, 0):max(x1, 0)] = 1.0
+        out[n] = rows @ mask @ cols.T  # cell_means' A_rows m A_cols^T, as two products
     return out
 
 
