@@ -39,7 +39,8 @@ def reduce_dataset(net, dataset, protocols, cache_root, spill_folder=None,
     """Each protocol's reduction of every image, read a batch at a time.
 
     The reductions (:meth:`sensloc.localize.protocols.base.Protocol.reduce`) come from the
-    cache where the workers stored them (:func:`ensure_maps` with ``reducers``), else they are
+    cache where the workers stored them (:func:`~sensloc.evaluation.maps.ensure_maps` with
+    ``reducers``), else they are
     computed here from the cached maps, a batch at a time, and stored (:func:`reduce_batch`).
     Memory holds one batch of maps and, per image, the reductions (candidate boxes, grid
     features: a few kilobytes) and the predicted class, never a dataset of maps. Reductions of
