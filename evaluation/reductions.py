@@ -40,8 +40,8 @@ def reduce_dataset(net, dataset, protocols, cache_root, spill_folder=None,
 
     The reductions (:meth:`sensloc.localize.protocols.base.Protocol.reduce`) come from the
     cache where the workers stored them (:func:`~sensloc.evaluation.maps.ensure_maps` with
-    ``reducers``), else they are
-    computed here from the cached maps, a batch at a time, and stored (:func:`reduce_batch`).
+    ``reducers``), else they are computed here from the cached maps, a batch at a time, and
+    stored (:func:`reduce_batch`).
     Memory holds one batch of maps and, per image, the reductions (candidate boxes, grid
     features: a few kilobytes) and the predicted class, never a dataset of maps. Reductions of
     more than :data:`SPILL_BYTES` per image (the ``best`` preset's cell features) go to
