@@ -98,15 +98,16 @@ def compute_missing(net, cache, dataset, indices, specs, batch_size=8, reducers=
         if missing_images(cache, dataset, chunk, specs):
             x = images.load_batch([records[i].path for i in chunk], net.preprocessing)
             targets = np.array([dataset.target(i) for i in chunk])
-            logits = net(x)
-            for row, i in zip(logits, chunk):
+            # One forward pass gives the logits and starts every map that reads it.
+            trace = net.forward(x)
+            for row, i in zip(trace.output, chunk):
                 if not cache.has(cache.logits_path(digests[i])):
                     cache.store(cache.logits_path(digests[i]), row)
             for spec in specs:
                 paths = [cache.map_path(spec, digests[i], t) for i, t in zip(chunk, targets)]
                 if all(cache.has(path) for path in paths):
                     continue
-                for path, heat in zip(paths, spec.compute(net, x, targets)):
+                for path, heat in zip(paths, spec.compute(net, x, targets, trace)):
                     if not cache.has(path):
                         cache.store(path, heat)
         for key, protocol in reducers:

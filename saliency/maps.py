@@ -7,7 +7,6 @@ the evaluation computes each once and caches it (:mod:`sensloc.evaluation.map_ca
 """
 import json
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
@@ -104,10 +103,16 @@ class MapSpec:
         return cls.make(d["method"], d["reduce"], d.get("mirror", False), d.get("zoom", 1.0),
                         **d["options"])
 
-    def compute(self, net, x, targets):
+    def compute(self, net, x, targets, trace=None):
         """Heat maps (N, H, W) at the input resolution for a preprocessed batch (N, C, H, W);
-        for ``activations``, the layer's output (N, C, h, w), the same for every target."""
+        for ``activations``, the layer's output (N, C, h, w), the same for every target.
+
+        ``trace``, the forward pass of ``x`` run already, is used by the methods that start
+        from it (:data:`~sensloc.saliency.methods.SHARES_FORWARD`) when the map reads ``x``
+        itself (no zoom, no mirror); the maps are the same floats either way."""
         n, channels, height, width = x.shape
+        if self.zoom != 1.0 or self.mirror or self.method not in methods.SHARES_FORWARD:
+            trace = None  # another input, or a method of many passes
         if self.zoom != 1.0:
             if net.input_size is not None:
                 raise ValueError(f"zoom={self.zoom:g} needs a fully convolutional network; "
@@ -120,7 +125,10 @@ class MapSpec:
         options = dict(self.options)
         if self.method == "activations":  # features, not a heat map: (N, C, h, w) as they are
             net.layer(options["layer"])  # a clear error for an unknown layer name
-            return np.ascontiguousarray(net.forward(x).outputs[options["layer"]], np.float32)
+            outputs = methods.forward_of(net, x, trace).outputs
+            return np.ascontiguousarray(outputs[options["layer"]], np.float32)
+        if trace is not None:
+            options["trace"] = trace
         if self.method == "grad_cam":
             heat = methods.grad_cam(net, x, targets, **options)
         else:

@@ -91,8 +91,24 @@ def scores(logits, targets, output="logit"):
     return (z - np.log(np.exp(z).sum(axis=1, keepdims=True)))[rows, targets]
 
 
-def backpropagate(net, x, target=None, rule=None, output="logit"):
-    """Forward ``x``, then send the score's signal back to the input under ``rule``.
+def forward_of(net, x, trace=None):
+    """``net.forward(x)``, or ``trace`` if it is that pass already.
+
+    Several maps of one batch (gradient, guided, deconvnet, Grad-CAM, DeepLIFT's input side,
+    the activations) start from the same forward pass; the evaluation runs it once and hands
+    it to each (``trace=``). A backward pass only reads a trace, so the maps are the floats
+    of separate passes.
+    """
+    if trace is None:
+        return net.forward(x)
+    if trace.input is not x:
+        raise ValueError("the trace given is the forward pass of another input")
+    return trace
+
+
+def backpropagate(net, x, target=None, rule=None, output="logit", trace=None):
+    """Forward ``x`` (or take its ``trace``, :func:`forward_of`), then send the score's signal
+    back to the input under ``rule``.
 
     Returns
     -------
@@ -101,7 +117,7 @@ def backpropagate(net, x, target=None, rule=None, output="logit"):
     trace : nets.Trace
     targets : (N,) ints
     """
-    trace = net.forward(x)
+    trace = forward_of(net, x, trace)
     targets = targets_for(trace.output, target)
     signal = net.backward(trace, score_signal(trace.output, targets, output), rule=rule)
     return signal, trace, targets
@@ -120,28 +136,28 @@ def _add_per_image(total, image, maps):
 
 # ------------------------------------------------------------------------------------ methods
 
-def gradient(net, x, target=None, output="logit"):
+def gradient(net, x, target=None, output="logit", trace=None):
     """Vanilla gradient, the sensitivity of Eq. 1: ``df_t / dx`` (Simonyan et al., 2014).
 
     Returns (N, C, H, W); reduce channels with :func:`saliency.postprocess.reduce_channels`
     (``"max_abs"`` gives Simonyan et al.'s map) or call :func:`sensitivity_map`.
     """
-    return backpropagate(net, x, target, Gradient(), output)[0]
+    return backpropagate(net, x, target, Gradient(), output, trace)[0]
 
 
-def gradient_x_input(net, x, target=None, output="logit"):
+def gradient_x_input(net, x, target=None, output="logit", trace=None):
     """Gradient times input: ``x * df_t / dx`` (elementwise), (N, C, H, W)."""
-    return x * gradient(net, x, target, output)
+    return x * gradient(net, x, target, output, trace)
 
 
-def guided_backprop(net, x, target=None, output="logit"):
+def guided_backprop(net, x, target=None, output="logit", trace=None):
     """Guided backpropagation: the recursion with :class:`~saliency.rules.Guided` ReLUs."""
-    return backpropagate(net, x, target, Guided(), output)[0]
+    return backpropagate(net, x, target, Guided(), output, trace)[0]
 
 
-def deconvnet(net, x, target=None, output="logit"):
+def deconvnet(net, x, target=None, output="logit", trace=None):
     """Deconvnet: the recursion with :class:`~saliency.rules.Deconvnet` ReLUs."""
-    return backpropagate(net, x, target, Deconvnet(), output)[0]
+    return backpropagate(net, x, target, Deconvnet(), output, trace)[0]
 
 
 def make_reference(net, x, reference="zero", blur_sigma=10.0):
@@ -176,7 +192,8 @@ def make_reference(net, x, reference="zero", blur_sigma=10.0):
     return np.broadcast_to(ref, x.shape).copy()
 
 
-def deeplift(net, x, target=None, reference="zero", max_pool="difference", return_delta=False):
+def deeplift(net, x, target=None, reference="zero", max_pool="difference", return_delta=False,
+             trace=None):
     """DeepLIFT with the rescale rule: contributions ``C = (x - x_ref) * m``.
 
     The multipliers ``m`` come from the same recursion with the secant of
@@ -189,6 +206,8 @@ def deeplift(net, x, target=None, reference="zero", max_pool="difference", retur
     max_pool : "difference" or "gradient", see :class:`~saliency.rules.Rescale`
     return_delta : bool
         Also return ``sum(C) - (f_t(x) - f_t(x_ref))`` per image, (N,).
+    trace : nets.Trace, optional
+        The forward pass of ``x``, if it was run already (:func:`forward_of`).
 
     Returns
     -------
@@ -196,7 +215,7 @@ def deeplift(net, x, target=None, reference="zero", max_pool="difference", retur
     delta : (N,) array, if ``return_delta``
     """
     ref = make_reference(net, x, reference)
-    trace, ref_trace = net.forward(x), net.forward(ref)
+    trace, ref_trace = forward_of(net, x, trace), net.forward(ref)
     targets = targets_for(trace.output, target)
     signal = score_signal(trace.output, targets)
     multipliers = net.backward(trace, signal, rule=Rescale(max_pool), ref_trace=ref_trace)
@@ -311,7 +330,7 @@ def smoothgrad(net, x, target=None, samples=16, sigma=0.15, seed=0, noise=None, 
     return total / samples
 
 
-def grad_cam(net, x, target=None, layer=None, relu=True, output="logit"):
+def grad_cam(net, x, target=None, layer=None, relu=True, output="logit", trace=None):
     """Grad-CAM (Selvaraju et al., 2017) at a named layer.
 
     ``alpha_k = mean_{h,w} df_t/dA_k``, ``CAM = relu(sum_k alpha_k A_k)`` with ``A`` the
@@ -325,13 +344,15 @@ def grad_cam(net, x, target=None, layer=None, relu=True, output="logit"):
         (:func:`sensloc.saliency.layers.feature_layer`).
     relu : bool
         Apply the final ReLU (Selvaraju et al.); ``False`` keeps negative evidence.
+    trace : nets.Trace, optional
+        The forward pass of ``x``, if it was run already (:func:`forward_of`).
 
     Returns
     -------
     (N, h, w) array at the layer's resolution; upsample with
     :func:`saliency.postprocess.upsample`.
     """
-    trace = net.forward(x)
+    trace = forward_of(net, x, trace)
     layer = feature_layer(net, trace) if layer is None else layer
     net.layer(layer)
     activations = trace.outputs[layer]
@@ -345,7 +366,7 @@ def grad_cam(net, x, target=None, layer=None, relu=True, output="logit"):
     return np.maximum(cam, 0) if relu else cam
 
 
-def neuron_selection(net, x, target=None, layer=None, k=5, rule=None):
+def neuron_selection(net, x, target=None, layer=None, k=5, rule=None, trace=None):
     """Top-k neurons of a layer, each mapped to the image (Dwaraknath et al.).
 
     A neuron ``j`` of layer ``l`` (one element of its (K, h, w) output) is scored by its
@@ -362,13 +383,15 @@ def neuron_selection(net, x, target=None, layer=None, k=5, rule=None):
     k : int
     rule : Rule, optional
         The rule below layer ``l`` (guided backpropagation by default).
+    trace : nets.Trace, optional
+        The forward pass of ``x``, if it was run already (:func:`forward_of`).
 
     Returns
     -------
     (N, C, H, W) array
     """
     rule = Guided() if rule is None else rule
-    trace = net.forward(x)
+    trace = forward_of(net, x, trace)
     layer = feature_layer(net, trace) if layer is None else layer
     targets = targets_for(trace.output, target)
     activations = trace.outputs[layer]
@@ -478,6 +501,10 @@ def occlusion(net, x, target=None, window=32, stride=16, baseline=0.0, batch_siz
 
 
 #: Methods returning (N, C, H, W) attributions, by the names the command line uses.
+#: The methods that can start from a forward pass run already (their ``trace=`` argument).
+SHARES_FORWARD = frozenset({"gradient", "gradient_x_input", "guided", "deconvnet", "deeplift",
+                            "neuron_selection", "grad_cam", "activations"})
+
 METHODS = {
     "gradient": gradient,
     "gradient_x_input": gradient_x_input,

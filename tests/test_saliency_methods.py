@@ -215,3 +215,28 @@ def test_explained_classes_runs_the_network_only_to_predict(x, monkeypatch):
     np.testing.assert_array_equal(saliency.methods.explained_classes(net, x, [1, 0]), [1, 0])
     with pytest.raises(ValueError, match="target class indices"):
         saliency.methods.explained_classes(net, x, net.num_classes)
+
+
+@pytest.mark.parametrize("architecture", ["squeezenet1_0", "mobilenet_v2", "vgg11"])
+def test_maps_from_one_shared_forward_pass_equal_separate_passes(architecture):
+    """The evaluation runs one forward pass per batch and hands it to every map
+    (``MapSpec.compute(..., trace)``): backward passes only read a trace, so each map, taken
+    in turn from the one trace, equals the map of its own forward pass, bit for bit."""
+    from sensloc.saliency.maps import MapSpec
+    options = {"num_classes": 10, "input_size": 32, "hidden": 16} if architecture == "vgg11" else {}
+    net = nets.random_parameters(nets.build(architecture, **options), seed=3)
+    layer = saliency.layers.feature_layer(net)
+    x = np.random.default_rng(4).normal(size=(2, 3, 32, 32)).astype(np.float32)
+    targets = np.array([1, 7])
+    specs = [MapSpec.make("gradient"), MapSpec.make("guided"), MapSpec.make("deconvnet"),
+             MapSpec.make("deeplift", "sum", reference="blur"), MapSpec.make("grad_cam"),
+             MapSpec.make("activations", layer=layer),
+             MapSpec.make("neuron_selection", k=2), MapSpec.make("gradient", mirror=True)]
+    trace = net.forward(x)
+    shared = [spec.compute(net, x, targets, trace) for spec in specs]
+    for spec, heat in zip(specs, shared):
+        alone = spec.compute(net, x, targets)
+        assert np.abs(alone).max() > 0, spec.name
+        assert np.array_equal(heat, alone), spec.name
+    with pytest.raises(ValueError, match="another input"):
+        saliency.gradient(net, x.copy(), targets, trace=trace)
