@@ -26,12 +26,23 @@ smoothgrad           ``smoothgrad(samples, sigma=0.15,         ``NoiseTunnel(Sal
 grad_cam             ``saliency.grad_cam`` at relu5_3 / fire9  ``LayerGradCam`` at the same module,
                      / head_relu6 (MobileNetV2)
                                                                 ``relu_attributions=True``
+preset_maps          what ``--preset best mix khan`` reads     the same seven, one ``attribute`` call
+                     of a batch: DeepLIFT (blurred and zero     each (Captum shares no pass between
+                     references), guided, gradient, Grad-CAM,   them), the activations by forward hooks
+                     two layers' activations, from ONE
+                     forward pass of the batch (``trace=``)
+preset_maps_separate the same seven, each from its own          the same as for preset_maps
+                     forward pass (as before the sharing)
 ==================== ========================================= ===========================================
 """
 from benchmarks._setup import GRADCAM_LAYER, TARGET
 
 METHODS = ("forward", "gradient", "guided", "deconvnet", "deeplift", "gradient_x_input",
-           "integrated_gradients", "smoothgrad", "grad_cam")
+           "integrated_gradients", "smoothgrad", "grad_cam", "preset_maps", "preset_maps_separate")
+#: The two layers whose activations the ``best`` preset reads besides the Grad-CAM layer's
+#: (:func:`sensloc.localize.presets.objectness_layers`).
+BEFORE_LAYER = {"vgg16": "pool4", "squeezenet1_0": "pool8", "mobilenet_v2": "block14"}
+BLUR_SIGMA = 10.0
 #: Methods whose cost grows with ig-steps / sg-samples (many passes per map).
 EXPENSIVE = ("integrated_gradients", "smoothgrad")
 SIGMA = 0.15
@@ -53,8 +64,29 @@ def ours(method, net, x, cfg):
         "smoothgrad": lambda: saliency.smoothgrad(net, x, t, samples=cfg["sg_samples"],
                                                   sigma=SIGMA, batch_size=bs),
         "grad_cam": lambda: saliency.grad_cam(net, x, t, layer=GRADCAM_LAYER[net.name]),
+        "preset_maps": lambda: preset_maps(net, x, shared=True),
+        "preset_maps_separate": lambda: preset_maps(net, x, shared=False),
     }
     return calls[method]
+
+
+def preset_maps(net, x, shared):
+    """The seven maps of ``best mix khan`` for the batch, flattened per image and joined:
+    (N, total). ``shared``: one forward pass of ``x`` starts all of them."""
+    import numpy as np
+    from sensloc import saliency
+    t = TARGET
+    trace = net.forward(x) if shared else None
+    layer = GRADCAM_LAYER[net.name]
+    outputs = (trace if shared else net.forward(x)).outputs
+    maps = [saliency.deeplift(net, x, t, reference="blur", trace=trace),
+            saliency.deeplift(net, x, t, reference="zero", trace=trace),
+            saliency.guided_backprop(net, x, t, trace=trace),
+            saliency.gradient(net, x, t, trace=trace),
+            saliency.grad_cam(net, x, t, layer=layer, trace=trace),
+            outputs[BEFORE_LAYER[net.name]],
+            (outputs if shared else net.forward(x).outputs)[layer]]
+    return np.concatenate([np.reshape(m, (len(x), -1)) for m in maps], axis=1)
 
 
 def gradcam_module(model, net_name):
@@ -66,6 +98,18 @@ def gradcam_module(model, net_name):
         return model.features[-1]                                         # fire9
     if net_name == "mobilenet_v2":
         return model.head_relu                                           # head_relu6
+    raise ValueError(net_name)
+
+
+def before_module(model, net_name):
+    """The twin's module whose output is :data:`BEFORE_LAYER` (pool4 / pool8 / block14)."""
+    import torch.nn as nn
+    if net_name == "vgg16":
+        return [m for m in model.features if isinstance(m, nn.MaxPool2d)][3]  # pool4
+    if net_name == "squeezenet1_0":
+        return model.features[-2]                                          # pool8
+    if net_name == "mobilenet_v2":
+        return model.blocks[13]                                            # block14
     raise ValueError(net_name)
 
 
@@ -130,6 +174,27 @@ def reference(method, model, net_name, x, cfg):
     if method == "grad_cam":
         cam = attr.LayerGradCam(model, gradcam_module(model, net_name))
         return lambda: cam.attribute(xt, target=t, relu_attributions=True).detach().numpy()[:, 0]
+    if method in ("preset_maps", "preset_maps_separate"):
+        from scipy.ndimage import gaussian_filter
+        cam = attr.LayerGradCam(model, gradcam_module(model, net_name))
+        kept = {}
+        for name, module in (("before", before_module(model, net_name)),
+                             ("last", gradcam_module(model, net_name))):
+            module.register_forward_hook(lambda m, i, out, name=name: kept.__setitem__(name, out))
+
+        def preset():
+            blurred = torch.from_numpy(gaussian_filter(
+                x, sigma=(0, 0, BLUR_SIGMA, BLUR_SIGMA)).astype(x.dtype))
+            maps = [attr.DeepLift(model).attribute(xt, target=t, baselines=blurred),
+                    attr.DeepLift(model).attribute(xt, target=t, baselines=torch.zeros_like(xt)),
+                    attr.GuidedBackprop(model).attribute(xt, target=t),
+                    attr.Saliency(model).attribute(xt, target=t, abs=False),
+                    cam.attribute(xt, target=t, relu_attributions=True)[:, 0]]
+            with torch.no_grad():
+                model(xt)
+            maps += [kept["before"], kept["last"]]
+            return np.concatenate([m.detach().numpy().reshape(n, -1) for m in maps], axis=1)
+        return preset
     raise ValueError(f"unknown method {method!r}")
 
 
