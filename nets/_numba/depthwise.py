@@ -6,23 +6,25 @@ in the input's dtype. The tests hold every function equal to the reference.
 
 A depthwise convolution has no sum over channels, hence no matrix product to hand to a GEMM:
 each ``(image, channel)`` plane is its own small 2-D filter, and the planes are split among
-Numba's threads (a thread owns whole planes, so no two threads write the same element). Within
-a plane the work is organised by output ROWS, so that the innermost loop runs along a row of
-contiguous pixels and the compiler turns it into vector instructions::
+Numba's threads (a thread owns whole planes, so no two threads write the same element).
 
-    forward    y[r, q]            += w[i, j] * x[s*r + i - p, s*q + j - p]     for q in a row
-    backward   dx[s*r + i - p, s*q + j - p] += w[i, j] * dy[r, q]               for q in a row
+Within a plane, the work is arranged so that the innermost loop is one long contiguous run,
+which the compiler turns into vector instructions even for MobileNetV2's 7 x 7 planes (a loop
+along one 7-pixel row stays scalar). With the padded input cut into its ``s x s`` phases
+``P[a, b][m, l] = x_pad[s*m + a, s*l + b]`` (one phase, the padded plane, at stride 1), each
+of width ``PW = ceil((W + 2p) / s)``, tap ``(i, j)`` reads phase ``(i % s, j % s)`` shifted by
+``(i // s, j // s)``, so over a "wide" output ``z`` of width ``PW``::
 
-Both loops visit the same (output pixel, tap) pairs; the backward one is the transposed map
-(Eq. 1's ``sum_k w_ki s_k`` within one channel). At stride 1 a row of one is the row of the
-other shifted by ``j - p`` (unit stride both sides); at stride 2 the plane's even and odd
-columns are first copied apart (:func:`_split_columns`), so that every tap again reads (or,
-backward, writes) a contiguous run. Indices are unsigned in the inner loops: Numba then
-drops its negative-index check, without which the loops are not vectorized. The zero
-padding is never built: taps that would read it are skipped by clipping each row's range of
-``q`` (:func:`_columns`), and rows of ``x`` outside the image are skipped whole. Each output
-element receives its taps in the reference's order (``i`` then ``j``), so the sums are rounded
-as the reference rounds them.
+    forward    z[t]                += w[i, j] * P[i % s, j % s][t + shift]    for all t
+    backward   P'[i % s, j % s][t + shift] += w[i, j] * z'[t]                 for all t
+
+with ``t = r * PW + q`` flat and ``shift = (i // s) * PW + j // s``. The columns ``q >= OW``
+of ``z`` are computed and dropped (forward) or held at zero (backward, so they add nothing):
+a few percent of extra work for one vector loop per tap. The backward pass is the forward's
+loop with source and destination swapped, the transpose (Eq. 1's ``sum_k w_ki s_k`` within
+one channel); the padding's share is dropped when the phases are read back. Each output
+element receives its taps in the reference's order (``i`` then ``j``), the bias last, so the
+sums are rounded as the reference rounds them.
 
 The ReLU6 steps are elementwise loops; the rules that mark their ``relu6`` method as fused
 (:mod:`saliency.rules`) get a one-pass kernel of the same expression (:func:`relu6_rule`).
@@ -44,119 +46,101 @@ def _pad(x, padding):
 
 
 @njit(inline="always")
-def _columns(j, stride, padding, width, out_width):
-    """``[q0, q1)``: the output columns whose tap ``j`` reads inside the row,
-    ``0 <= s*q + j - p < width`` (Python's floor division rounds the bounds correctly)."""
-    q0 = max(0, -((j - padding) // stride))                 # ceil((p - j) / s)
-    q1 = min(out_width, (width - 1 + padding - j) // stride + 1)
-    return q0, q1
+def _columns(b, stride, padding, width, phase_width):
+    """``[l0, l1)``: the columns ``l`` of phase column offset ``b`` that lie inside the
+    unpadded row, ``0 <= s*l + b - p < width`` (floor division rounds the bounds right)."""
+    l0 = max(0, -((b - padding) // stride))                 # ceil((p - b) / s)
+    l1 = min(phase_width, (width - 1 + padding - b) // stride + 1)
+    return l0, max(l0, l1)
 
 
 @njit(inline="always")
-def _split_columns(plane, stride, phases):
-    # phases[h, phase, m] = plane[h, s*m + phase]: at stride s the columns one tap reads,
-    # s*q + j - p, are then one phase's contiguous run.
-    h, width = plane.shape
-    for row in range(h):
-        for phase in range(stride):
-            m = 0
-            for col in range(phase, width, stride):
-                phases[row, phase, m] = plane[row, col]
-                m += 1
+def _phases(plane, stride, padding, height, width, out):
+    # out[a, b, m * width + l] = x_pad[s*m + a, s*l + b]: the zero-padded plane cut into its
+    # s x s phases (one at stride 1), each flattened with `width` = ceil((W + 2p) / s) columns.
+    h, w = plane.shape
+    out[:] = 0
+    for a in range(stride):
+        for b in range(stride):
+            l0, l1 = _columns(b, stride, padding, w, width)
+            for m in range(height):
+                row = stride * m + a - padding
+                if 0 <= row < h:
+                    for l in range(l0, l1):
+                        out[a, b, m * width + l] = plane[row, stride * l + b - padding]
 
 
 @njit(inline="always")
-def _join_columns(phases, stride, plane):
-    # The inverse of _split_columns: plane[h, s*m + phase] = phases[h, phase, m].
-    h, width = plane.shape
-    for row in range(h):
-        for phase in range(stride):
-            m = 0
-            for col in range(phase, width, stride):
-                plane[row, col] = phases[row, phase, m]
-                m += 1
-
-
-@njit(inline="always")
-def _tap_columns(k, stride, padding, width, out_width):
-    """For every tap column j: ``[q0, q1)``, the output columns whose tap reads inside the
-    row (:func:`_columns`), the phase of the columns it reads and their shift within it."""
-    ranges = np.empty((k, 4), np.int64)
-    for j in range(k):
-        ranges[j, 0], ranges[j, 1] = _columns(j, stride, padding, width, out_width)
-        ranges[j, 2], ranges[j, 3] = (j - padding) % stride, (j - padding) // stride
-    return ranges
+def _unphase(phases, stride, padding, height, width, plane):
+    # The inverse of _phases, dropping the padding: plane[r, c] = x_pad[r + p, c + p].
+    h, w = plane.shape
+    for a in range(stride):
+        for b in range(stride):
+            l0, l1 = _columns(b, stride, padding, w, width)
+            for m in range(height):
+                row = stride * m + a - padding
+                if 0 <= row < h:
+                    for l in range(l0, l1):
+                        plane[row, stride * l + b - padding] = phases[a, b, m * width + l]
 
 
 @njit(parallel=True, cache=True)
 def _forward(x, w, b, stride, padding, blocks, y):
     # y (N, C, OH, OW) = per-plane correlation of x (N, C, H, W) with w (C, 1, K, K), plus b.
-    # Planes are dealt to threads in `blocks` runs, each with its own scratch for stride > 1.
+    # A thread takes runs of planes (`blocks` runs in all), with scratch of its own.
     n, c, h, width = x.shape
     out_height, out_width = y.shape[2], y.shape[3]
     k, planes = w.shape[2], n * c
-    taps = _tap_columns(k, stride, padding, width, out_width)
+    ph, pw = -(-(h + 2 * padding) // stride), -(-(width + 2 * padding) // stride)
+    run = (out_height - 1) * pw + out_width      # the wide output's elements that are read
     for block in prange(blocks):
-        phases = np.empty((h if stride > 1 else 0, stride, -(-width // stride)), x.dtype)
+        phases = np.empty((stride, stride, ph * pw), x.dtype)
+        wide = np.empty(out_height * pw, x.dtype)
         for plane in range(block * planes // blocks, (block + 1) * planes // blocks):
             image, channel = plane // c, plane % c
-            src, dst = x[image, channel], y[image, channel]
-            if stride > 1:
-                _split_columns(src, stride, phases)
+            _phases(x[image, channel], stride, padding, ph, pw, phases)
+            wide[:] = 0
+            for i in range(k):
+                for j in range(k):
+                    # tap (i, j) reads x_pad[s*r + i, s*q + j] = phase (i % s, j % s) at
+                    # [r + i // s, q + j // s]: flat index t + shift for wide index t = r*pw + q
+                    src, shift = phases[i % stride, j % stride], (i // stride) * pw + j // stride
+                    weight = w[channel, 0, i, j]
+                    # unsigned indices: no negative-index check, so the loop is vectorized
+                    for t in range(run):
+                        wide[uint64(t)] += weight * src[uint64(t + shift)]
+            bias = b[channel]
             for r in range(out_height):
-                row = dst[r]
                 for q in range(out_width):
-                    row[q] = 0
-                for i in range(k):
-                    hi = stride * r + i - padding
-                    if hi < 0 or hi >= h:
-                        continue                 # a padded row: its taps add zero
-                    for j in range(k):
-                        weight = w[channel, 0, i, j]
-                        q0, q1, shift = taps[j, 0], taps[j, 1], taps[j, 3]
-                        # column s*q + j - p of the row is element q + shift of `line`
-                        line = src[hi] if stride == 1 else phases[hi, taps[j, 2]]
-                        # unsigned indices: no negative-index wraparound, so the loop is
-                        # vectorized (q0 + shift >= 0 by the clipping of _columns)
-                        for q in range(q0, q1):
-                            row[uint64(q)] += weight * line[uint64(q + shift)]
-                bias = b[channel]
-                for q in range(out_width):
-                    row[q] += bias               # last, as the reference adds it
+                    y[image, channel, r, q] = wide[r * pw + q] + bias   # as the reference: last
 
 
 @njit(parallel=True, cache=True)
 def _backward_input(dy, w, stride, padding, blocks, dx):
-    # dx (N, C, H, W) = per-plane transposed correlation of dy (N, C, OH, OW) with w: each
-    # output row r adds into input rows s*r + i - p of its own plane (a thread owns the plane;
-    # at stride > 1 it adds into the plane's column phases, interleaved back at the end).
+    # dx (N, C, H, W) = per-plane transposed correlation of dy (N, C, OH, OW) with w: the
+    # forward's loops with source and destination swapped, adding into the padded plane's
+    # phases, which are then read back into dx (the padding's share is dropped there).
     n, c, h, width = dx.shape
     out_height, out_width = dy.shape[2], dy.shape[3]
     k, planes = w.shape[2], n * c
-    taps = _tap_columns(k, stride, padding, width, out_width)
+    ph, pw = -(-(h + 2 * padding) // stride), -(-(width + 2 * padding) // stride)
+    run = (out_height - 1) * pw + out_width
     for block in prange(blocks):
-        phases = np.empty((h if stride > 1 else 0, stride, -(-width // stride)), dx.dtype)
+        phases = np.empty((stride, stride, ph * pw), dx.dtype)
+        wide = np.zeros(out_height * pw, dx.dtype)   # its extra columns stay zero: they add 0
         for plane in range(block * planes // blocks, (block + 1) * planes // blocks):
             image, channel = plane // c, plane % c
-            src, dst = dy[image, channel], dx[image, channel]
-            if stride == 1:
-                dst[:] = 0
-            else:
-                phases[:] = 0
             for r in range(out_height):
-                signal = src[r]
-                for i in range(k):
-                    hi = stride * r + i - padding
-                    if hi < 0 or hi >= h:
-                        continue                 # the padding's share is dropped
-                    for j in range(k):
-                        weight = w[channel, 0, i, j]
-                        q0, q1, shift = taps[j, 0], taps[j, 1], taps[j, 3]
-                        line = dst[hi] if stride == 1 else phases[hi, taps[j, 2]]
-                        for q in range(q0, q1):
-                            line[uint64(q + shift)] += weight * signal[uint64(q)]
-            if stride > 1:
-                _join_columns(phases, stride, dst)
+                for q in range(out_width):
+                    wide[r * pw + q] = dy[image, channel, r, q]
+            phases[:] = 0
+            for i in range(k):
+                for j in range(k):
+                    dst, shift = phases[i % stride, j % stride], (i // stride) * pw + j // stride
+                    weight = w[channel, 0, i, j]
+                    for t in range(run):
+                        dst[uint64(t + shift)] += weight * wide[uint64(t)]
+            _unphase(phases, stride, padding, ph, pw, dx[image, channel])
 
 
 def _blocks(planes):
