@@ -18,7 +18,9 @@ of width ``PW = ceil((W + 2p) / s)``, tap ``(i, j)`` reads phase ``(i % s, j % s
     forward    z[t]                += w[i, j] * P[i % s, j % s][t + shift]    for all t
     backward   P'[i % s, j % s][t + shift] += w[i, j] * z'[t]                 for all t
 
-with ``t = r * PW + q`` flat and ``shift = (i // s) * PW + j // s``. The columns ``q >= OW``
+with ``t = r * PW + q`` flat and ``shift = (i // s) * PW + j // s``. At stride 1 with no
+padding (MobileNetV2's stride-1 layers, padded by the layer before) the plane is its own
+phase and is read, or added into, in place. The columns ``q >= OW``
 of ``z`` are computed and dropped (forward) or held at zero (backward, so they add nothing):
 a few percent of extra work for one vector loop per tap. The backward pass is the forward's
 loop with source and destination swapped, the transpose (Eq. 1's ``sum_k w_ki s_k`` within
@@ -93,18 +95,22 @@ def _forward(x, w, b, stride, padding, blocks, y):
     k, planes = w.shape[2], n * c
     ph, pw = -(-(h + 2 * padding) // stride), -(-(width + 2 * padding) // stride)
     run = (out_height - 1) * pw + out_width      # the wide output's elements that are read
+    direct = stride == 1 and padding == 0        # the plane is its own phase: no copy
     for block in prange(blocks):
-        phases = np.empty((stride, stride, ph * pw), x.dtype)
+        phases = np.empty((stride, stride, 0 if direct else ph * pw), x.dtype)
         wide = np.empty(out_height * pw, x.dtype)
         for plane in range(block * planes // blocks, (block + 1) * planes // blocks):
             image, channel = plane // c, plane % c
-            _phases(x[image, channel], stride, padding, ph, pw, phases)
+            if not direct:
+                _phases(x[image, channel], stride, padding, ph, pw, phases)
             wide[:] = 0
             for i in range(k):
                 for j in range(k):
                     # tap (i, j) reads x_pad[s*r + i, s*q + j] = phase (i % s, j % s) at
                     # [r + i // s, q + j // s]: flat index t + shift for wide index t = r*pw + q
-                    src, shift = phases[i % stride, j % stride], (i // stride) * pw + j // stride
+                    src = (x[image, channel].reshape(h * width) if direct
+                           else phases[i % stride, j % stride])
+                    shift = (i // stride) * pw + j // stride
                     weight = w[channel, 0, i, j]
                     # unsigned indices: no negative-index check, so the loop is vectorized
                     for t in range(run):
@@ -125,22 +131,29 @@ def _backward_input(dy, w, stride, padding, blocks, dx):
     k, planes = w.shape[2], n * c
     ph, pw = -(-(h + 2 * padding) // stride), -(-(width + 2 * padding) // stride)
     run = (out_height - 1) * pw + out_width
+    direct = stride == 1 and padding == 0        # add straight into the plane of dx
     for block in prange(blocks):
-        phases = np.empty((stride, stride, ph * pw), dx.dtype)
+        phases = np.empty((stride, stride, 0 if direct else ph * pw), dx.dtype)
         wide = np.zeros(out_height * pw, dx.dtype)   # its extra columns stay zero: they add 0
         for plane in range(block * planes // blocks, (block + 1) * planes // blocks):
             image, channel = plane // c, plane % c
             for r in range(out_height):
                 for q in range(out_width):
                     wide[r * pw + q] = dy[image, channel, r, q]
-            phases[:] = 0
+            if direct:
+                dx[image, channel] = 0
+            else:
+                phases[:] = 0
             for i in range(k):
                 for j in range(k):
-                    dst, shift = phases[i % stride, j % stride], (i // stride) * pw + j // stride
+                    dst = (dx[image, channel].reshape(h * width) if direct
+                           else phases[i % stride, j % stride])
+                    shift = (i // stride) * pw + j // stride
                     weight = w[channel, 0, i, j]
                     for t in range(run):
                         dst[uint64(t + shift)] += weight * wide[uint64(t)]
-            _unphase(phases, stride, padding, ph, pw, dx[image, channel])
+            if not direct:
+                _unphase(phases, stride, padding, ph, pw, dx[image, channel])
 
 
 def _blocks(planes):
