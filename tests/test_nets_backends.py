@@ -210,6 +210,28 @@ def test_depthwise_kernels_equal_the_reference_on_random_shapes(stride, batch, s
     assert dx32.dtype == f32
     assert np.all(np.abs(dx32 - dx) <= bound * terms)
 
+
+@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("seed", range(3))
+def test_pointwise_convolutions_equal_the_reference(batch, seed):
+    """1x1 stride-1 convolutions (kernels.pointwise_conv2d: a GEMM per image and block of
+    output rows, the bias added in place), forward and input signal, odd sizes, few and many
+    channels (one row block, or several), float64 and float32."""
+    rng = np.random.default_rng(400 + 10 * seed + batch)
+    c, o = (int(v) for v in rng.integers(1, 70, size=2))
+    h, w_ = (int(v) for v in rng.integers(1, 40, size=2))
+    x, w, b = rng.normal(size=(batch, c, h, w_)), rng.normal(size=(o, c, 1, 1)), rng.normal(size=o)
+    y = reference.conv2d_forward(x, w, b, 1, 0)
+    assert_equal_backends(fast.conv2d_forward(x, w, b, 1, 0), y)
+    dy = rng.normal(size=y.shape)
+    assert_equal_backends(fast.conv2d_backward_input(dy, w, x.shape, 1, 0),
+                          reference.conv2d_backward_input(dy, w, x.shape, 1, 0))
+    y32 = fast.conv2d_forward(x.astype(np.float32), w.astype(np.float32), b, 1, 0)
+    assert y32.dtype == np.float32
+    # float32 rounding of C products summed (and of the inputs): C + 3 epsilons of |terms|
+    terms = reference.conv2d_forward(np.abs(x), np.abs(w), np.abs(b), 1, 0)
+    assert np.all(np.abs(y32 - y) <= (c + 3) * np.finfo(np.float32).eps * terms)
+
 # ------------------------------------------------------------------------------ rules
 
 RULES = [saliency.Gradient(), saliency.Guided(), saliency.Deconvnet(), saliency.Rescale()]

@@ -103,7 +103,6 @@ def _forward(x, w, b, stride, padding, blocks, y):
             image, channel = plane // c, plane % c
             if not direct:
                 _phases(x[image, channel], stride, padding, ph, pw, phases)
-            wide[:] = 0
             for i in range(k):
                 for j in range(k):
                     # tap (i, j) reads x_pad[s*r + i, s*q + j] = phase (i % s, j % s) at
@@ -112,9 +111,13 @@ def _forward(x, w, b, stride, padding, blocks, y):
                            else phases[i % stride, j % stride])
                     shift = (i // stride) * pw + j // stride
                     weight = w[channel, 0, i, j]
-                    # unsigned indices: no negative-index check, so the loop is vectorized
-                    for t in range(run):
-                        wide[uint64(t)] += weight * src[uint64(t + shift)]
+                    # unsigned indices: no negative-index check, so the loops are vectorized
+                    if i == 0 and j == 0:            # the first tap starts the sums (0 + a = a)
+                        for t in range(run):
+                            wide[uint64(t)] = weight * src[uint64(t + shift)]
+                    else:
+                        for t in range(run):
+                            wide[uint64(t)] += weight * src[uint64(t + shift)]
             bias = b[channel]
             for r in range(out_height):
                 for q in range(out_width):
