@@ -17,7 +17,9 @@ Convolution is a matrix product. With a chunk of images unrolled into columns,
 ``Y = W.reshape(O, C*KH*KW) @ cols + b`` and the input signal is
 ``dx = col2im(W.reshape(O, C*KH*KW).T @ dY)``: the transpose of the same linear map,
 ``sum_k w_ki s_k`` in the notation of Eq. 1, i.e. a transposed convolution. Training reads the
-same product a third way: the weight gradient is ``dY @ cols^T``.
+same product a third way: the weight gradient is ``dY @ cols^T``. A 1x1 stride-1 convolution
+needs no unrolling: each image already is the (C, H*W) matrix, and :func:`pointwise_conv2d`
+multiplies it block of output rows by block, straight into the output.
 
 The 3x3 stride-1 convolutions that make up VGG16 take a shorter road, Winograd's minimal
 filtering F(2x2, 3x3) (Lavin & Gray, 2016; see :func:`winograd_conv2d`): 16 multiplications per
