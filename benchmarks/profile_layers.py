@@ -2,6 +2,7 @@
 
     python benchmarks/profile_layers.py                       # VGG16, batch 1, 5 repeats
     python benchmarks/profile_layers.py --net squeezenet1_0 --batch 8 --repeats 3 --cprofile
+    python benchmarks/profile_layers.py --net mobilenet_v2 --batch 8    # also by block step
 
 Instrumentation happens in this process only, by wrapping (never editing) library callables:
 every top-level layer's ``forward`` / ``backward`` (instance attributes), the Numba kernels
@@ -9,6 +10,9 @@ every top-level layer's ``forward`` / ``backward`` (instance attributes), the Nu
 ``_winograd_output_transform`` / ``_max_pool_forward`` / ``_max_pool_route``, and the GEMMs
 (``nets._numba.kernels.gemm`` and ``winograd_products``; the fully connected layers' forward GEMMs
 count there too). Every figure is the median over ``repeats`` passes after one warm-up pass.
+Blocks made of steps (MobileNetV2's inverted residuals) have each step wrapped as well, and a
+table by step role (expand, its ReLU6, pad, depthwise, its ReLU6, project, and the block's
+"rest": the residual addition and the Python between steps).
 
 Passes profiled: ``forward`` (``net.forward``), ``backward/gradient`` (``net.backward`` with the
 gradient rule) and ``backward/deeplift`` (``net.backward`` with the rescale rule and the
@@ -56,8 +60,34 @@ def instrument(net, clock):
     for name in GEMMS:
         setattr(kernels, name, clock.wrap("GEMM", getattr(kernels, name)))
     for layer in net.layers:
+        for step in getattr(layer, "steps", ()):   # an inverted residual's sub-layers
+            step.forward = clock.wrap(("step", step.name), step.forward)
+            step.backward = clock.wrap(("step", step.name), step.backward)
         layer.forward = clock.wrap(("layer", layer.name), layer.forward)
         layer.backward = clock.wrap(("layer", layer.name), layer.backward)
+
+
+def print_steps(net, results, passes):
+    """Time by step role summed over the blocks that have steps, and each block's rest."""
+    roles = defaultdict(lambda: [0.0] * len(passes))
+    for layer in net.layers:
+        steps = getattr(layer, "steps", ())
+        if not steps:
+            continue
+        for p, name in enumerate(passes):
+            runs = results[name]
+            for step in steps:
+                roles[step.name.rsplit(".", 1)[1]][p] += med(runs, ("step", step.name))
+            # the rest pass by pass, then the median (a difference of medians is not one)
+            roles["rest (residual add, Python)"][p] += statistics.median(
+                r.get(("layer", layer.name), 0.0) - sum(r.get(("step", step.name), 0.0)
+                                                        for step in steps) for r in runs)
+    if not roles:
+        return
+    print("\nblock steps summed over all blocks (ms):")
+    print(f"  {'step':28s} " + " ".join(f"{n.split('/')[-1]:>9s}" for n in passes))
+    for role, vals in roles.items():
+        print(f"  {role:28s} " + " ".join(f"{1e3 * v:9.1f}" for v in vals))
 
 
 def kind(layer):
@@ -142,7 +172,7 @@ def main():
 
     # torch twin: per-module forward times via hooks
     torch_fwd = {}
-    if use_ref:
+    if use_ref and hasattr(model, "features"):   # (the MobileNetV2 twin has no such list)
         mods = list(model.features) + (list(model.classifier) if hasattr(model, "classifier")
                                        else [model.conv_final, model.relu_final, model.pool_final])
         acc, start = defaultdict(list), {}
@@ -189,9 +219,12 @@ def main():
     for k, v in sorted(by_kind.items(), key=lambda kv: -sum(kv[1][:3])):
         row = f"  {k:10s} fwd {1e3 * v[0]:8.1f}  bwd grad {1e3 * v[1]:8.1f}  bwd dlift {1e3 * v[2]:8.1f}"
         print(row + (f"  torch fwd {1e3 * v[3]:8.1f}" if torch_fwd else ""))
+    print_steps(net, results, passes)
     print("\nby kernel (ms; conv 'rest' = conv layers minus the kernels named: padding, bias "
           "add, zero-filling dx, Python):")
     conv_names = [("layer", layer.name) for layer in net.layers if kind(layer) in ("Conv2d", "Fire")]
+    conv_names += [("step", step.name) for layer in net.layers
+                   for step in getattr(layer, "steps", ()) if kind(step) == "Conv2d"]
     for name in passes:
         runs = results[name]
         kern = {k: med(runs, k) for k in KERNELS + ("GEMM",)}

@@ -20,9 +20,9 @@ object with two methods; a new rule touches no layer code:
 Notation: ``s`` is the signal at the ReLU's output, ``eta`` its input, ``1[.]`` an indicator.
 Each ``relu`` below is its equation as a NumPy expression; that is the code that runs on the
 default (NumPy) backend. The fast backend (:mod:`nets.backends`) runs a fused one-pass kernel of
-the same expression instead, for a method that declares one with ``relu.fused = "kind"``; a
-subclass that overrides ``relu`` (its method has no mark) and any rule of your own run their
-NumPy method on every backend.
+the same expression instead, for a method that declares one with ``relu.fused = "kind"`` (or
+``relu6.fused``); a subclass that overrides ``relu`` (its method has no mark) and any rule of
+your own run their NumPy method on every backend.
 """
 import numpy as np
 
@@ -60,6 +60,8 @@ class Gradient(Rule):
         """``s_in = 1[0 < eta < 6] * s``."""
         return ((eta > 0) & (eta < 6)) * signal
 
+    relu6.fused = "gradient"
+
 
 class Guided(Rule):
     """Guided backpropagation (Springenberg et al., 2015): ``s_in = 1[eta > 0] * 1[s > 0] * s``.
@@ -81,6 +83,8 @@ class Guided(Rule):
         ReLU6 is this)."""
         return ((eta > 0) & (eta < 6)) * (signal > 0) * signal
 
+    relu6.fused = "guided"
+
 
 class Deconvnet(Rule):
     """Deconvnet (Zeiler & Fergus, 2014): ``s_in = 1[s > 0] * s``, ignoring the forward input.
@@ -101,6 +105,8 @@ class Deconvnet(Rule):
         ignores the forward input, so the cap at 6 (a property of ``eta``) plays no part.
         Captum's deconvolution does the same (it rectifies the module's output gradient)."""
         return (signal > 0) * signal
+
+    relu6.fused = "deconvnet"
 
 
 class Rescale(Rule):
@@ -180,6 +186,8 @@ class Rescale(Rule):
                      - np.minimum(np.maximum(eta_ref, 0), six))
         secant = signal * delta_out / np.where(usable, delta_in, 1)
         return np.where(usable, secant, ((eta > 0) & (eta < 6)) * signal)
+
+    relu6.fused = "rescale"
 
     def max_pool(self, layer, signal, cache, ref_cache):
         if self.max_pool_mode == "gradient":

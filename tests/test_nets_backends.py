@@ -6,7 +6,8 @@ method, in float64 to 1e-12 relative, and choosing one is explicit.
 * Rules: each built-in rule's NumPy ``relu`` against the fast backend's fused kernel; a rule
   the fast backend does not know (a user's, or a subclass overriding ``relu``) runs its own
   method there too.
-* Depthwise convolutions and ReLU6 steps (MobileNetV2) on random shapes.
+* Depthwise convolutions and ReLU6 steps (MobileNetV2) on random shapes; the depthwise
+  kernels also in float32, and each rule's ``relu6`` against its fused kernel.
 * Whole networks: VGG16, SqueezeNet 1.0 and MobileNetV2 (at 96 x 96) with random weights, maps of gradient, guided
   backprop, deconvnet, DeepLIFT (both max-pool modes) and Grad-CAM.
 * Importing the library changes nothing in the process and loads neither Numba nor llvmlite;
@@ -166,6 +167,71 @@ def test_relu6_operations_are_equal(rng):
         assert fast.relu6_backward(s.astype(dtype), eta).dtype == dtype
 
 
+
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("seed", range(3))
+def test_depthwise_kernels_equal_the_reference_on_random_shapes(stride, batch, seed):
+    """The phase-split kernels (nets/_numba/depthwise.py) against the reference's taps.
+
+    Odd and even sizes, kernels 1, 3 and 5, paddings 0 to k//2 + 1 (MobileNetV2 calls them
+    with padding 0 after its SAME pad). Float64 to EQUAL; float32 within the rounding bound of
+    any order of summation (the kernels add the taps in the reference's order, so on this
+    machine they are even bit-equal to the reference's float32).
+    """
+    rng = np.random.default_rng(300 + 10 * seed + stride + batch)
+    k = (3, 1, 5)[seed]
+    p, c = int(rng.integers(0, k // 2 + 2)), int(rng.integers(1, 12))
+    h, w_ = (int(v) for v in rng.integers(k + 1, k + 20, size=2))
+    x = rng.normal(size=(batch, c, h, w_))
+    w, b = rng.normal(size=(c, 1, k, k)), rng.normal(size=c)
+    y = reference.depthwise_conv2d_forward(x, w, b, stride, p)
+    assert_equal_backends(fast.depthwise_conv2d_forward(x, w, b, stride, p), y)
+    dy = rng.normal(size=y.shape)
+    dx = reference.depthwise_conv2d_backward_input(dy, w, x.shape, stride, p)
+    assert_equal_backends(fast.depthwise_conv2d_backward_input(dy, w, x.shape, stride, p), dx)
+
+    # float32: against float64 arithmetic on the same float32-rounded inputs; the bound is
+    # that of any summation order, (K*K + 1) float32 epsilons of the sum of |terms|
+    f32, f64 = np.float32, np.float64
+    x, w, b, dy = (a.astype(f32) for a in (x, w, b, dy))
+    bound = (k * k + 1) * np.finfo(f32).eps
+    y = reference.depthwise_conv2d_forward(x.astype(f64), w.astype(f64), b.astype(f64), stride, p)
+    terms = reference.depthwise_conv2d_forward(np.abs(x.astype(f64)), np.abs(w.astype(f64)),
+                                               np.abs(b.astype(f64)), stride, p)
+    y32 = fast.depthwise_conv2d_forward(x, w, b, stride, p)
+    assert y32.dtype == f32
+    assert np.all(np.abs(y32 - y) <= bound * terms)
+    dx = reference.depthwise_conv2d_backward_input(dy.astype(f64), w.astype(f64), x.shape,
+                                                   stride, p)
+    terms = reference.depthwise_conv2d_backward_input(np.abs(dy.astype(f64)),
+                                                      np.abs(w.astype(f64)), x.shape, stride, p)
+    dx32 = fast.depthwise_conv2d_backward_input(dy, w, x.shape, stride, p)
+    assert dx32.dtype == f32
+    assert np.all(np.abs(dx32 - dx) <= bound * terms)
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("seed", range(3))
+def test_pointwise_convolutions_equal_the_reference(batch, seed):
+    """1x1 stride-1 convolutions (kernels.pointwise_conv2d: a GEMM per image and block of
+    output rows, the bias added in place), forward and input signal, odd sizes, few and many
+    channels (one row block, or several), float64 and float32."""
+    rng = np.random.default_rng(400 + 10 * seed + batch)
+    c, o = (int(v) for v in rng.integers(1, 70, size=2))
+    h, w_ = (int(v) for v in rng.integers(1, 40, size=2))
+    x, w, b = rng.normal(size=(batch, c, h, w_)), rng.normal(size=(o, c, 1, 1)), rng.normal(size=o)
+    y = reference.conv2d_forward(x, w, b, 1, 0)
+    assert_equal_backends(fast.conv2d_forward(x, w, b, 1, 0), y)
+    dy = rng.normal(size=y.shape)
+    assert_equal_backends(fast.conv2d_backward_input(dy, w, x.shape, 1, 0),
+                          reference.conv2d_backward_input(dy, w, x.shape, 1, 0))
+    y32 = fast.conv2d_forward(x.astype(np.float32), w.astype(np.float32), b, 1, 0)
+    assert y32.dtype == np.float32
+    # float32 rounding of C products summed (and of the inputs): C + 3 epsilons of |terms|
+    terms = reference.conv2d_forward(np.abs(x), np.abs(w), np.abs(b), 1, 0)
+    assert np.all(np.abs(y32 - y) <= (c + 3) * np.finfo(np.float32).eps * terms)
+
 # ------------------------------------------------------------------------------ rules
 
 RULES = [saliency.Gradient(), saliency.Guided(), saliency.Deconvnet(), saliency.Rescale()]
@@ -209,6 +275,39 @@ def test_rules_the_fast_backend_does_not_know_run_their_own_numpy(rng, monkeypat
     with pytest.raises(ValueError, match="reference"):
         fast.relu_rule(saliency.Rescale(), s, eta, None)
 
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("rule", RULES, ids=lambda r: r.name)
+def test_fused_relu6_kernels_equal_the_rules_numpy(rng, rule, dtype):
+    s, eta, ref = ((4 * rng.normal(size=(2, 4, 6, 5)) + 3).astype(dtype) for _ in range(3))
+    eta[0, 0, 0, :2] = [0.0, 6.0]                        # both kinks
+    ref[0, 1, 0] = eta[0, 1, 0]                          # no difference: the gradient
+    ref[0, 1, 1, 0] = eta[0, 1, 1, 0] + 1e-12            # below eps: the gradient
+    assert (eta > 6).any() and (eta < 0).any() and (ref > 6).any()
+    assert rule.relu6.fused in fast.depthwise.FUSED_RELU6_RULES
+    numpy_step = reference.relu6_rule(rule, s, eta, ref)
+    assert numpy_step.dtype == dtype
+    # Same expression, same arithmetic order: equal to the last bit, float32 included.
+    np.testing.assert_array_equal(fast.relu6_rule(rule, s, eta, ref), numpy_step)
+
+
+def test_relu6_rules_the_fast_backend_does_not_know_run_their_own_numpy(rng):
+    class Halved(saliency.Gradient):        # overrides relu6: its method has no `fused` mark
+        def relu6(self, signal, eta, eta_ref):
+            return 0.5 * super().relu6(signal, eta, eta_ref)
+
+    class ReluOnly(saliency.Rule):          # a rule written for ReLU only
+        def relu(self, signal, eta, eta_ref):
+            return signal
+
+    s, eta = rng.normal(size=(2, 3, 4, 4)), 4 * rng.normal(size=(2, 3, 4, 4))
+    np.testing.assert_array_equal(fast.relu6_rule(Halved(), s, eta, None),
+                                  0.5 * ((eta > 0) & (eta < 6)) * s)
+    with pytest.raises(TypeError, match="relu6"):
+        fast.relu6_rule(ReluOnly(), s, eta, None)
+    with pytest.raises(ValueError, match="reference"):
+        fast.relu6_rule(saliency.Rescale(), s, eta, None)
 
 # ------------------------------------------------------------------------------ whole networks
 

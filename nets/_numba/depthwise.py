@@ -1,16 +1,43 @@
-"""The fast backend's depthwise convolution and ReLU6 (MobileNetV2), as Numba kernels.
+"""The fast backend's depthwise convolution and ReLU6 steps (MobileNetV2), as Numba kernels.
 
 Same contracts as :func:`nets.reference.depthwise_conv2d_forward` and the rest: weights
-``(C, 1, K, K)``, batches ``(N, C, H, W)``, symmetric zero padding, results in the input's
-dtype. A depthwise convolution has no sum over channels, hence no matrix product to hand to a
-GEMM: each ``(image, channel)`` plane is its own small 2-D filter, and the planes are split
-among Numba's threads (no two threads write the same plane). The ReLU6 steps are elementwise
-loops split the same way. The tests hold every function equal to the reference.
+``(C, 1, K, K)``, batches ``(N, C, H, W)``, symmetric zero padding ``p``, stride ``s``, results
+in the input's dtype. The tests hold every function equal to the reference.
+
+A depthwise convolution has no sum over channels, hence no matrix product to hand to a GEMM:
+each ``(image, channel)`` plane is its own small 2-D filter, and the planes are split among
+Numba's threads (a thread owns whole planes, so no two threads write the same element).
+
+Within a plane, the work is arranged so that the innermost loop is one long contiguous run,
+which the compiler turns into vector instructions even for MobileNetV2's 7 x 7 planes (a loop
+along one 7-pixel row stays scalar). With the padded input cut into its ``s x s`` phases
+``P[a, b][m, l] = x_pad[s*m + a, s*l + b]`` (one phase, the padded plane, at stride 1), each
+of width ``PW = ceil((W + 2p) / s)``, tap ``(i, j)`` reads phase ``(i % s, j % s)`` shifted by
+``(i // s, j // s)``, so over a "wide" output ``z`` of width ``PW``::
+
+    forward    z[t]                += w[i, j] * P[i % s, j % s][t + shift]    for all t
+    backward   P'[i % s, j % s][t + shift] += w[i, j] * z'[t]                 for all t
+
+with ``t = r * PW + q`` flat and ``shift = (i // s) * PW + j // s``. At stride 1 with no
+padding (MobileNetV2's stride-1 layers, padded by the layer before) the plane is its own
+phase and is read, or added into, in place. The columns ``q >= OW``
+of ``z`` are computed and dropped (forward) or held at zero (backward, so they add nothing):
+a few percent of extra work for one vector loop per tap. The backward pass is the forward's
+loop with source and destination swapped, the transpose (Eq. 1's ``sum_k w_ki s_k`` within
+one channel); the padding's share is dropped when the phases are read back. Each output
+element receives its taps in the reference's order (``i`` then ``j``), the bias last, so the
+sums are rounded as the reference rounds them.
+
+The ReLU6 steps are elementwise loops; the rules that mark their ``relu6`` method as fused
+(:mod:`saliency.rules`) get a one-pass kernel of the same expression (:func:`relu6_rule`).
 """
 import numpy as np
-from numba import njit, prange
+import numba
+from numba import njit, prange, uint64
 
-from sensloc.nets.reference import conv_output_size, relu6_rule
+from sensloc.nets._numba.kernels import relu
+from sensloc.nets.reference import conv_output_size
+from sensloc.nets.reference import relu6_rule as _reference_relu6_rule
 
 __all__ = ["depthwise_conv2d_forward", "depthwise_conv2d_backward_input",
            "depthwise_conv2d_backward_weight", "relu6", "relu6_backward", "relu6_rule"]
@@ -20,35 +47,121 @@ def _pad(x, padding):
     return np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
 
 
-@njit(parallel=True, cache=True)
-def _forward(xp, w, b, stride, y):
-    n, c, oh, ow = y.shape
-    k = w.shape[2]
-    for plane in prange(n * c):
-        image, channel = plane // c, plane % c
-        for r in range(oh):
-            for q in range(ow):
-                acc = b[channel]
-                for i in range(k):
-                    for j in range(k):
-                        acc += w[channel, 0, i, j] * xp[image, channel, stride * r + i,
-                                                        stride * q + j]
-                y[image, channel, r, q] = acc
+@njit(inline="always")
+def _columns(b, stride, padding, width, phase_width):
+    """``[l0, l1)``: the columns ``l`` of phase column offset ``b`` that lie inside the
+    unpadded row, ``0 <= s*l + b - p < width`` (floor division rounds the bounds right)."""
+    l0 = max(0, -((b - padding) // stride))                 # ceil((p - b) / s)
+    l1 = min(phase_width, (width - 1 + padding - b) // stride + 1)
+    return l0, max(l0, l1)
+
+
+@njit(inline="always")
+def _phases(plane, stride, padding, height, width, out):
+    # out[a, b, m * width + l] = x_pad[s*m + a, s*l + b]: the zero-padded plane cut into its
+    # s x s phases (one at stride 1), each flattened with `width` = ceil((W + 2p) / s) columns.
+    h, w = plane.shape
+    out[:] = 0
+    for a in range(stride):
+        for b in range(stride):
+            l0, l1 = _columns(b, stride, padding, w, width)
+            for m in range(height):
+                row = stride * m + a - padding
+                if 0 <= row < h:
+                    for l in range(l0, l1):
+                        out[a, b, m * width + l] = plane[row, stride * l + b - padding]
+
+
+@njit(inline="always")
+def _unphase(phases, stride, padding, height, width, plane):
+    # The inverse of _phases, dropping the padding: plane[r, c] = x_pad[r + p, c + p].
+    h, w = plane.shape
+    for a in range(stride):
+        for b in range(stride):
+            l0, l1 = _columns(b, stride, padding, w, width)
+            for m in range(height):
+                row = stride * m + a - padding
+                if 0 <= row < h:
+                    for l in range(l0, l1):
+                        plane[row, stride * l + b - padding] = phases[a, b, m * width + l]
 
 
 @njit(parallel=True, cache=True)
-def _backward_input(dy, w, stride, dxp):
-    n, c, oh, ow = dy.shape
-    k = w.shape[2]
-    for plane in prange(n * c):
-        image, channel = plane // c, plane % c
-        for r in range(oh):
-            for q in range(ow):
-                s = dy[image, channel, r, q]
-                for i in range(k):
-                    for j in range(k):
-                        dxp[image, channel, stride * r + i, stride * q + j] += \
-                            w[channel, 0, i, j] * s
+def _forward(x, w, b, stride, padding, blocks, y):
+    # y (N, C, OH, OW) = per-plane correlation of x (N, C, H, W) with w (C, 1, K, K), plus b.
+    # A thread takes runs of planes (`blocks` runs in all), with scratch of its own.
+    n, c, h, width = x.shape
+    out_height, out_width = y.shape[2], y.shape[3]
+    k, planes = w.shape[2], n * c
+    ph, pw = -(-(h + 2 * padding) // stride), -(-(width + 2 * padding) // stride)
+    run = (out_height - 1) * pw + out_width      # the wide output's elements that are read
+    direct = stride == 1 and padding == 0        # the plane is its own phase: no copy
+    for block in prange(blocks):
+        phases = np.empty((stride, stride, 0 if direct else ph * pw), x.dtype)
+        wide = np.empty(out_height * pw, x.dtype)
+        for plane in range(block * planes // blocks, (block + 1) * planes // blocks):
+            image, channel = plane // c, plane % c
+            if not direct:
+                _phases(x[image, channel], stride, padding, ph, pw, phases)
+            for i in range(k):
+                for j in range(k):
+                    # tap (i, j) reads x_pad[s*r + i, s*q + j] = phase (i % s, j % s) at
+                    # [r + i // s, q + j // s]: flat index t + shift for wide index t = r*pw + q
+                    src = (x[image, channel].reshape(h * width) if direct
+                           else phases[i % stride, j % stride])
+                    shift = (i // stride) * pw + j // stride
+                    weight = w[channel, 0, i, j]
+                    # unsigned indices: no negative-index check, so the loops are vectorized
+                    if i == 0 and j == 0:            # the first tap starts the sums (0 + a = a)
+                        for t in range(run):
+                            wide[uint64(t)] = weight * src[uint64(t + shift)]
+                    else:
+                        for t in range(run):
+                            wide[uint64(t)] += weight * src[uint64(t + shift)]
+            bias = b[channel]
+            for r in range(out_height):
+                for q in range(out_width):
+                    y[image, channel, r, q] = wide[r * pw + q] + bias   # as the reference: last
+
+
+@njit(parallel=True, cache=True)
+def _backward_input(dy, w, stride, padding, blocks, dx):
+    # dx (N, C, H, W) = per-plane transposed correlation of dy (N, C, OH, OW) with w: the
+    # forward's loops with source and destination swapped, adding into the padded plane's
+    # phases, which are then read back into dx (the padding's share is dropped there).
+    n, c, h, width = dx.shape
+    out_height, out_width = dy.shape[2], dy.shape[3]
+    k, planes = w.shape[2], n * c
+    ph, pw = -(-(h + 2 * padding) // stride), -(-(width + 2 * padding) // stride)
+    run = (out_height - 1) * pw + out_width
+    direct = stride == 1 and padding == 0        # add straight into the plane of dx
+    for block in prange(blocks):
+        phases = np.empty((stride, stride, 0 if direct else ph * pw), dx.dtype)
+        wide = np.zeros(out_height * pw, dx.dtype)   # its extra columns stay zero: they add 0
+        for plane in range(block * planes // blocks, (block + 1) * planes // blocks):
+            image, channel = plane // c, plane % c
+            for r in range(out_height):
+                for q in range(out_width):
+                    wide[r * pw + q] = dy[image, channel, r, q]
+            if direct:
+                dx[image, channel] = 0
+            else:
+                phases[:] = 0
+            for i in range(k):
+                for j in range(k):
+                    dst = (dx[image, channel].reshape(h * width) if direct
+                           else phases[i % stride, j % stride])
+                    shift = (i // stride) * pw + j // stride
+                    weight = w[channel, 0, i, j]
+                    for t in range(run):
+                        dst[uint64(t + shift)] += weight * wide[uint64(t)]
+            if not direct:
+                _unphase(phases, stride, padding, ph, pw, dx[image, channel])
+
+
+def _blocks(planes):
+    """Runs of planes to deal to Numba's threads: a few per thread, for balance."""
+    return max(1, min(planes, 8 * numba.get_num_threads()))
 
 
 @njit(parallel=True, cache=True)
@@ -68,32 +181,40 @@ def _backward_weight(dy, xp, stride, dw, db):
 
 
 def depthwise_conv2d_forward(x, w, b, stride, padding):
-    """(N, C, H, W), (C, 1, K, K), (C,) -> (N, C, OH, OW); see the reference's equation."""
+    """(N, C, H, W), (C, 1, K, K), (C,) -> (N, C, OH, OW); see the reference's equation,
+    ``y[n, c, oh, ow] = b[c] + sum_{i,j} w[c, 0, i, j] * x_pad[n, c, s*oh + i, s*ow + j]``."""
     n, c, h, wd = x.shape
     k = w.shape[2]
     oh, ow = conv_output_size(h, k, stride, padding), conv_output_size(wd, k, stride, padding)
     y = np.empty((n, c, oh, ow), x.dtype)
-    _forward(np.ascontiguousarray(_pad(x, padding)), np.ascontiguousarray(w, x.dtype),
-             np.ascontiguousarray(b, x.dtype), stride, y)
+    _forward(np.ascontiguousarray(x), np.ascontiguousarray(w, x.dtype),
+             np.ascontiguousarray(b, x.dtype), stride, padding, _blocks(n * c), y)
     return y
 
 
 def depthwise_conv2d_backward_input(dy, w, input_shape, stride, padding):
-    """(N, C, OH, OW) -> (N, C, H, W): each plane's transposed convolution."""
-    n, c, h, wd = input_shape
-    dxp = np.zeros((n, c, h + 2 * padding, wd + 2 * padding), dy.dtype)
-    _backward_input(np.ascontiguousarray(dy), np.ascontiguousarray(w, dy.dtype), stride, dxp)
-    return dxp[:, :, padding:padding + h, padding:padding + wd]
+    """(N, C, OH, OW) -> (N, C, H, W): each plane's transposed convolution,
+    ``dx_pad[n, c, s*oh + i, s*ow + j] += w[c, 0, i, j] * dy[n, c, oh, ow]``, padding dropped."""
+    dx = np.empty(tuple(input_shape), dy.dtype)
+    _backward_input(np.ascontiguousarray(dy), np.ascontiguousarray(w, dy.dtype), stride,
+                    padding, _blocks(dx.shape[0] * dx.shape[1]), dx)
+    return dx
 
 
 def depthwise_conv2d_backward_weight(dy, x, kernel_size, stride, padding):
-    """``dw`` (C, 1, K, K) and ``db`` (C,) in ``dy``'s dtype."""
+    """``dw`` (C, 1, K, K) and ``db`` (C,) in ``dy``'s dtype (training only: plain loops)."""
     c = x.shape[1]
     dw = np.zeros((c, 1, kernel_size, kernel_size), dy.dtype)
     db = np.zeros(c, dy.dtype)
     _backward_weight(np.ascontiguousarray(dy), np.ascontiguousarray(_pad(x, padding), dy.dtype),
                      stride, dw, db)
     return dw, db
+
+
+# ---------------------------------------------------------------------------------- ReLU6
+
+def _flat(a, dtype):
+    return np.ascontiguousarray(a, dtype).reshape(-1)
 
 
 @njit(parallel=True, cache=True)
@@ -104,9 +225,24 @@ def _relu6(e, o):
 
 
 @njit(parallel=True, cache=True)
-def _relu6_gate(s, e, o):
+def _relu6_gate(s, e, guided, o):
+    # 1[0 < eta < 6] * s, times 1[s > 0] too if guided; each index written once.
     for k in prange(s.size):
-        o[k] = s[k] if 0 < e[k] < 6 else 0.0
+        o[k] = s[k] if 0 < e[k] < 6 and (s[k] > 0 or not guided) else 0.0
+
+
+@njit(parallel=True, cache=True)
+def _relu6_secant(s, e, r, eps, zero, six, o):
+    # DeepLIFT's rescale at a ReLU6, the expression of saliency.rules.Rescale.relu6 in one
+    # pass. `zero` and `six` have the arrays' dtype, so float32 arithmetic stays float32.
+    for k in prange(s.size):
+        delta_in = e[k] - r[k]
+        if abs(delta_in) >= eps:
+            g_e = zero if e[k] < zero else (six if e[k] > six else e[k])
+            g_r = zero if r[k] < zero else (six if r[k] > six else r[k])
+            o[k] = s[k] * (g_e - g_r) / delta_in
+        else:
+            o[k] = s[k] if zero < e[k] < six else zero
 
 
 def relu6(eta):
@@ -116,9 +252,53 @@ def relu6(eta):
     return out
 
 
+def relu6_gate(signal, eta, guided=False):
+    """``1[0 < eta < 6] * signal``, times ``1[signal > 0]`` too if ``guided``; arrays of one
+    shape (any), the result in ``signal``'s dtype."""
+    out = np.empty(signal.shape, signal.dtype)
+    _relu6_gate(_flat(signal, signal.dtype), _flat(eta, signal.dtype), guided, out.reshape(-1))
+    return out
+
+
 def relu6_backward(signal, eta):
     """``1[0 < eta < 6] * signal`` elementwise, in parallel; ``signal``'s shape and dtype."""
-    out = np.empty(signal.shape, signal.dtype)
-    _relu6_gate(np.ascontiguousarray(signal).reshape(-1),
-                np.ascontiguousarray(eta, signal.dtype).reshape(-1), out.reshape(-1))
+    return relu6_gate(signal, eta)
+
+
+def _relu6_rescale(rule, signal, eta, eta_ref):
+    if eta_ref is None:
+        return rule.relu6(signal, eta, eta_ref)   # the rule's own message
+    dtype = signal.dtype
+    out = np.empty(signal.shape, dtype)
+    _relu6_secant(_flat(signal, dtype), _flat(eta, dtype), _flat(eta_ref, dtype),
+                  dtype.type(rule.eps), dtype.type(0), dtype.type(6), out.reshape(-1))
     return out
+
+
+def _relu6_deconvnet(rule, signal, eta, eta_ref):
+    return relu(signal)   # 1[s > 0] * s = max(s, 0)
+
+
+#: The fused kernel of each kind of ReLU6 step a rule may declare (``relu6.fused`` in
+#: :mod:`saliency.rules`): the one-pass twin of the rule's NumPy expression.
+FUSED_RELU6_RULES = {
+    "gradient": lambda rule, signal, eta, eta_ref: relu6_gate(signal, eta),
+    "guided": lambda rule, signal, eta, eta_ref: relu6_gate(signal, eta, guided=True),
+    "deconvnet": _relu6_deconvnet,
+    "rescale": _relu6_rescale,
+}
+
+
+def relu6_rule(rule, signal, eta, eta_ref):
+    """``rule.relu6(signal, eta, eta_ref)``, by a fused kernel where this backend has one.
+
+    As :func:`nets._numba.kernels.relu_rule` does for ReLU: a rule whose ``relu6`` method
+    carries ``fused = kind`` (a kind of :data:`FUSED_RELU6_RULES`) runs that kernel, one
+    parallel pass instead of NumPy's masks and temporaries (MobileNetV2's DeepLIFT spent a
+    third of its backward pass there); any other rule runs its method, and a rule with no
+    ``relu6`` is refused by :func:`nets.reference.relu6_rule`. Same contract as it.
+    """
+    fused = FUSED_RELU6_RULES.get(getattr(getattr(rule, "relu6", None), "fused", None))
+    if fused is None:
+        return _reference_relu6_rule(rule, signal, eta, eta_ref)
+    return fused(rule, signal, eta, eta_ref)

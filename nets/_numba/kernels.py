@@ -17,7 +17,9 @@ Convolution is a matrix product. With a chunk of images unrolled into columns,
 ``Y = W.reshape(O, C*KH*KW) @ cols + b`` and the input signal is
 ``dx = col2im(W.reshape(O, C*KH*KW).T @ dY)``: the transpose of the same linear map,
 ``sum_k w_ki s_k`` in the notation of Eq. 1, i.e. a transposed convolution. Training reads the
-same product a third way: the weight gradient is ``dY @ cols^T``.
+same product a third way: the weight gradient is ``dY @ cols^T``. A 1x1 stride-1 convolution
+needs no unrolling: each image already is the (C, H*W) matrix, and :func:`pointwise_conv2d`
+multiplies it block of output rows by block, straight into the output.
 
 The 3x3 stride-1 convolutions that make up VGG16 take a shorter road, Winograd's minimal
 filtering F(2x2, 3x3) (Lavin & Gray, 2016; see :func:`winograd_conv2d`): 16 multiplications per
@@ -326,6 +328,8 @@ def conv2d_forward(x, w, b, stride, padding):
     o, _, kh, kw = w.shape
     if uses_winograd(kh, stride, padding, c, o):
         return winograd_conv2d(x, winograd_memo(w), b, padding)
+    if _is_pointwise(kh, stride, padding):
+        return pointwise_conv2d(x, w.reshape(o, c), b)
     oh, ow = conv_output_size(h, kh, stride, padding), conv_output_size(wd, kw, stride, padding)
     w_mat = w.reshape(o, -1)
     y = np.empty((n, o, oh, ow), dtype=x.dtype)
@@ -351,18 +355,77 @@ def conv2d_backward_input(dy, w, input_shape, stride, padding):
         return winograd_conv2d(dy, winograd_memo(w), np.zeros(c, dy.dtype), 2 - padding,
                                transposed=True)
     oh, ow = dy.shape[2:]
-    pointwise = _is_pointwise(kh, stride, padding)
     w_mat_t = np.ascontiguousarray(w.reshape(o, -1).T)  # small; gemm splits its rows
-    # col2im adds every tap's share, so it needs zeros; the 1x1 copy writes every element.
-    dx = (np.empty if pointwise else np.zeros)((n, c, h, wd), dtype=dy.dtype)
+    if _is_pointwise(kh, stride, padding):   # dx[n] = W^T dy[n], image by image
+        return pointwise_conv2d(dy, w_mat_t, None)
+    dx = np.zeros((n, c, h, wd), dtype=dy.dtype)   # col2im adds every tap's share
     for start, stop in _chunks(n, c * kh * kw * oh * ow, oh * ow):
         cols = gemm(w_mat_t, _channels_first(dy[start:stop]))
-        if pointwise:
-            chunk = dx[start:stop].reshape(stop - start, c, -1)
-            _batch_first_copy(cols, np.zeros(c, dy.dtype), chunk)
-        else:
-            _col2im(cols, kh, kw, stride, padding, oh, ow, dx[start:stop])
+        _col2im(cols, kh, kw, stride, padding, oh, ow, dx[start:stop])
     return dx
+
+
+#: Bytes of the block of output rows one task of a 1x1 convolution writes: small enough to
+#: stay in a core's L2 cache between its GEMM and the bias added after it.
+POINTWISE_BLOCK_BYTES = 1 << 19
+
+
+def pointwise_conv2d(x, w_mat, b):
+    """A 1x1 stride-1 convolution, ``y[n, o, p] = b[o] + sum_c w[o, c] x[n, c, p]``, image by
+    image and block of output channels by block, each GEMM writing straight into the output.
+
+    The general path (:func:`conv2d_forward`) gathers a chunk of images into one (C, B*H*W)
+    matrix, and its threads each multiply a block of COLUMNS, which is not contiguous in the
+    output: BLAS then writes a temporary that is copied over, the bias is added in a further
+    pass and the (O, B*H*W) product is scattered back to (B, O, H, W). For a 1x1 convolution
+    every image is already the (C, H*W) matrix the GEMM reads, and a block of ROWS of the
+    output, ``y[n, o0:o1]``, is contiguous: each task of Numba's threads multiplies
+    ``w[o0:o1] @ x[n]`` into it (BLAS, single-threaded) and adds the bias while the block is
+    still in cache (:data:`POINTWISE_BLOCK_BYTES`). MobileNetV2's expansions and projections
+    (forward, and their input signals with ``W^T``) are all 1x1: 2-3x faster at batch 8.
+
+    Parameters
+    ----------
+    x : (N, C, H, W) array
+    w_mat : (O, C) array
+        The kernels as a matrix (for the input signal of a 1x1 convolution: ``W^T``).
+    b : (O,) array, or None for no bias
+
+    Returns
+    -------
+    y : (N, O, H, W) array of ``x``'s dtype
+    """
+    n, c, h, wd = x.shape
+    o, size = w_mat.shape[0], h * wd
+    # output rows per task: a block within the budget, a multiple of 8 (the GEMM kernels'
+    # tile), and small enough that every thread gets a couple of tasks
+    rows = max(8, POINTWISE_BLOCK_BYTES // (x.dtype.itemsize * size) // 8 * 8)
+    tasks_wanted = -(-2 * numba.get_num_threads() // n)
+    rows = max(1, min(rows, o, -(-o // tasks_wanted)))
+    y = np.empty((n, o, h, wd), x.dtype)
+    bias = np.ascontiguousarray(np.zeros(o) if b is None else b, x.dtype)
+    with serial_blas():
+        _pointwise(np.ascontiguousarray(w_mat, x.dtype),
+                   np.ascontiguousarray(x).reshape(n, c, size), bias, b is not None, rows,
+                   y.reshape(n, o, size))
+    return y
+
+
+@njit(parallel=True, cache=True)
+def _pointwise(w, x, bias, add_bias, rows, y):
+    # y[n, o0:o1] = w[o0:o1] @ x[n] (+ bias): a task owns one image's block of output rows,
+    # contiguous in y, so BLAS writes it in place and no two threads write the same element.
+    n = x.shape[0]
+    o = w.shape[0]
+    blocks = -(-o // rows)
+    for task in prange(n * blocks):
+        image, first = task // blocks, (task % blocks) * rows
+        last = min(o, first + rows)
+        out = y[image, first:last]
+        matmul_into(w[first:last], x[image], out)
+        if add_bias:
+            for r in range(last - first):
+                out[r] += bias[first + r]
 
 
 # ---------------------------------------------------------------------------------------------
