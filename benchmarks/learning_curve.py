@@ -192,7 +192,12 @@ def fit_power_law(n, y):
     """
     n, y = np.asarray(n, np.float64), np.asarray(y, np.float64)
     grid = np.geomspace(*C_RANGE, 400)
-    rss = [_linear_part(n ** -c, y)[2] for c in grid]
+    # The grid's residuals at once: a straight-line fit of y on x leaves
+    # sum (y - ybar)^2 - (sum (x - xbar)(y - ybar))^2 / sum (x - xbar)^2.
+    x = n[None, :] ** -grid[:, None]  # (G, P)
+    x = x - x.mean(axis=1, keepdims=True)
+    dy = y - y.mean()
+    rss = dy @ dy - (x @ dy) ** 2 / np.maximum(np.sum(x * x, axis=1), np.finfo(float).tiny)
     i = int(np.argmin(rss))
     low, high = grid[max(i - 1, 0)], grid[min(i + 1, len(grid) - 1)]
     best = minimize_scalar(lambda c: _linear_part(n ** -c, y)[2], bounds=(low, high),
@@ -255,7 +260,7 @@ def fit_report(n, corloc, photo_means, resamples=2000):
     boot = bootstrap_fits(photo_means, n, resamples)
     ci = {key: [float(v) for v in np.quantile(values, [0.025, 0.975])]
           for key, values in boot.items()}
-    return {"power": power, "log": log, "ci": ci,
+    return {"power": power, "log": log, "ci": ci, "boot": {k: v.tolist() for k, v in boot.items()},
             "power_at": float(power_law(power, PAPER_PHOTOS)),
             "log_at": float(log_linear(log, PAPER_PHOTOS))}
 
@@ -264,7 +269,8 @@ def fit_report(n, corloc, photo_means, resamples=2000):
 
 def draw(results, path):
     """Points with their test-photo interval bars (draw range as thick bars), both fitted curves
-    out to 225,000 photos with the power law's bootstrap interval there, and 82.76% dashed."""
+    out to 225,000 photos (the power law with its 95% bootstrap band and its interval at
+    225,000), and 82.76% dashed."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -282,8 +288,12 @@ def draw(results, path):
                 ax.vlines(n[mask], spread[mask, 0], spread[mask, 1], color=colour, lw=4, alpha=0.5)
         fit = r["fit"]
         ax.plot(xs, 100 * power_law(fit["power"], xs), color=colour, lw=1.5,
-                label=f"{name}: {100 * fit['power']['a']:.1f} - {100 * fit['power']['b']:.1f} "
-                      f"n^-{fit['power']['c']:.2f}")
+                label=f"{name}: a - b n^-c, a = {100 * fit['power']['a']:.1f}%, "
+                      f"c = {fit['power']['c']:.2f}")
+        curves = [power_law(dict(a=a, b=b, c=c), xs)
+                  for a, b, c in zip(*(fit["boot"][k] for k in "abc"))]
+        ax.fill_between(xs, *(100 * np.quantile(curves, [0.025, 0.975], axis=0)), color=colour,
+                        alpha=0.12, lw=0)
         ax.plot(xs, 100 * log_linear(fit["log"], xs), color=colour, lw=1, ls=":")
         low, high = fit["ci"]["power_at"]
         ax.errorbar([PAPER_PHOTOS], [100 * fit["power_at"]],
