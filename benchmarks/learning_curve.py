@@ -280,12 +280,15 @@ def draw(results, path):
         n, y = np.array(r["train_sizes"]), 100 * np.array(r["corloc"])
         photo, spread = 100 * np.array(r["photo_ci"]), 100 * np.array(r["draw_ci"])
         own = np.array(r["same_domain"])
-        for mask, marker, label in [(own, "o", name), (~own, "s", f"{name}, + extra photos")]:
+        other = f"{name}, whole fold + {r.get('extra') or 'extra'} photos (other domain)"
+        for mask, marker, label in [(own, "o", name), (~own, "s", other)]:
             if mask.any():
                 ax.errorbar(n[mask], y[mask], yerr=[y[mask] - photo[mask, 0], photo[mask, 1] - y[mask]],
                             fmt=marker, color=colour, capsize=3, label=label,
                             mfc=colour if marker == "o" else "white")
                 ax.vlines(n[mask], spread[mask, 0], spread[mask, 1], color=colour, lw=4, alpha=0.5)
+        if "fit" not in r:
+            continue
         fit = r["fit"]
         ax.plot(xs, 100 * power_law(fit["power"], xs), color=colour, lw=1.5,
                 label=f"{name}: a - b n^-c, a = {100 * fit['power']['a']:.1f}%, "
@@ -308,7 +311,7 @@ def draw(results, path):
     ax.set_title("SqueezeNet 1.0, class known: bars 95% over test photos, thick over draws",
                  fontsize=9)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="upper left")
     fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
@@ -328,7 +331,7 @@ def measure(args):
     prep = net.preprocessing
     records = [r for d in args.data for r in datasets.read_manifest(Path(d))]
     gt = [photo_to_input(r.boxes, (r.width, r.height), prep) for r in records]
-    sizes = [int(s) for s in args.sizes.split(",")] + [len(records)]  # the last: the whole fold
+    sizes = [int(s) for s in args.sizes.split(",") if s] + [len(records)]  # last: the whole fold
     extra_sizes = [int(s) for s in args.extra_sizes.split(",")] if args.extra else []
     seeds = [int(s) for s in args.seeds.split(",")]
     results = {}
@@ -360,8 +363,25 @@ def measure(args):
         results[name] = {"train_sizes": train_sizes.tolist(), "corloc": corloc.tolist(),
                          "photo_ci": photo_ci.tolist(), "draw_ci": draw_ci.tolist(),
                          "same_domain": [True] * len(sizes) + [False] * len(extra_sizes),
-                         "runs": hits.shape[1], "photo_means": hits.mean(axis=1).tolist()}
+                         "runs": hits.shape[1], "photo_means": hits.mean(axis=1).tolist(),
+                         "extra": Path(args.extra).name if args.extra else None}
     return results
+
+
+ROW_KEYS = ("train_sizes", "corloc", "photo_ci", "draw_ci", "same_domain", "photo_means")
+
+
+def merge(results, more):
+    """Add the presets of ``more`` (results of another run) to ``results``; of a preset already
+    there, only the rows with extra photos are added (its own curve is kept)."""
+    for name, r in more.items():
+        if name not in results:
+            results[name] = r
+            continue
+        extra = [j for j, same in enumerate(r["same_domain"]) if not same]
+        for key in ROW_KEYS:
+            results[name][key] = results[name][key] + [r[key][j] for j in extra]
+        results[name]["extra"] = r.get("extra")
 
 
 def report(results, resamples):
@@ -369,14 +389,17 @@ def report(results, resamples):
     for name, r in results.items():
         own = np.array(r["same_domain"])
         n = np.array(r["train_sizes"])[own]
-        r["fit"] = fit_report(n, np.array(r["corloc"])[own], np.array(r["photo_means"])[own],
-                              resamples)
+        if len(n) >= 4:  # three parameters: at least one point more
+            r["fit"] = fit_report(n, np.array(r["corloc"])[own], np.array(r["photo_means"])[own],
+                                  resamples)
         print(f"\n{name} ({r['runs']} runs per size)\n| training photos | CorLoc | 95% over test "
               "photos | 95% over draws |\n|---:|---:|---|---|")
         for t, c, p, d, same in zip(r["train_sizes"], r["corloc"], r["photo_ci"], r["draw_ci"],
                                     r["same_domain"]):
             print(f"| {t:.0f}{'' if same else ' (extra)'} | {100 * c:.1f}% | {100 * p[0]:.1f}-"
                   f"{100 * p[1]:.1f}% | {100 * d[0]:.1f}-{100 * d[1]:.1f}% |")
+        if "fit" not in r:
+            continue
         f, ci = r["fit"], r["fit"]["ci"]
         p = f["power"]
         print(f"power law: a = {100 * p['a']:.1f}% [{100 * ci['a'][0]:.1f}, {100 * ci['a'][1]:.1f}], "
@@ -419,12 +442,12 @@ def main(argv=None):
     if args.from_json:
         results = {}
         for path in args.from_json:
-            results.update(json.loads(Path(path).read_text()))
+            merge(results, json.loads(Path(path).read_text()))
     else:
         results = measure(args)
-    report(results, args.resamples)
     if args.json and not args.from_json:
         Path(args.json).write_text(json.dumps(results))
+    report(results, args.resamples)
     if args.figure:
         draw(results, args.figure)
         print(f"figure: {args.figure}")

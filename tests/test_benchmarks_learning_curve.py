@@ -128,3 +128,17 @@ def test_the_whole_fold_row_is_the_librarys_cross_validation():
         np.testing.assert_array_equal(found[2, d], hits(reference, gt))
     # Ten photos per fold learn less than 48 (the maps make the boxes easy to learn).
     assert found[0].mean() < found[2].mean()
+
+
+def test_merge_keeps_a_presets_curve_and_adds_only_its_extra_rows():
+    def run(sizes, same, corloc):
+        return {"train_sizes": sizes, "corloc": corloc, "photo_ci": [[0, 1]] * len(sizes),
+                "draw_ci": [[0, 1]] * len(sizes), "same_domain": same,
+                "photo_means": [[c, c] for c in corloc]}
+    results = {"best": run([50, 554], [True, True], [0.6, 0.7])}
+    lc.merge(results, {"best": run([554, 654], [True, False], [0.71, 0.72]),
+                       "ebrahimpour": run([50], [True], [0.5])})
+    assert results["best"]["train_sizes"] == [50, 554, 654]
+    assert results["best"]["corloc"] == [0.6, 0.7, 0.72]
+    assert results["best"]["photo_means"][-1] == [0.72, 0.72]
+    assert results["ebrahimpour"]["corloc"] == [0.5]
