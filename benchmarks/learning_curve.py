@@ -1,7 +1,8 @@
 """Learning curve: cross-validated CorLoc against the number of training photos, extrapolated.
 
     python benchmarks/learning_curve.py [--presets ebrahimpour best] [--sizes 50,100,200,300,400]
-        [--draws 3] [--seeds 0,1,2] [--extra DATA --extra-sizes 500,1000] [--json FILE] [--figure PNG]
+        [--draws 3] [--seeds 0,1,2] [--extra DATA --extra-sizes 500,1000] [--json FILE]
+        [--figure PNG]
     python benchmarks/learning_curve.py --from-json FILE --figure PNG     # fit and draw again
 
 Ebrahimpour & Noelle trained their box regression on 225,000 photos and report 82.76% CorLoc;
@@ -29,16 +30,17 @@ Two 95% intervals per size, because two things vary:
 
 The curve (:func:`fit_power_law`) is ``CorLoc(n) = a - b n^(-c)``, the learning-curve form of
 Cortes et al. (1994) and Hestness et al. (2017): the error falls as a power of the training set
-towards an asymptote ``a``. Its uncertainty comes from refitting the curve to paired bootstrap
-resamples of the test photos (:func:`bootstrap_fits`), which keeps the correlation between the
-sizes. ``CorLoc = alpha + beta log10 n`` (:func:`fit_log_linear`, no asymptote) is given beside
-it: over one decade of data the two fit alike and part only far beyond it.
+towards a floor, so CorLoc levels off at ``a`` (it cannot pass 100%). It is fitted by unweighted
+least squares to the points of the development photos (every size has the same test photos and
+runs). Its uncertainty comes from refitting to paired bootstrap resamples of the test photos
+(:func:`bootstrap_fits`), which keeps the correlation between the sizes. ``CorLoc = alpha +
+beta log10 n`` (:func:`fit_log_linear`, no floor) is given beside it: the two differ little
+inside the one decade measured and a lot at 225,000 photos, which is what an extrapolation over
+2.6 more decades can and cannot say.
 """
 import argparse
 import json
 import os
-import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -243,7 +245,8 @@ def bootstrap_fits(photo_means, n, resamples=2000, seed=0, at=PAPER_PHOTOS):
     ``alpha``, ``beta``, ``log_at``
     """
     rng = np.random.default_rng(seed)
-    out = {key: np.empty(resamples) for key in ("a", "b", "c", "power_at", "alpha", "beta", "log_at")}
+    keys = ("a", "b", "c", "power_at", "alpha", "beta", "log_at")
+    out = {key: np.empty(resamples) for key in keys}
     for r in range(resamples):
         y = photo_means[:, rng.integers(0, photo_means.shape[1], photo_means.shape[1])].mean(axis=1)
         power, log = fit_power_law(n, y), fit_log_linear(n, y)
@@ -283,7 +286,8 @@ def draw(results, path):
         other = f"{name}, whole fold + {r.get('extra') or 'extra'} photos (other domain)"
         for mask, marker, label in [(own, "o", name), (~own, "s", other)]:
             if mask.any():
-                ax.errorbar(n[mask], y[mask], yerr=[y[mask] - photo[mask, 0], photo[mask, 1] - y[mask]],
+                bars = [y[mask] - photo[mask, 0], photo[mask, 1] - y[mask]]
+                ax.errorbar(n[mask], y[mask], yerr=bars,
                             fmt=marker, color=colour, capsize=3, label=label,
                             mfc=colour if marker == "o" else "white")
                 ax.vlines(n[mask], spread[mask, 0], spread[mask, 1], color=colour, lw=4, alpha=0.5)
@@ -402,7 +406,8 @@ def report(results, resamples):
             continue
         f, ci = r["fit"], r["fit"]["ci"]
         p = f["power"]
-        print(f"power law: a = {100 * p['a']:.1f}% [{100 * ci['a'][0]:.1f}, {100 * ci['a'][1]:.1f}], "
+        print(f"power law: a = {100 * p['a']:.1f}% [{100 * ci['a'][0]:.1f}, "
+              f"{100 * ci['a'][1]:.1f}], "
               f"b = {p['b']:.3g} [{ci['b'][0]:.3g}, {ci['b'][1]:.3g}], c = {p['c']:.3g} "
               f"[{ci['c'][0]:.3g}, {ci['c'][1]:.3g}]{' (c at a bound)' if p['at_bound'] else ''}; "
               f"at 225k: {100 * f['power_at']:.1f}% [{100 * ci['power_at'][0]:.1f}, "
@@ -430,7 +435,8 @@ def main(argv=None):
     parser.add_argument("--net", default="squeezenet1_0")
     parser.add_argument("--cache", help="map cache (default: $SENSLOC_CACHE_DIR/maps)")
     parser.add_argument("--jobs", type=int, default=1, help="processes for missing maps")
-    parser.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples of the fit")
+    parser.add_argument("--resamples", type=int, default=2000,
+                        help="bootstrap resamples of the fit")
     parser.add_argument("--json", help="write the measured points (and the fits) here")
     parser.add_argument("--from-json", nargs="+",
                         help="read the points from earlier --json files instead (merged)")

@@ -49,7 +49,8 @@ def test_power_law_scatter_matches_the_linearized_covariance():
         lc.fit_power_law(n, lc.power_law(TRUTH, n) + sigma * rng.standard_normal(len(n)))
         for _ in range(replicates))])
     truth = np.array([TRUTH[k] for k in "abc"])
-    np.testing.assert_array_less(np.abs(estimates.mean(axis=0) - truth), 4 * se / np.sqrt(replicates))
+    np.testing.assert_array_less(np.abs(estimates.mean(axis=0) - truth),
+                                 4 * se / np.sqrt(replicates))
     assert np.all(np.abs(estimates.std(axis=0) / se - 1) < 0.15)
 
 
