@@ -277,7 +277,7 @@ def draw(results, path):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    fig, ax = plt.subplots(figsize=(7.5, 5.6))
     xs = np.geomspace(30, 4e5, 300)
     for (name, r), colour in zip(results.items(), ["tab:blue", "tab:orange", "tab:green"]):
         n, y = np.array(r["train_sizes"]), 100 * np.array(r["corloc"])
@@ -315,10 +315,10 @@ def draw(results, path):
     ax.set_title("SqueezeNet 1.0, class known: bars 95% over test photos, thick over draws",
                  fontsize=9)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7, loc="upper left")
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2)
     fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
 
 
