@@ -426,6 +426,7 @@ def cmd_fit_boxes(args):
     from sensloc.evaluation.maps import Dataset, ensure_maps
     from sensloc.evaluation.reductions import close_rows, reduce_dataset
     from sensloc.evaluation.runner import photo_to_input
+    from sensloc.nets.backends import return_freed_memory
     out = output_path(args.out, "--out", [args.weights, *dataset_files(args.datasets)])
     net = load_network(args)
     records = open_datasets(args.datasets)
@@ -437,6 +438,7 @@ def cmd_fit_boxes(args):
                                  "same command again to go on from them")
     ensure_maps(args.weights or weights_path(net_name(args)), net, dataset, protocol.map_specs,
                 cache_root(args), args.jobs, dask=args.dask, reducers=(protocol,))
+    return_freed_memory()  # the fit's arrays are sized by the dataset
     gt = [photo_to_input(r.boxes, (r.width, r.height), net.preprocessing) for r in records]
     with tempfile.TemporaryDirectory(prefix="reductions-", dir=cache_root(args)) as spill:
         reduced, _ = reduce_dataset(net, dataset, {"fit": protocol}, cache_root(args), spill)
@@ -492,7 +494,8 @@ def cmd_evaluate(args):
         + "; run the same command again to resume")
     summary, photo_boxes = evaluate(source, records, configs, cache_root(args), results,
                                     k=args.cv, seed=args.seed, jobs=args.jobs, dask=args.dask,
-                                    metrics=metrics, metric_images=args.metric_images)
+                                    metrics=metrics, metric_images=args.metric_images,
+                                    owns_process=True)
     print(summary.markdown())
     if summary.metrics is not None:
         print("\n" + summary.metrics.markdown())

@@ -19,6 +19,7 @@ import numpy as np
 from sensloc import weights as weight_files
 
 from sensloc.evaluation.maps import Dataset, ensure_maps, load_maps
+from sensloc.nets.backends import return_freed_memory
 from sensloc.evaluation.reductions import close_rows, reduce_dataset
 from sensloc.evaluation.results import ResultsFile, digest, iter_results, results_identity
 from sensloc.localize.boxes import best_ious, clip_boxes
@@ -139,7 +140,8 @@ def summarize(rows, names, image_ids):
 
 
 def evaluate(weight_path, records, configs, cache_root, results_path, k=5, seed=0, jobs=1,
-             batch_size=8, progress=True, dask=None, metrics=(), metric_images=32):
+             batch_size=8, progress=True, dask=None, metrics=(), metric_images=32,
+             owns_process=False):
     """Evaluate box configurations on a dataset.
 
     Parameters
@@ -164,6 +166,10 @@ def evaluate(weight_path, records, configs, cache_root, results_path, k=5, seed=
     metrics : tuple of str
         Standard metrics to add (:data:`sensloc.evaluation.standard_metrics.METRIC_NAMES`),
         in ``Summary.metrics``; ``metric_images`` photos for those that run the network.
+    owns_process : bool
+        The caller owns the process (the ``sensloc`` command): once the maps exist, glibc
+        stops keeping freed memory (:func:`sensloc.nets.backends.return_freed_memory`), so
+        that the fits' dataset-sized arrays do not leave the heap at their sum.
 
     Returns
     -------
@@ -180,6 +186,8 @@ def evaluate(weight_path, records, configs, cache_root, results_path, k=5, seed=
     reducers = {c.name: c.protocol if c.protocol is not None else c.factory() for c in configs}
     ensure_maps(weight_path, net, dataset, specs, cache_root, jobs, batch_size, progress, dask,
                 tuple(reducers.values()))
+    if owns_process:
+        return_freed_memory()
     prep = net.preprocessing
     gt_input = [photo_to_input(r.boxes, (r.width, r.height), prep) for r in dataset.records]
     fitted = {}

@@ -128,6 +128,33 @@ def keep_freed_memory(limit=2**31 - 1):
     return bool(mallopt(_M_MMAP_THRESHOLD, limit)) and bool(mallopt(_M_TRIM_THRESHOLD, limit))
 
 
+def return_freed_memory():
+    """Undo :func:`keep_freed_memory`: large blocks get their own mappings again, and freed
+    memory at the top of the heap goes back to the OS (``malloc_trim``).
+
+    For work after the network passes, such as fitting box protocols on a dataset's
+    reductions: arrays sized by the number of images, freed and allocated again in other
+    sizes, would otherwise leave the heap as large as the most ever allocated at once plus
+    its fragments (measured with freed memory kept: an evaluation client of 20,000 images at
+    710 MB and growing, against 471 MB for 1,000).
+
+    Returns
+    -------
+    bool
+        Whether glibc took the setting (False on other C libraries).
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    # glibc's initial thresholds (a fixed value turns off their dynamic adjustment, which
+    # is what keep_freed_memory's callers do not want here either).
+    taken = bool(libc.mallopt(_M_MMAP_THRESHOLD, 128 * 1024)) and \
+        bool(libc.mallopt(_M_TRIM_THRESHOLD, 128 * 1024))
+    libc.malloc_trim(0)
+    return taken
+
+
 def configure_process(threads=None, wait_policy="PASSIVE", keep_memory=None):
     """Tune this process for the fast backend: once, early, in programs that own their process.
 
