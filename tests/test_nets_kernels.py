@@ -210,6 +210,33 @@ def test_freed_memory_is_kept_only_when_configured_and_the_user_allows(configure
     assert (float(out) > 150) == kept, f"resident size after the free grew by {out.strip()} MB"
 
 
+@pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="needs Linux's /proc")
+def test_freed_memory_goes_back_to_the_os_after_return_freed_memory():
+    # Kept (configure_process), then returned: 200 MB allocated and freed afterwards leave
+    # the resident size where it was; memory kept before the call is trimmed by it.
+    script = """if True:
+        import numpy as np
+        from sensloc import nets
+        from sensloc.nets.backends import return_freed_memory
+        nets.configure_process(wait_policy=None, keep_memory=True)
+        def resident_mb():
+            return int(open("/proc/self/statm").read().split()[1]) * 4096 / 2**20
+        before = resident_mb()
+        a = np.ones(50_000_000, np.float32)
+        del a
+        kept = resident_mb() - before
+        assert return_freed_memory()
+        trimmed = resident_mb() - before
+        b = np.ones(50_000_000, np.float32)
+        del b
+        print(kept, trimmed, resident_mb() - before)
+    """
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         check=True).stdout.split()
+    kept, trimmed, after = map(float, out)
+    assert kept > 150 and trimmed < 50 and after < 50, out
+
+
 def test_configure_process_sets_numba_threads():
     import numba
     threads = numba.get_num_threads()
