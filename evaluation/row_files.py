@@ -19,7 +19,8 @@ class RowFile:
     Parameters
     ----------
     folder : path
-        Where the file lives (removed by :meth:`close`, or with the folder).
+        The file system to write on; the file has no name there and disappears at
+        :meth:`close` or when the process ends.
     row_shape : tuple of int
     dtype : numpy dtype
 
@@ -32,8 +33,10 @@ class RowFile:
     def __init__(self, folder, row_shape, dtype):
         self.row_shape, self.dtype = tuple(row_shape), np.dtype(dtype)
         self.row_bytes = int(np.prod(self.row_shape, dtype=np.int64)) * self.dtype.itemsize
-        handle, self.path = tempfile.mkstemp(prefix="rows-", suffix=".bin", dir=folder)
-        self.stream = os.fdopen(handle, "w+b")
+        # A file without a name (unlinked at once): the system frees its space when the
+        # process ends, however it ends. A named one outlived a killed 20,000-image run by
+        # 13 GB, until its folder was removed by hand.
+        self.stream = tempfile.TemporaryFile(dir=folder)
         self.count = 0
 
     @property
@@ -70,10 +73,8 @@ class RowFile:
         return RowSubset(self, np.asarray(indices, np.int64))
 
     def close(self):
-        """Remove the file."""
+        """Remove the file (closing it frees its space)."""
         self.stream.close()
-        if os.path.exists(self.path):
-            os.unlink(self.path)
 
 
 class RowSubset:
