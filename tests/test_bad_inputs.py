@@ -54,8 +54,11 @@ def run(folder, cache, *args, limit_kb=None, umask=None, wait=True):
         command = ["bash", "-c", prefix + 'exec "$@"', "bash", *command]
     env = {**os.environ, "SENSLOC_CACHE_DIR": str(cache)}
     if not wait:
+        # SIGINT as a terminal delivers it: a shell that starts the tests in the background
+        # hands its children an ignored SIGINT, which Python then keeps ignoring.
         return subprocess.Popen(command, cwd=folder, env=env, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True, start_new_session=True)
+                                stderr=subprocess.PIPE, text=True, start_new_session=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     return subprocess.run(command, cwd=folder, env=env, capture_output=True, text=True, timeout=600)
 
 
