@@ -413,7 +413,7 @@ def table(stdout):
 def test_ctrl_c_and_kill_9_during_maps_resume_to_the_same_file(work, cache, tmp_path):
     from sensloc.data.scenes.generate import generate
     from sensloc.data.scenes.save import save_scenes
-    save_scenes(work / "data", generate(200, seed=6))
+    save_scenes(work / "data", generate(600, seed=6))  # maps long enough to interrupt
     command = ("evaluate", "data", "--net", "vgg_small", "--preset", "khan", "--cv", "2",
                "--jobs", "2")
     reference = run(work, cache, *command, "--cache", "fresh", "--results", "fresh.csv")
@@ -451,7 +451,7 @@ def test_ctrl_c_on_a_local_dask_cluster_prints_one_line_and_resumes(work, cache)
     pytest.importorskip("distributed", reason="dask.distributed is an optional extra")
     from sensloc.data.scenes.generate import generate
     from sensloc.data.scenes.save import save_scenes
-    save_scenes(work / "data", generate(600, seed=7))
+    save_scenes(work / "data", generate(1200, seed=7))  # maps long enough to interrupt
     command = ("evaluate", "data", "--net", "vgg_small", "--preset", "khan", "--cv", "2",
                "--dask", "local", "--jobs", "2", "--cache", "maps", "--results", "r.csv")
     process = run(work, cache, *command, wait=False)
