@@ -84,6 +84,12 @@ class MapCache:
         with atomic_write(path) as temporary, open(temporary, "wb") as stream:
             np.save(stream, np.asarray(array, np.float32))
 
+    def load_maps(self, specs, digests, targets):
+        """{spec: (B, H, W)}: the cached maps of the images ``digests`` for the classes
+        ``targets`` (network outputs), one array per map kind."""
+        return {s: np.stack([self.load(self.map_path(s, d, t)) for d, t in zip(digests, targets)])
+                for s in specs}
+
     def load_reduction(self, path):
         """{name: array} of one image's reduction."""
         try:

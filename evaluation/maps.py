@@ -313,6 +313,5 @@ def load_maps(net, dataset, specs, cache_root):
     cache = MapCache(cache_root, network_key(net))
     digests = dataset.digests
     logits = np.stack([cache.load(cache.logits_path(d)) for d in digests])
-    maps = {s: np.stack([cache.load(cache.map_path(s, d, dataset.target(i)))
-                         for i, d in enumerate(digests)]) for s in specs}
+    maps = cache.load_maps(specs, digests, [dataset.target(i) for i in range(len(digests))])
     return maps, logits

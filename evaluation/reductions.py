@@ -17,8 +17,8 @@ def reduce_batch(cache, dataset, batch, key, protocol):
     digests, target = dataset.digests, dataset.target
     paths = [cache.reduction_path(key, digests[i], target(i)) for i in batch]
     if not all(cache.has(path) for path in paths):
-        maps = {s: np.stack([cache.load(cache.map_path(s, digests[i], target(i)))
-                             for i in batch]) for s in protocol.map_specs}
+        maps = cache.load_maps(protocol.map_specs, [digests[i] for i in batch],
+                               [target(i) for i in batch])
         reduced = protocol.reduce(maps)
         for row, path in enumerate(paths):
             if not cache.has(path):

@@ -18,7 +18,7 @@ import numpy as np
 
 from sensloc import weights as weight_files
 
-from sensloc.evaluation.maps import Dataset, ensure_maps, load_maps
+from sensloc.evaluation.maps import Dataset, ensure_maps
 from sensloc.nets.backends import return_freed_memory
 from sensloc.evaluation.reductions import close_rows, reduce_dataset
 from sensloc.evaluation.results import ResultsFile, digest, iter_results, results_identity
@@ -214,11 +214,8 @@ def evaluate(weight_path, records, configs, cache_root, results_path, k=5, seed=
     summary = summarize(iter_results(results_path), list(boxes),
                         [r.image_id for r in dataset.records])
     if metrics:
-        # The standard metrics score whole maps, so they read them all (unlike the boxes,
-        # which are fitted from per-image reductions read a batch at a time).
         from sensloc.evaluation.standard_metrics import standard_metrics
-        maps, logits = load_maps(net, dataset, specs, cache_root)
-        summary.metrics = standard_metrics(net, dataset.records, configs, fitted, maps, logits,
+        summary.metrics = standard_metrics(net, dataset, cache_root, configs, fitted, predicted,
                                            gt_input, k, seed, tuple(metrics), metric_images,
                                            progress)
     return summary, photo_boxes

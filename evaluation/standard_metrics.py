@@ -22,6 +22,7 @@ import numpy as np
 
 from sensloc.data import images
 from sensloc.evaluation import faithfulness
+from sensloc.evaluation.map_cache import MapCache, network_key
 from sensloc.localize import wsol_metrics as wsol
 from sensloc.localize.folds import folds
 
@@ -96,8 +97,8 @@ def _cell(key, value):
 
 
 def _fold_maps(config, fitted, maps, k):
-    """One score map (N, H, W) per fold: the same array k times when the map does not depend
-    on the fit, else each fold's fitted protocol applied to every image. None: no map."""
+    """One score map (B, H, W) of a batch per fold: the same array k times when the map does
+    not depend on the fit, else each fold's fitted protocol applied to the batch. None: no map."""
     if config.protocol is not None:
         heat = score_map(config.protocol, maps)
         return None if heat is None else [heat] * k
@@ -110,60 +111,94 @@ def _fold_maps(config, fitted, maps, k):
     return [score_map(p, needed) for p in fitted[config.name]]
 
 
-def map_rows(configs, fitted, maps, k, seed):
-    """Yield (row name, k fold maps, or a function giving them) for the configurations with
-    a map, then the map kinds; lazily, so that one row's fold maps are in memory at a time."""
-    for config in configs:
-        yield config.name, lambda config=config: _fold_maps(config, fitted, maps, k)
-    for spec in maps:
-        if spec.method != "activations":
-            yield f"method: {spec.name}", lambda spec=spec: [maps[spec]] * k
+def map_rows(configs, fitted, specs, k):
+    """(row name, function of a batch's maps {spec: (B, H, W)} giving its k fold maps or None):
+    the configurations, then the map kinds except activations."""
+    rows = [(c.name, lambda maps, c=c: _fold_maps(c, fitted, maps, k)) for c in configs]
+    return rows + [(f"method: {s.name}", lambda maps, s=s: [maps[s]] * k)
+                   for s in specs if s.method != "activations"]
 
 
-def box_metrics(fold_maps, fold, gt_input, photo_boxes, photo_sizes, prep, predicted, classes,
-                wanted, sweep):
-    """MaxBoxAcc V1/V2, Loc, pointing and energy of one row; returns (row dict, curves, OOF map).
+#: MaxBoxAcc's IoU levels: V1 (0.5) and V2 (0.3, 0.5, 0.7).
+LEVELS = {"v1": wsol.IOU_V1, "v2": wsol.IOU_V2}
 
-    ``fold_maps`` holds k (N, H, W) maps (repeats of one array when the map needs no fit);
-    image ``n`` is scored on ``fold_maps[fold[n]]``, its threshold chosen on the other folds'
-    images of the same map. ``sweep(heat)`` is :func:`~sensloc.localize.wsol_metrics.threshold_ious`
-    against the ground truth in input pixels (remembered for the cached maps).
+
+class _BoxScores:
+    """One row's per-image records, filled a batch of maps at a time (nothing map-sized).
+
+    MaxBoxAcc with its threshold chosen on the training folds scores image ``n`` of fold ``f``
+    on map ``f`` (the map of the protocol fitted without fold ``f``) at
+    ``t_f = argmax_t sum_{m not in f} hit_f[m, t]``. So this keeps, per fold, the hits of its
+    map summed over the images outside the fold, ``outside[v]`` (k, T, L), and per image the
+    hits of its own fold's map at every threshold, ``own[v]`` (N, T/8, L) bits; the
+    out-of-fold map's peak (pointing) and energy per image; the out-of-fold maps of the
+    network metrics' few images (deletion, insertion).
     """
-    row, curves = {}, {}
-    n = len(gt_input)
-    outside = np.empty(fold_maps[0].shape, np.float32)  # each image's out-of-fold map
-    hits = {"v1": [], "v2": []}  # per fold (N, T, L): the fold's map on every image
-    for f, heat in enumerate(fold_maps):
-        if f == 0 or heat is not fold_maps[f - 1]:
-            largest, every = sweep(heat)
-        outside[fold == f] = heat[fold == f]
-        hits["v1"].append(wsol.levels_hit(largest, wsol.IOU_V1))
-        hits["v2"].append(wsol.levels_hit(every, wsol.IOU_V2))
-    v1, _ = wsol.cross_validated_hits(hits["v1"], fold)
-    v2, _ = wsol.cross_validated_hits(hits["v2"], fold)
-    if "maxboxacc" in wanted or "loc" in wanted:
-        row["maxboxacc"] = float(v1.mean())
-        # The reference's number: the best threshold on all images, out-of-fold maps.
-        oof_hits = np.stack([hits["v1"][fold[i]][i] for i in range(n)])
-        row["maxboxacc_reference"] = wsol.max_box_accuracy(oof_hits)[0]
-        curves["maxboxacc_by_threshold"] = oof_hits[:, :, 0].mean(axis=0).tolist()
-    if "maxboxaccv2" in wanted:
-        row["maxboxaccv2"] = float(v2.mean(axis=0).mean())
-        row["maxboxaccv2_per_iou"] = {str(l): float(v) for l, v in zip(wsol.IOU_V2, v2.mean(0))}
-    if "loc" in wanted:
-        row["gt_known_loc"] = float(v1[:, 0].mean())
-        row["top1_loc"] = float((v1[:, 0] & (predicted == classes)).mean())
-    if "pointing" in wanted:
-        points = wsol.peak_points(outside)
-        photo_points = np.array([prep.input_to_photo(np.r_[p, p], size)[0, :2]
-                                 for p, size in zip(points, photo_sizes)])
-        found = wsol.pointing_hits(photo_points, photo_boxes)
-        row["pointing"] = wsol.class_mean_accuracy(found, classes)
-        row["pointing_all_images"] = float(found.mean())
-    if "energy" in wanted:
-        row["energy"] = float(wsol.energy_in_boxes(outside, gt_input).mean())
-    curves["hits"] = v1[:, 0]  # per image, for the figures
-    return row, curves, outside
+
+    def __init__(self, n, k, chosen_count, shape_hw):
+        thresholds = len(wsol.CAM_THRESHOLDS)
+        self.outside = {v: np.zeros((k, thresholds, len(l)), np.int64) for v, l in LEVELS.items()}
+        self.own = {v: np.zeros((n, (thresholds + 7) // 8, len(l)), np.uint8)
+                    for v, l in LEVELS.items()}
+        self.pointing = np.zeros(n, bool)
+        self.energy = np.zeros(n)
+        self.chosen_maps = np.zeros((chosen_count, *shape_hw), np.float32)
+
+    def add(self, batch, fold_maps, here, gt_input, sweep, point_hits, chosen_at):
+        """Record a batch: images ``batch`` (slice), ``fold_maps`` k (B, H, W) maps, ``here``
+        (B,) their folds, ``sweep(heat)`` the threshold IoUs, ``point_hits(points)`` the
+        pointing game's hits, ``chosen_at`` (positions in the batch, rows of chosen maps)."""
+        own = {v: np.zeros((len(here), len(wsol.CAM_THRESHOLDS), len(l)), bool)
+               for v, l in LEVELS.items()}
+        outside_map = np.empty(fold_maps[0].shape, np.float32)
+        for f, heat in enumerate(fold_maps):
+            if f == 0 or heat is not fold_maps[f - 1]:
+                largest, every = sweep(heat)
+                hits = {"v1": wsol.levels_hit(largest, LEVELS["v1"]),
+                        "v2": wsol.levels_hit(every, LEVELS["v2"])}
+            for v, h in hits.items():
+                self.outside[v][f] += h[here != f].sum(axis=0)
+                own[v][here == f] = h[here == f]
+            outside_map[here == f] = heat[here == f]
+        for v in LEVELS:
+            self.own[v][batch] = np.packbits(own[v], axis=1)
+        self.pointing[batch] = point_hits(wsol.peak_points(outside_map))
+        self.energy[batch] = wsol.energy_in_boxes(outside_map, gt_input)
+        positions, rows = chosen_at
+        self.chosen_maps[rows] = outside_map[positions]
+
+    def hits(self, v, fold):
+        """(cross-validated (N, L), own-fold (N, T, L)) hits, as
+        :func:`~sensloc.localize.wsol_metrics.cross_validated_hits` gives them."""
+        own = np.unpackbits(self.own[v], axis=1, count=len(wsol.CAM_THRESHOLDS)).astype(bool)
+        best = self.outside[v].argmax(axis=1)  # (k, L): the first best threshold on ties
+        levels = np.arange(own.shape[2])
+        return own[np.arange(len(own))[:, None], best[fold], levels[None]], own
+
+    def row(self, fold, predicted, classes, wanted):
+        """The metrics of this row {key: value} and its curves."""
+        row, curves = {}, {}
+        v1, own = self.hits("v1", fold)
+        if "maxboxacc" in wanted or "loc" in wanted:
+            row["maxboxacc"] = float(v1.mean())
+            # The reference's number: the best threshold on all images, out-of-fold maps.
+            row["maxboxacc_reference"] = wsol.max_box_accuracy(own)[0]
+            curves["maxboxacc_by_threshold"] = own[:, :, 0].mean(axis=0).tolist()
+        if "maxboxaccv2" in wanted:
+            v2, _ = self.hits("v2", fold)
+            row["maxboxaccv2"] = float(v2.mean(axis=0).mean())
+            row["maxboxaccv2_per_iou"] = {str(l): float(v)
+                                          for l, v in zip(LEVELS["v2"], v2.mean(0))}
+        if "loc" in wanted:
+            row["gt_known_loc"] = float(v1[:, 0].mean())
+            row["top1_loc"] = float((v1[:, 0] & (predicted == classes)).mean())
+        if "pointing" in wanted:
+            row["pointing"] = wsol.class_mean_accuracy(self.pointing, classes)
+            row["pointing_all_images"] = float(self.pointing.mean())
+        if "energy" in wanted:
+            row["energy"] = float(self.energy.mean())
+        curves["hits"] = v1[:, 0]  # per image, for the figures
+        return row, curves
 
 
 def subset(n, count, seed):
@@ -172,18 +207,26 @@ def subset(n, count, seed):
     return np.sort(np.random.default_rng(seed).permutation(n)[:min(count, n)])
 
 
-def standard_metrics(net, records, configs, fitted, maps, logits, gt_input, k, seed, wanted,
-                     metric_images=32, progress=True):
+#: Images whose maps are in memory at a time while the metrics are scored.
+METRICS_BATCH = 64
+
+
+def standard_metrics(net, dataset, cache_root, configs, fitted, predicted, gt_input, k, seed,
+                     wanted, metric_images=32, progress=True, batch_size=METRICS_BATCH):
     """Every wanted metric for every configuration with a map and every map kind.
+
+    The cached maps are read ``batch_size`` images at a time and reduced to small per-image
+    records (:class:`_BoxScores`), so memory does not hold a dataset of maps; the numbers do
+    not depend on the batch size.
 
     Parameters
     ----------
     net : nets.Network
-    records : list of ImageRecord
+    dataset : evaluation.maps.Dataset
+    cache_root : path, the map cache holding every map the configurations read
     configs : list of runner.Config
     fitted : {config name: list of k fitted protocols}, from the cross-validation
-    maps : {MapSpec: (N, H, W)}, the cached maps of the true classes
-    logits : (N, K), the cached logits
+    predicted : (N,) int array, the network's top-1 classes numbered as the dataset's
     gt_input : N arrays (K_n, 4), ground truth in input pixels
     k, seed : the evaluation's folds (``k = 0``: 5 folds for MaxBoxAcc's threshold)
     wanted : tuple of names from :data:`METRIC_NAMES`
@@ -194,56 +237,78 @@ def standard_metrics(net, records, configs, fitted, maps, logits, gt_input, k, s
     MetricRows
     """
     from tqdm import tqdm
+    dataset = dataset.for_network(net)
+    records, digests = dataset.records, dataset.digests
+    cache = MapCache(cache_root, network_key(net))
     n, k = len(records), (k or 5)
     fold = folds(n, k, seed)
     prep = net.preprocessing
     classes = np.array([r.class_index for r in records])
-    predicted = net.dataset_classes(logits.argmax(axis=1))
-    targets = classes + net.class_offset  # the network's outputs of the true classes
-    photo_boxes = [r.boxes for r in records]
-    photo_sizes = [(r.width, r.height) for r in records]
-    chosen = subset(n, metric_images, seed) if set(wanted) & set(NETWORK_METRICS) else []
+    targets = np.array([dataset.target(i) for i in range(n)])  # the true classes' outputs
+    specs = tuple(dict.fromkeys(s for c in configs for s in c.specs))
+    chosen = subset(n, metric_images, seed) if set(wanted) & set(NETWORK_METRICS) else \
+        np.zeros(0, np.int64)
+    rows = map_rows(configs, fitted, specs, k)
+    scores, same_as = {}, {}  # rows reading the very same cached map share one record
+    for start in tqdm(range(0, n, batch_size), desc="metrics", disable=not progress):
+        batch = slice(start, min(start + batch_size, n))
+        maps = cache.load_maps(specs, digests[batch], targets[batch])
+        gt = gt_input[batch]
+        cached, sweeps = {id(m): s for s, m in maps.items()}, {}
+
+        def sweep(heat):  # a cached map read by several rows is swept once (~60 ms a map)
+            spec = cached.get(id(heat))
+            if spec is None:
+                return wsol.threshold_ious(heat, gt)
+            if spec not in sweeps:
+                sweeps[spec] = wsol.threshold_ious(heat, gt)
+            return sweeps[spec]
+
+        def point_hits(points):  # the peak in photo pixels, against the photo's boxes
+            photo = [prep.input_to_photo(np.r_[p, p], (r.width, r.height))[0, :2]
+                     for p, r in zip(points, records[batch])]
+            return wsol.pointing_hits(np.array(photo), [r.boxes for r in records[batch]])
+
+        inside = np.flatnonzero((chosen >= batch.start) & (chosen < batch.stop))
+        chosen_at = (chosen[inside] - batch.start, inside)
+        shared = {}
+        for name, make_maps in rows:
+            fold_maps = make_maps(maps)
+            if fold_maps is None:
+                continue
+            same = tuple(cached.get(id(m)) for m in fold_maps)
+            if None not in same and same in shared:
+                same_as[name] = shared[same]
+                continue
+            shared[same] = name
+            if name not in scores:
+                scores[name] = _BoxScores(n, k, len(chosen), fold_maps[0].shape[1:])
+            scores[name].add(batch, fold_maps, fold[batch], gt, sweep, point_hits, chosen_at)
     x = images.load_batch([records[i].path for i in chosen], prep) if len(chosen) else None
     result = MetricRows({}, n, len(chosen))
-    rows = list(map_rows(configs, fitted, maps, k, seed))
-    # A cached map read by several rows (gradient: its preset, ebrahimpour's regression, its
-    # method row) is swept once; a sweep costs ~60 ms per map.
-    cached, sweeps = {id(m): spec for spec, m in maps.items()}, {}
-
-    def sweep(heat):
-        spec = cached.get(id(heat))
-        if spec is None:
-            return wsol.threshold_ious(heat, gt_input)
-        if spec not in sweeps:
-            sweeps[spec] = wsol.threshold_ious(heat, gt_input)
-        return sweeps[spec]
-
-    done = {}  # rows reading the very same cached map (gradient, ebrahimpour) share results
-    for name, make_maps in tqdm(rows, desc="metrics", disable=not progress):
-        fold_maps = make_maps()
-        if fold_maps is None:
+    for name, _ in rows:
+        if name in same_as:
+            result.rows[name] = dict(result.rows[same_as[name]])
+            result.curves[name] = result.curves[same_as[name]]
             continue
-        same = tuple(cached.get(id(m)) for m in fold_maps)
-        if None not in same and same in done:
-            result.rows[name] = dict(result.rows[done[same]])
-            result.curves[name] = result.curves[done[same]]
+        if name not in scores:
             continue
-        done[same] = name
-        row, curves, outside = box_metrics(fold_maps, fold, gt_input, photo_boxes, photo_sizes,
-                                           prep, predicted, classes, wanted, sweep)
+        row, curves = scores[name].row(fold, predicted, classes, wanted)
         for mode in ("deletion", "insertion"):
             if mode in wanted:
-                curve = faithfulness.causal_curves(net, x, outside[chosen], targets[chosen], mode)
+                curve = faithfulness.causal_curves(net, x, scores[name].chosen_maps,
+                                                   targets[chosen], mode)
                 row[mode] = float(faithfulness.curve_auc(curve).mean())
                 curves[mode] = curve.mean(axis=0).tolist()
         result.rows[name] = row
         result.curves[name] = curves
     if "sanity" in wanted:
-        for spec in maps:
+        for spec in specs:
             if spec.method == "activations":
                 continue
+            original = cache.load_maps([spec], [digests[i] for i in chosen], targets[chosen])
             blocks, rho = faithfulness.cascading_randomization(
-                net, spec, x, targets[chosen], seed=seed, original=maps[spec][chosen])
+                net, spec, x, targets[chosen], seed=seed, original=original[spec])
             row = result.rows[f"method: {spec.name}"]
             row["sanity"] = float(rho.mean())
             row["sanity_by_block"] = dict(zip(blocks, rho.mean(axis=1).round(4).tolist()))

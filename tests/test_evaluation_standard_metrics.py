@@ -87,3 +87,43 @@ def test_an_unknown_metric_is_refused_before_any_work(scene, tmp_path, capsys):
                  "--results", str(tmp_path / "r.csv")]) == 2
     assert "--metrics: unknown metric iou" in capsys.readouterr().err
     assert not (tmp_path / "cache").exists() and not (tmp_path / "r.csv").exists()
+
+
+def test_metrics_stream_through_batches(scene, tmp_path, monkeypatch):
+    """The metrics read the maps a few images at a time: the numbers of batches of 5 equal one
+    batch of all 12, and, for ``mix`` (whose map depends on each fold's fit), the metric
+    functions applied to the whole arrays of the fold maps."""
+    from sensloc.evaluation import standard_metrics as sm
+    original, calls, summaries = sm.standard_metrics, [], {}
+    for size in (5, 12):
+        def batched(*args, size=size, **kwargs):
+            calls.append(args)
+            return original(*args, **kwargs, batch_size=size)
+        monkeypatch.setattr(sm, "standard_metrics", batched)
+        summaries[size] = ev.evaluate(scene["weights"], read_manifest(scene["data"]),
+                                      [ev.Config("mix", factory=lambda: _preset("mix")),
+                                       ev.Config("khan", factory=lambda: _preset("khan"))],
+                                      tmp_path / "cache", tmp_path / f"r{size}.csv", k=3,
+                                      metrics=METRIC_NAMES[:6] + ("deletion",),
+                                      metric_images=4, progress=False)[0].metrics
+    assert summaries[5].rows == summaries[12].rows
+    assert set(summaries[5].rows) >= {"mix", "khan"}
+
+    # mix: fold f's protocol boxes every image; image n is scored on its own fold's map.
+    net, dataset, cache_root, configs, fitted = calls[0][:5]
+    records = read_manifest(scene["data"])
+    specs = _preset("mix").map_specs
+    maps, _ = load_maps(net, Dataset(records), specs, cache_root)
+    gt_input = [ev.photo_to_input(r.boxes, (r.width, r.height), PREP) for r in records]
+    fold = folds(12, 3, 0)
+    heats = [p.heat(maps) for p in fitted["mix"]]
+    cv, _ = wsol.cross_validated_hits([wsol.box_accuracy_hits(h, gt_input) for h in heats], fold)
+    assert summaries[5].rows["mix"]["maxboxacc"] == pytest.approx(cv.mean(), abs=1e-12)
+    outside = np.stack([heats[f][n] for n, f in enumerate(fold)]).astype(np.float32)
+    energy = wsol.energy_in_boxes(outside, gt_input).mean()
+    assert summaries[5].rows["mix"]["energy"] == pytest.approx(energy, rel=1e-12)
+
+
+def _preset(name):
+    from sensloc.localize.presets import preset
+    return preset(name, "vgg11")
