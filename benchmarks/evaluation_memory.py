@@ -1,6 +1,7 @@
 """The evaluation client's peak memory and wall time against the number of rows.
 
     python benchmarks/evaluation_memory.py [--rows 1000,5000,20000] [--preset best mix khan ebrahimpour]
+    python benchmarks/evaluation_memory.py --boxes best.h5 [--rows ...]   # fitted box models
 
 Builds manifests of 1,000, 5,000 and 20,000 rows from the development photos
 (``imagenet-val-227`` and ``imagenet-val-full`` in the shared data), repeated under distinct
@@ -9,7 +10,8 @@ the evaluation itself (reading maps, reducing them, cross-validating, writing re
 row count runs ``sensloc evaluate MANIFEST --preset ... --cv 5`` in its own process, with the
 maps already cached (a first, untimed run on the photos fills the cache), and reports that
 process's peak resident memory (``wait4``'s ``ru_maxrss``) and wall time, and both as ratios
-to the smallest run.
+to the smallest run. With ``--boxes``, the runs apply fitted box models (``sensloc fit-boxes``)
+instead of cross-validating presets.
 
 Defaults: the real SqueezeNet 1.0, installed in ``$SENSLOC_CACHE_DIR`` (``sensloc weights
 convert .../compressed_SqueezeNet.net``), and its map cache there.
@@ -63,6 +65,8 @@ def main(argv=None):
                                                       str(shared / "data" / "imagenet-val-full")])
     parser.add_argument("--rows", default="1000,5000,20000")
     parser.add_argument("--preset", nargs="+", default=["best", "mix", "khan", "ebrahimpour"])
+    parser.add_argument("--boxes", nargs="+", metavar="FILE",
+                        help="fitted box models to apply instead of the presets")
     parser.add_argument("--net", default="squeezenet1_0")
     parser.add_argument("--jobs", type=int, default=2, help="for the untimed map run (default 2)")
     parser.add_argument("--skip-fill", action="store_true",
@@ -73,9 +77,11 @@ def main(argv=None):
         if not source.is_file():
             sys.exit(f"no manifest at {source}: give --data, or set SENSLOC_SHARED")
     sensloc = [sys.executable, "-m", "sensloc"]
-    options = ["--net", args.net, "--cv", "5", "--preset", *args.preset]
+    options = ["--net", args.net] + (["--boxes", *map(os.path.abspath, args.boxes)] if args.boxes
+                                     else ["--cv", "5", "--preset", *args.preset])
     scratch = Path(tempfile.mkdtemp(prefix="sensloc-eval-memory-"))
-    print(f"{os.cpu_count()} CPUs; load average {os.getloadavg()}; presets {' '.join(args.preset)}")
+    what = f"box models {' '.join(args.boxes)}" if args.boxes else f"presets {' '.join(args.preset)}"
+    print(f"{os.cpu_count()} CPUs; load average {os.getloadavg()}; {what}")
     # Maps of every photo, once (untimed): afterwards every run reads them from the cache.
     (scratch / "fill").mkdir()
     if not args.skip_fill:
@@ -89,7 +95,8 @@ def main(argv=None):
         repeated_manifest(sources, rows, folder / "manifest.csv")
         seconds, peak, out = run_measured([*sensloc, "evaluate", "manifest.csv", *options,
                                            "--results", "r.csv"], folder)
-        corloc = [line for line in out.splitlines() if line.startswith(f"| {args.preset[0]} ")]
+        first = Path(args.boxes[0]).stem if args.boxes else args.preset[0]
+        corloc = [line for line in out.splitlines() if line.startswith(f"| {first} ")]
         table.append((rows, seconds, peak, corloc[0] if corloc else ""))
         print(f"  {rows} rows: {seconds:.0f} s, peak {peak:.0f} MB", flush=True)
     first_rows, first_seconds, first_peak, _ = table[0]

@@ -185,3 +185,20 @@ def test_a_cache_the_client_cannot_see_is_named(scene, tmp_path):  # noqa: F811
             ev.evaluate(scene["weights"], records, configs(), tmp_path / "client-disk",
                         tmp_path / "r.csv", k=2, progress=False, dask=client)
     assert not (tmp_path / "r.csv").exists()
+
+
+def test_fit_boxes_on_workers_fits_the_local_model(scene, tmp_path, capsys):  # noqa: F811
+    """``fit-boxes --jobs 2`` and ``--dask local`` compute the maps and reductions on workers;
+    the fitted model (here mix: thresholds, weights and blur chosen on all 12 photos) equals
+    the one fitted in this process."""
+    from sensloc.evaluation.boxmodels import load_box_model
+    common = [str(scene["data"]), "--weights", str(scene["weights"]), "--preset", "mix"]
+    fitted = {}
+    for name, extra in (("serial", []), ("jobs", ["--jobs", "2"]), ("dask", ["--dask", "local"])):
+        out = tmp_path / f"{name}.h5"
+        assert main(["fit-boxes", *common, "--cache", str(tmp_path / name), "--out", str(out),
+                     *extra]) == 0
+        fitted[name] = load_box_model(out).protocol.params()
+    assert "fitted on 12 images" in capsys.readouterr().out
+    assert fitted["serial"] == fitted["jobs"] == fitted["dask"]
+    assert fitted["serial"] != preset("mix", "vgg11").params()  # a fit happened
