@@ -47,7 +47,8 @@ def repeated_manifest(sources, rows, path):
 
 
 def run_measured(command, folder):
-    """Run ``command`` in ``folder`` and measure it: (wall seconds, peak resident MB, stdout)."""
+    """Run ``command`` in ``folder`` and measure it: (wall seconds, CPU seconds (user + system,
+    less sensitive than the wall to other work on a shared machine), peak resident MB, stdout)."""
     started = time.perf_counter()
     with open(folder / "out.txt", "w") as out, open(folder / "err.txt", "w") as err:
         process = subprocess.Popen(command, cwd=folder, stdout=out, stderr=err)
@@ -55,7 +56,8 @@ def run_measured(command, folder):
     seconds = time.perf_counter() - started
     if status != 0:
         sys.exit(f"{' '.join(command)} failed:\n{(folder / 'err.txt').read_text()[-2000:]}")
-    return seconds, usage.ru_maxrss / 1024, (folder / "out.txt").read_text()
+    cpu = usage.ru_utime + usage.ru_stime
+    return seconds, cpu, usage.ru_maxrss / 1024, (folder / "out.txt").read_text()
 
 
 def main(argv=None):
@@ -93,19 +95,20 @@ def main(argv=None):
         folder = scratch / f"rows-{rows}"
         folder.mkdir()
         repeated_manifest(sources, rows, folder / "manifest.csv")
-        seconds, peak, out = run_measured([*sensloc, "evaluate", "manifest.csv", *options,
+        seconds, cpu, peak, out = run_measured([*sensloc, "evaluate", "manifest.csv", *options,
                                            "--results", "r.csv"], folder)
         first = Path(args.boxes[0]).stem if args.boxes else args.preset[0]
         corloc = [line for line in out.splitlines() if line.startswith(f"| {first} ")]
-        table.append((rows, seconds, peak, corloc[0] if corloc else ""))
-        print(f"  {rows} rows: {seconds:.0f} s, peak {peak:.0f} MB", flush=True)
-    first_rows, first_seconds, first_peak, _ = table[0]
-    print("\n| rows | wall s | s per 1,000 rows | peak resident MB | peak / smallest | time / smallest |")
-    print("|---:|---:|---:|---:|---:|---:|")
-    for rows, seconds, peak, _ in table:
-        print(f"| {rows} | {seconds:.0f} | {1000 * seconds / rows:.0f} | {peak:.0f} | "
-              f"{peak / first_peak:.2f}x | {seconds / first_seconds:.2f}x "
-              f"(rows {rows / first_rows:.0f}x) |")
+        table.append((rows, seconds, cpu, peak))
+        print(f"  {rows} rows: {seconds:.0f} s wall, {cpu:.0f} s CPU, peak {peak:.0f} MB; "
+              f"load average {os.getloadavg()[0]:.1f}; {corloc[0] if corloc else ''}", flush=True)
+    first_rows, first_seconds, first_cpu, first_peak = table[0]
+    print("\n| rows | wall s | CPU s | CPU s per 1,000 rows | peak resident MB | peak / smallest "
+          "| CPU / smallest |")
+    print("|---:|---:|---:|---:|---:|---:|---:|")
+    for rows, seconds, cpu, peak in table:
+        print(f"| {rows} | {seconds:.0f} | {cpu:.0f} | {1000 * cpu / rows:.0f} | {peak:.0f} | "
+              f"{peak / first_peak:.2f}x | {cpu / first_cpu:.2f}x (rows {rows / first_rows:.0f}x) |")
     print(f"\nload average after: {os.getloadavg()}; scratch folder {scratch}")
 
 
