@@ -175,27 +175,42 @@ def reference(method, model, net_name, x, cfg):
         cam = attr.LayerGradCam(model, gradcam_module(model, net_name))
         return lambda: cam.attribute(xt, target=t, relu_attributions=True).detach().numpy()[:, 0]
     if method in ("preset_maps", "preset_maps_separate"):
-        from scipy.ndimage import gaussian_filter
-        cam = attr.LayerGradCam(model, gradcam_module(model, net_name))
-        kept = {}
-        for name, module in (("before", before_module(model, net_name)),
-                             ("last", gradcam_module(model, net_name))):
-            module.register_forward_hook(lambda m, i, out, name=name: kept.__setitem__(name, out))
-
-        def preset():
-            blurred = torch.from_numpy(gaussian_filter(
-                x, sigma=(0, 0, BLUR_SIGMA, BLUR_SIGMA)).astype(x.dtype))
-            maps = [attr.DeepLift(model).attribute(xt, target=t, baselines=blurred),
-                    attr.DeepLift(model).attribute(xt, target=t, baselines=torch.zeros_like(xt)),
-                    attr.GuidedBackprop(model).attribute(xt, target=t),
-                    attr.Saliency(model).attribute(xt, target=t, abs=False),
-                    cam.attribute(xt, target=t, relu_attributions=True)[:, 0]]
-            with torch.no_grad():
-                model(xt)
-            maps += [kept["before"], kept["last"]]
-            return np.concatenate([m.detach().numpy().reshape(n, -1) for m in maps], axis=1)
-        return preset
+        return lambda: captum_preset_maps(model, net_name, x, t)
     raise ValueError(f"unknown method {method!r}")
+
+
+def captum_preset_maps(model, net_name, x, targets):
+    """The seven maps of ``best mix khan`` with PyTorch + Captum, flattened per image and
+    joined: (N, total), as :func:`preset_maps` gives ours. ``x`` (N, 3, H, W) float32 NumPy,
+    ``targets`` an int or N ints. Each map is its own ``attribute`` call (Captum shares no
+    pass between them); the two layers' activations come from forward hooks on one more
+    forward pass."""
+    import numpy as np
+    import torch
+    from captum import attr
+    from scipy.ndimage import gaussian_filter
+    xt = torch.from_numpy(np.ascontiguousarray(x).copy())
+    t = targets if np.isscalar(targets) else [int(v) for v in targets]
+    kept = {}
+    hooks = [module.register_forward_hook(lambda m, i, out, name=name: kept.__setitem__(name, out))
+             for name, module in (("before", before_module(model, net_name)),
+                                  ("last", gradcam_module(model, net_name)))]
+    try:
+        blurred = torch.from_numpy(gaussian_filter(
+            x, sigma=(0, 0, BLUR_SIGMA, BLUR_SIGMA)).astype(x.dtype))
+        maps = [attr.DeepLift(model).attribute(xt, target=t, baselines=blurred),
+                attr.DeepLift(model).attribute(xt, target=t, baselines=torch.zeros_like(xt)),
+                attr.GuidedBackprop(model).attribute(xt, target=t),
+                attr.Saliency(model).attribute(xt, target=t, abs=False),
+                attr.LayerGradCam(model, gradcam_module(model, net_name)).attribute(
+                    xt, target=t, relu_attributions=True)[:, 0]]
+        with torch.no_grad():
+            model(xt)
+        maps += [kept["before"], kept["last"]]
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return np.concatenate([m.detach().numpy().reshape(len(x), -1) for m in maps], axis=1)
 
 
 def agreement(method, ours_out, ref_out):
