@@ -10,7 +10,6 @@ The explained score ``f_t`` is the pre-softmax logit of class ``t`` by default;
 ``output="softmax"`` explains the probability ``p_t`` and ``output="log_softmax"`` its log.
 """
 import numpy as np
-from scipy.ndimage import gaussian_filter
 
 from sensloc.nets import softmax
 from sensloc.saliency.layers import feature_layer
@@ -182,6 +181,7 @@ def make_reference(net, x, reference="zero", blur_sigma=10.0):
             black = net.preprocessing.apply(np.zeros((h, w, 3), np.uint8))
             return np.broadcast_to(black.astype(x.dtype), x.shape).copy()
         if reference == "blur":
+            from scipy.ndimage import gaussian_filter  # here: a fresh process pays ~0.5 s to import it
             return gaussian_filter(x, sigma=(0, 0, blur_sigma, blur_sigma)).astype(x.dtype)
         raise ValueError(f"reference must be 'zero', 'black', 'blur' or an array, got {reference!r}")
     ref = np.asarray(reference, dtype=x.dtype)
