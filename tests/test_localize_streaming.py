@@ -10,10 +10,13 @@ import numpy as np
 import pytest
 
 from sensloc.evaluation.row_files import RowFile
+from sensloc.localize.boxes import union_boxes
 from sensloc.localize.protocols import (KhanBoxes, MixBoxes, ObjectnessBoxes, RegressionBoxes,
                                         ThresholdBoxes, objectness)
 from sensloc.localize.protocols.base import (concatenate, cross_validated_boxes,
                                              cross_validated_reduced, put_rows, take)
+from sensloc.localize.protocols.mix import mixed_heat
+from sensloc.localize.protocols.threshold import FRACTIONS
 from test_localize_objectness import E, L1, L2, synthetic
 
 
@@ -65,6 +68,18 @@ def test_cross_validation_on_reductions_equals_fitting_on_maps(name):
     assert np.array_equal(got, from_maps)
     assert np.array_equal(cross_validated_boxes(make, maps, boxes, k=4, seed=1)[0],
                           cross_validated_reduced(make, reduced, boxes, k=4, seed=1)[0])
+
+
+@pytest.mark.parametrize("name, key", [("threshold", "candidates"), ("largest", "candidates"),
+                                       ("khan", "candidates"), ("mix", "union")])
+def test_candidate_boxes_are_stored_as_whole_pixel_int16_by_one_rule(name, key):
+    maps, boxes = synthetic(n=20, seed=8)
+    candidates = protocols()[name]().reduce(maps)[key]
+    assert candidates.dtype == np.int16  # whole pixels of a 40 x 40 map
+    # The mix's union boxes at every grid point, recomputed in float64 by union_boxes.
+    if name == "mix":
+        heat = mixed_heat([maps[E]], 2.0, 0.1)
+        assert np.array_equal(candidates[:, 1, 0], union_boxes(heat, FRACTIONS))
 
 
 def test_batches_put_in_their_rows_equal_the_whole_in_any_order(tmp_path):
