@@ -8,7 +8,7 @@ from sensloc import nets
 from sensloc import saliency
 from sensloc.nets import reference
 
-from sensloc.coursework._checks import Assignment, Case, Part, _close, _network_cases
+from sensloc.coursework._checks import Assignment, Case, Part, close_to, network_cases
 
 
 def _linear_cases(rng):
@@ -20,7 +20,7 @@ def _linear_cases(rng):
         expected = layer.backward(signal, None)
 
         def diagnose(got, case, signal=signal, weight=weight):
-            if weight.shape[0] == weight.shape[1] and _close(got, signal @ weight.T):
+            if weight.shape[0] == weight.shape[1] and close_to(got, signal @ weight.T):
                 return "You multiplied by W^T: the sum runs over the OUTPUTS k of w_ki = weight[k, i]"
         cases.append(Case(f"N={n}, D_out={d_out}, D_in={d_in}", (signal, weight), expected,
                           diagnose=diagnose))
@@ -38,11 +38,11 @@ def _relu_cases(rng):
         expected = nets.ReLU("relu").backward(signal, eta)
 
         def diagnose(got, case, signal=signal, eta=eta):
-            if _close(got, signal * (eta >= 0)):
+            if close_to(got, signal * (eta >= 0)):
                 return "At eta == 0 take g'(0) = 0: the indicator is 1[eta > 0], not 1[eta >= 0]"
-            if _close(got, np.maximum(signal, 0)):
+            if close_to(got, np.maximum(signal, 0)):
                 return "That is deconvnet's rule; the gradient looks at the sign of eta, not of the signal"
-            if _close(got, signal * np.maximum(eta, 0)):
+            if close_to(got, signal * np.maximum(eta, 0)):
                 return "Multiply by g'(eta) = 1[eta > 0], not by g(eta) = max(eta, 0)"
         cases.append(Case(label, (signal, eta), expected, diagnose=diagnose))
     return cases
@@ -94,7 +94,7 @@ def _max_pool_cases(rng):
 
 
 def _input_gradient_cases(rng):
-    return _network_cases(rng, ("flatten", "gap"), lambda net, x, t: saliency.gradient(net, x, t))
+    return network_cases(rng, ("flatten", "gap"), lambda net, x, t: saliency.gradient(net, x, t))
 
 
 ASSIGNMENT_1 = Assignment(1, "backward", "1_backward_recursion.py",

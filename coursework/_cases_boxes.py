@@ -8,7 +8,7 @@ from sensloc.localize import boxes as box_lib
 from sensloc.localize import metrics as metric_lib
 from sensloc.localize import regression as regression_lib
 
-from sensloc.coursework._checks import (Assignment, Case, CaseFailure, Part, _close, compare_arrays,
+from sensloc.coursework._checks import (Assignment, Case, CaseFailure, Part, close_to, compare_arrays,
                                         compare_scalar)
 
 
@@ -103,11 +103,11 @@ def _grid_cases(rng):
         means = maps.reshape(shape[0], n, h, n, w).mean(axis=(2, 4))
 
         def diagnose(got, case, means=means, n=n):
-            if _close(got, means.reshape(len(means), -1)):
+            if close_to(got, means.reshape(len(means), -1)):
                 return "These are the cell means g; normalize each map's features to sum 1, x = g / sum(g)"
             totals = means.reshape(len(means), -1).sum(axis=1, keepdims=True)
             normalized = np.where(totals > 0, means.reshape(len(means), -1) / np.where(totals > 0, totals, 1), 0)
-            if _close(got, normalized.reshape(-1, n, n).transpose(0, 2, 1).reshape(len(means), -1)):
+            if close_to(got, normalized.reshape(-1, n, n).transpose(0, 2, 1).reshape(len(means), -1)):
                 return "The order is row-major over the grid: cell row first, then cell column"
         cases.append(Case(label, (maps, n), expected, diagnose=diagnose))
     return cases
@@ -126,9 +126,9 @@ def _ridge_cases(rng):
         def diagnose(got, case, X=X, Y=Y, lam=lam):
             X1 = np.hstack([X, np.ones((len(X), 1))])
             everything = np.linalg.solve(X1.T @ X1 + lam * np.eye(X1.shape[1]), X1.T @ Y)
-            if _close(got, everything):
+            if close_to(got, everything):
                 return "Do not penalize the bias: I' has a 0 in the bias position"
-            if _close(got, np.roll(case.expected, 1, axis=0)):
+            if close_to(got, np.roll(case.expected, 1, axis=0)):
                 return "Put the bias in the LAST row: X1 = [X, 1] appends the column of ones"
             shape = np.shape(got) if got is not None else None
             if shape == (X.shape[1], Y.shape[1]):
@@ -149,14 +149,14 @@ def _predict_cases(rng):
 
         def diagnose(got, case, raw=raw):
             clipped = np.clip(raw, 0, 1)
-            if _close(got, clipped):
+            if close_to(got, clipped):
                 return ("Clipped, but the corners are not put in order: xmin = min(x0, x2), "
                         "xmax = max(x0, x2) (same for y)")
             ordered = np.column_stack([np.minimum(raw[:, 0], raw[:, 2]), np.minimum(raw[:, 1], raw[:, 3]),
                                        np.maximum(raw[:, 0], raw[:, 2]), np.maximum(raw[:, 1], raw[:, 3])])
-            if _close(got, ordered):
+            if close_to(got, ordered):
                 return "Ordered, but not clipped to [0, 1]"
-            if _close(got, raw):
+            if close_to(got, raw):
                 return "Clip to [0, 1] and order the corners"
         cases.append(Case(label, (W, X), expected, diagnose=diagnose))
     return cases
@@ -184,7 +184,7 @@ def _choose_lambda_cases(rng):
                 scores = np.asarray(got[1], dtype=np.float64)
             except (TypeError, ValueError, IndexError):
                 return None
-            if _close(scores, case.expected[1] * 4):
+            if close_to(scores, case.expected[1] * 4):
                 return "Divide the total squared error by Y.size (images x 4 corners), not by the number of images"
             return ("Check the folds: order = np.random.default_rng(seed).permutation(len(X)); folds = [order[i::k] for i in range(k)]; "
                     "fit on all other folds with your fit_ridge, predict with your predict_boxes")

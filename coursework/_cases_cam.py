@@ -9,7 +9,7 @@ from sensloc import saliency
 
 from sensloc.localize import boxes as box_lib
 
-from sensloc.coursework._checks import Assignment, Case, Part, _close, _network
+from sensloc.coursework._checks import Assignment, Case, Part, close_to, random_network
 
 
 def _khan_reference():
@@ -21,7 +21,7 @@ def _khan_reference():
 def _grad_cam_cases(rng):
     cases = []
     for number, (kind, layer) in enumerate((("gap", "relu2"), ("no_pool", "relu2"), ("flatten", "relu2")), start=1):
-        net, shape = _network(kind, rng)
+        net, shape = random_network(kind, rng)
         x = rng.normal(size=(3,) + shape)
         target = rng.integers(0, net.num_classes, len(x))
         trace = net.forward(x)
@@ -33,9 +33,9 @@ def _grad_cam_cases(rng):
         alphas = gradients.mean(axis=(2, 3), keepdims=True)
 
         def diagnose(got, case, activations=activations, gradients=gradients, alphas=alphas):
-            if _close(got, (alphas * activations).sum(axis=1)):
+            if close_to(got, (alphas * activations).sum(axis=1)):
                 return "Apply the final ReLU: CAM = max(sum_k alpha_k A_k, 0)"
-            if _close(got, np.maximum((gradients * activations).sum(axis=1), 0)):
+            if close_to(got, np.maximum((gradients * activations).sum(axis=1), 0)):
                 return "alpha_k is the MEAN of the gradients over the map's pixels, one number per channel"
         cases.append(Case(f"network {number}, layer {layer}, activations {activations.shape}",
                           (activations, gradients), expected, diagnose=diagnose))
@@ -51,7 +51,7 @@ def _border_cases(rng):
         def diagnose(got, case, shape=shape, width=width, edge=edge):
             rows = expected_profile(shape[0], width, edge)
             cols = expected_profile(shape[1], width, edge)
-            if _close(got, rows[:, None] * cols[None, :]):
+            if close_to(got, rows[:, None] * cols[None, :]):
                 return "Take the MINIMUM of the row and column weights, not their product"
         cases.append(Case(f"shape {shape}, width_fraction {width}, edge_weight {edge}",
                           (shape, width, edge), expected, diagnose=diagnose))
@@ -87,9 +87,9 @@ def _khan_heat_cases(rng):
         expected = khan_heat(heat, True, sigma, width, edge)
 
         def diagnose(got, case, heat=heat, sigma=sigma, width=width, edge=edge):
-            if _close(got, khan_heat(np.abs(heat), False, sigma, width, edge)):
+            if close_to(got, khan_heat(np.abs(heat), False, sigma, width, edge)):
                 return "Take the positive part max(m, 0) first, not the absolute value"
-            if width > 0 and _close(got, khan_heat(heat, True, sigma, 0.0, edge)):
+            if width > 0 and close_to(got, khan_heat(heat, True, sigma, 0.0, edge)):
                 return "Multiply by the border mask at the end"
         cases.append(Case(f"maps {shape}, sigma {sigma}, border {width} at weight {edge}",
                           (heat, sigma, width, edge), expected, diagnose=diagnose))
@@ -109,9 +109,9 @@ def _union_box_cases(rng):
 
         def diagnose(got, case):
             got = np.asarray(got, dtype=np.float64)
-            if got.shape == case.expected.shape and _close(got[:, 2:] + 1, case.expected[:, 2:]):
+            if got.shape == case.expected.shape and close_to(got[:, 2:] + 1, case.expected[:, 2:]):
                 return "The box is continuous: a hot pixel (row i, column j) covers [j, j + 1) x [i, i + 1)"
-            if got.shape == case.expected.shape and _close(got[:, [1, 0, 3, 2]], case.expected):
+            if got.shape == case.expected.shape and close_to(got[:, [1, 0, 3, 2]], case.expected):
                 return "A box is (xmin, ymin, xmax, ymax): x is the column, y the row"
         cases.append(Case(f"{label}, maps {shape}, fraction {fraction}", (heat, fraction), expected,
                           diagnose=diagnose))
@@ -130,7 +130,7 @@ def _khan_boxes_cases(rng):
                                              fraction, "union")
 
         def diagnose(got, case, product=product):
-            if not _close(product, case.expected) and _close(got, product):
+            if not close_to(product, case.expected) and close_to(got, product):
                 return "Mix with the geometric mean sqrt(a * b), not the product a * b"
         cases.append(Case(f"two maps {shape}, sigma {sigma}, fraction {fraction}",
                           (map_a, map_b, sigma, fraction), expected, diagnose=diagnose))

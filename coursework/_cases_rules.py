@@ -6,7 +6,7 @@ import numpy as np
 
 from sensloc import saliency
 
-from sensloc.coursework._checks import Assignment, Case, Part, _close, _network_cases
+from sensloc.coursework._checks import Assignment, Case, Part, close_to, network_cases
 
 
 def _sign_cases(rng, reference):
@@ -27,9 +27,9 @@ def _guided_cases(rng):
         signal, eta = case.args
 
         def diagnose(got, case, signal=signal, eta=eta):
-            if _close(got, signal * (eta > 0)):
+            if close_to(got, signal * (eta > 0)):
                 return "That is the gradient's rule: guided backprop also drops negative signals, 1[s > 0]"
-            if _close(got, np.maximum(signal, 0)):
+            if close_to(got, np.maximum(signal, 0)):
                 return "That is deconvnet's rule: guided backprop also needs an active unit, 1[eta > 0]"
         case.diagnose = diagnose
     return cases
@@ -41,7 +41,7 @@ def _deconvnet_cases(rng):
         signal, eta = case.args
 
         def diagnose(got, case, signal=signal, eta=eta):
-            if _close(got, np.where((eta > 0) & (signal > 0), signal, 0)):
+            if close_to(got, np.where((eta > 0) & (signal > 0), signal, 0)):
                 return "That is guided backprop: deconvnet ignores the forward input eta"
         case.diagnose = diagnose
     return cases
@@ -69,19 +69,19 @@ def _rescale_cases(rng):
             if got_array is not None and got_array.shape == eta.shape and not np.all(np.isfinite(got_array)):
                 return ("Where |eta - eta_ref| < eps the secant 0/0 is undefined: use the gradient "
                         "1[eta > 0] there (np.where, and divide only where it is safe)")
-            if _close(got, signal * (eta > 0)):
+            if close_to(got, signal * (eta > 0)):
                 return "That is the tangent g'(eta); the rescale rule uses the secant between eta_ref and eta"
         cases.append(Case(label, (signal, eta, eta_ref), expected, diagnose=diagnose))
     return cases
 
 
 def _guided_backprop_cases(rng):
-    return _network_cases(rng, ("flatten", "gap"), lambda net, x, t: saliency.guided_backprop(net, x, t))
+    return network_cases(rng, ("flatten", "gap"), lambda net, x, t: saliency.guided_backprop(net, x, t))
 
 
 def _deeplift_cases(rng):
     # No max pools: there the rescale rule has several variants (see saliency.rules.Rescale).
-    cases = _network_cases(rng, ("no_pool", "no_pool"),
+    cases = network_cases(rng, ("no_pool", "no_pool"),
                            lambda net, x, t, x_ref: saliency.deeplift(net, x, t, reference=x_ref),
                            with_reference_input=True)
     for case in cases:
@@ -91,7 +91,7 @@ def _deeplift_cases(rng):
             expected = case.expected
             difference = x - x_ref
             multipliers = np.divide(expected, difference, out=np.zeros_like(expected), where=difference != 0)
-            if _close(got, multipliers):
+            if close_to(got, multipliers):
                 return "These look like the multipliers m: the contributions are C = (x - x_ref) * m"
             try:
                 total = np.asarray(got, dtype=np.float64).reshape(len(x), -1).sum(axis=1)

@@ -106,7 +106,7 @@ def compare_scalar(got, expected, rtol=1e-9, what="the result"):
         raise CaseFailure(f"{what} is {_fmt(value)}, expected {_fmt(expected)}")
 
 
-def _close(got, alternative, rtol=1e-6):
+def close_to(got, alternative, rtol=1e-6):
     """Does ``got`` match an alternative (a typical mistake)?"""
     try:
         got = np.asarray(got, dtype=np.float64)
@@ -117,13 +117,13 @@ def _close(got, alternative, rtol=1e-6):
         got, alternative, rtol=rtol, atol=1e-9 * max(float(np.abs(alternative).max(initial=0)), 1e-3))
 
 
-def _default_check(got, case):
+def default_check(got, case):
     compare_arrays(got, case.expected)
 
 
 # ------------------------------------------------------------------------------------ networks
 
-def _network(kind, rng):
+def random_network(kind, rng):
     """A small random float64 network (conv, ReLU, max pool, ...) and its input size."""
     if kind == "flatten":
         layers = [nets.Conv2d("conv1", 3, 4, 3, padding=1), nets.ReLU("relu1"), nets.MaxPool2d("pool1", 2, 2),
@@ -155,10 +155,10 @@ def _network(kind, rng):
     return net.load_parameters(params), shape
 
 
-def _network_cases(rng, kinds, reference, with_reference_input=False):
+def network_cases(rng, kinds, reference, with_reference_input=False):
     cases = []
     for number, kind in enumerate(kinds, start=1):
-        net, shape = _network(kind, rng)
+        net, shape = random_network(kind, rng)
         n = 2
         x = rng.normal(size=(n,) + shape)
         target = rng.integers(0, net.num_classes, n)

@@ -62,8 +62,8 @@ from sensloc.coursework._cases_backward import ASSIGNMENT_1
 from sensloc.coursework._cases_boxes import ASSIGNMENT_3
 from sensloc.coursework._cases_cam import ASSIGNMENT_4
 from sensloc.coursework._cases_rules import ASSIGNMENT_2
-from sensloc.coursework._checks import (Assignment, Case, CaseFailure, Part, _default_check,  # noqa: F401
-                                        compare_arrays, compare_scalar)
+from sensloc.coursework._checks import (Assignment, Case, CaseFailure, Part,  # noqa: F401
+                                        compare_arrays, compare_scalar, default_check)
 
 #: The assignment skeletons, shipped with the package.
 SKELETONS = Path(__file__).resolve().parent / "assignments"
@@ -293,7 +293,7 @@ def run_part(number, part, source, path, rng, hints=True, limits=None):
             continue
         got = outcome["result"]
         try:
-            (case.check or _default_check)(got, case)
+            (case.check or default_check)(got, case)
         except CaseFailure as failure:
             message = f"case {case.label}: {failure}"
             hint = _diagnose(case, got) if hints else None

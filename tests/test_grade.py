@@ -54,7 +54,7 @@ def in_process_passes(number, module, seed=0):
             total += 1
             got = getattr(module, part.function)(*grade._plain(case.args))
             try:
-                (case.check or grade._default_check)(got, case)
+                (case.check or grade.default_check)(got, case)
                 passed += 1
             except grade.CaseFailure:
                 pass
