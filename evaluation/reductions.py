@@ -8,6 +8,7 @@ import numpy as np
 
 from sensloc.evaluation.map_cache import MapCache, network_key, reduction_key
 from sensloc.evaluation.row_files import RowFile
+from sensloc.localize.protocols.base import put_rows
 
 
 def reduce_batch(cache, dataset, batch, key, protocol):
@@ -72,26 +73,20 @@ def reduce_dataset(net, dataset, protocols, cache_root, spill_folder=None,
     n = len(records)
     keys = {name: reduction_key(protocol) for name, protocol in protocols.items()}
     reduced = {name: {} for name in protocols}
+
+    def spill(values):  # rows of more than SPILL_BYTES go to disk, if there is a folder
+        if spill_folder is not None and values[:1].nbytes > SPILL_BYTES:
+            return RowFile(spill_folder, values.shape[1:], values.dtype)
+        return None
+
     predicted = np.empty(n, np.int64)
     for start in range(0, n, batch_size):
         batch = range(start, min(start + batch_size, n))
         for i in batch:
             predicted[i] = net.dataset_classes(cache.load(cache.logits_path(digests[i])).argmax())
         for name, protocol in protocols.items():
-            part = reduce_batch(cache, dataset, batch, keys[name], protocol)
-            for key, values in part.items():
-                if key not in reduced[name]:  # the first batch tells each row's shape and type
-                    big = spill_folder is not None and values[:1].nbytes > SPILL_BYTES
-                    reduced[name][key] = (RowFile(spill_folder, values.shape[1:], values.dtype)
-                                          if big else np.empty((n,) + values.shape[1:],
-                                                               values.dtype))
-                rows = reduced[name][key]
-                if isinstance(rows, RowFile):
-                    rows.append(values)
-                    continue
-                if not np.can_cast(values.dtype, rows.dtype):  # e.g. boxes not whole pixels
-                    rows = reduced[name][key] = rows.astype(np.result_type(rows, values))
-                rows[batch.start:batch.stop] = values
+            put_rows(reduced[name], reduce_batch(cache, dataset, batch, keys[name], protocol),
+                     slice(batch.start, batch.stop), n, spill)
     return reduced, predicted
 
 

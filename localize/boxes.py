@@ -202,8 +202,9 @@ def pixel_boxes(boxes):
 
     The union and component boxes of a map (:func:`union_boxes`, :func:`boxes_from_heatmap`)
     are whole pixels, and a dataset's reductions keep dozens of them per image (a box search
-    keeps one per grid point). Boxes that are not whole numbers in ``[0, 32767]`` are returned
-    unchanged. Arithmetic on int16 would overflow (an area of 227 x 227 px does): every
+    keeps one per grid point): the threshold protocols and the ``mix`` box search store their
+    candidate boxes through this one rule. Boxes that are not all whole numbers in
+    ``[0, 32767]`` are returned unchanged. Arithmetic on int16 would overflow (an area of 227 x 227 px does): every
     function of this module reads boxes as float64.
 
     Parameters

@@ -10,10 +10,13 @@ import numpy as np
 import pytest
 
 from sensloc.evaluation.row_files import RowFile
+from sensloc.localize.boxes import union_boxes
 from sensloc.localize.protocols import (KhanBoxes, MixBoxes, ObjectnessBoxes, RegressionBoxes,
                                         ThresholdBoxes, objectness)
 from sensloc.localize.protocols.base import (concatenate, cross_validated_boxes,
-                                             cross_validated_reduced, take)
+                                             cross_validated_reduced, put_rows, take)
+from sensloc.localize.protocols.mix import mixed_heat
+from sensloc.localize.protocols.threshold import FRACTIONS
 from test_localize_objectness import E, L1, L2, synthetic
 
 
@@ -65,6 +68,46 @@ def test_cross_validation_on_reductions_equals_fitting_on_maps(name):
     assert np.array_equal(got, from_maps)
     assert np.array_equal(cross_validated_boxes(make, maps, boxes, k=4, seed=1)[0],
                           cross_validated_reduced(make, reduced, boxes, k=4, seed=1)[0])
+
+
+@pytest.mark.parametrize("name, key", [("threshold", "candidates"), ("largest", "candidates"),
+                                       ("khan", "candidates"), ("mix", "union")])
+def test_candidate_boxes_are_stored_as_whole_pixel_int16_by_one_rule(name, key):
+    maps, boxes = synthetic(n=20, seed=8)
+    candidates = protocols()[name]().reduce(maps)[key]
+    assert candidates.dtype == np.int16  # whole pixels of a 40 x 40 map
+    # The mix's union boxes at every grid point, recomputed in float64 by union_boxes.
+    if name == "mix":
+        heat = mixed_heat([maps[E]], 2.0, 0.1)
+        assert np.array_equal(candidates[:, 1, 0], union_boxes(heat, FRACTIONS))
+
+
+def test_batches_put_in_their_rows_equal_the_whole_in_any_order(tmp_path):
+    maps, boxes = synthetic(n=150, seed=7)
+    make = protocols()["threshold"]
+    whole = make().reduce(maps)
+    order = np.random.default_rng(0).permutation(150)
+    into = {}
+    for start in range(0, 150, 13):  # scattered rows, as the objectness fit's folds
+        rows = order[start:start + 13]
+        put_rows(into, make().reduce({s: m[rows] for s, m in maps.items()}), rows, 150)
+    assert into["candidates"].dtype == np.int16
+    assert np.array_equal(into["candidates"], whole["candidates"])
+    # Boxes that are not whole pixels after int16 ones widen the array, keeping the first.
+    put_rows(into, {"candidates": np.full((1, 40, 4), 2.5)}, [3], 150)
+    assert into["candidates"].dtype == np.float64 and np.all(into["candidates"][3] == 2.5)
+    assert np.array_equal(into["candidates"][4:], whole["candidates"][4:])
+    # A row store takes the batches in order.
+    def store(values):
+        return RowFile(tmp_path, values.shape[1:], values.dtype)
+    on_disk = {}
+    for start in range(0, 150, 64):
+        part = make().reduce({s: m[start:start + 64] for s, m in maps.items()})
+        put_rows(on_disk, part, slice(start, start + 64), 150, store)
+    assert np.array_equal(on_disk["candidates"][np.arange(150)], whole["candidates"])
+    with pytest.raises(ValueError, match="in order"):
+        put_rows(on_disk, part, slice(0, 22), 150, store)
+    on_disk["candidates"].close()
 
 
 def test_features_on_disk_give_the_same_fit_as_in_memory(tmp_path):

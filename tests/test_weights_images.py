@@ -312,12 +312,12 @@ def test_real_imagenet_photos_load_at_their_manifest_size():
 # ---------------------------------------------------------------- large files: decoded at the size needed
 
 def test_integer_compositing_equals_the_float_formula_for_every_colour_and_alpha(tmp_path):
-    from sensloc.data.images import _to_rgb
+    from sensloc.data._decode import to_rgb
     c, a = np.meshgrid(np.arange(256), np.arange(256), indexing="ij")
     rgba = np.stack([c, c, 255 - c, a], axis=2).astype(np.uint8)  # (256, 256, 4): all pairs
     colour, alpha = rgba[..., :3].astype(np.float64), rgba[..., 3:].astype(np.float64)
     expected = np.rint((colour * alpha + 255 * (255 - alpha)) / 255).astype(np.uint8)
-    np.testing.assert_array_equal(_to_rgb(Image.fromarray(rgba, "RGBA"), "x.png"), expected)
+    np.testing.assert_array_equal(to_rgb(Image.fromarray(rgba, "RGBA"), "x.png"), expected)
 
 
 @pytest.mark.parametrize("mode", ["RGB", "RGBA", "L", "P", "I;16"])

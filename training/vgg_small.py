@@ -253,7 +253,7 @@ DEMO_BOXES = "khan (deeplift x guided)"
 def demo_protocol(net, photos):
     """Khan et al.'s protocol with a fitted threshold: for scenes, the fraction tuned on the
     box-fitting scenes when the network was trained (recorded in its file); for photos, the
-    ``khan`` preset's (:data:`sensloc.cli.main.PRESET_FRACTIONS`)."""
+    ``khan`` preset's (:data:`sensloc.localize.presets.PRESET_FRACTIONS`)."""
     from sensloc.localize.presets import PRESET_FRACTIONS
     from sensloc.localize.presets import preset
     if photos:

@@ -76,6 +76,52 @@ def take(reduced, indices):
             for name, values in reduced.items()}
 
 
+def put_rows(into, part, rows, count, store=None):
+    """Write one batch's reduction into the dataset's, ``into[name][rows] = part[name]``, in place.
+
+    Where :func:`concatenate` joins batches that all fit in memory, this writes each batch
+    into arrays of the whole dataset as it comes, in any order of images.
+
+    * The first batch holding a name allocates its rows: ``store(values)`` if that returns a
+      row store (e.g. :class:`sensloc.evaluation.row_files.RowFile`, for rows too large to keep
+      in memory), else an array ``(count,) + values.shape[1:]`` of the batch's dtype.
+    * A later batch whose values that dtype cannot hold (boxes that are not whole pixels after
+      whole-pixel int16 ones: :func:`sensloc.localize.boxes.pixel_boxes`) widens the array to
+      the type of both. A row store cannot widen; it takes batches in order (``append``).
+
+    Parameters
+    ----------
+    into : {name: (count, ...) array or row store}
+        The reduction of the dataset so far (an empty dict before the first batch).
+    part : {name: (B, ...) array}
+        The reduction of the batch's B images.
+    rows : slice or (B,) int array
+        The batch's images among the ``count``; a row store needs the slice that follows
+        the rows it holds.
+    count : int
+        Images in the dataset.
+    store : callable, optional
+        ``store(values)`` -> a row store for the name whose first batch is ``values``, or
+        ``None`` to keep that name in memory.
+    """
+    for name, values in part.items():
+        if name not in into:  # the first batch tells each row's shape and type
+            rows_store = None if store is None else store(values)
+            into[name] = (np.empty((count,) + values.shape[1:], values.dtype)
+                          if rows_store is None else rows_store)
+        target = into[name]
+        if hasattr(target, "append"):
+            if not (isinstance(rows, slice) and rows.start == len(target)):
+                raise ValueError("a row store takes the batches in order, each after the last")
+            if not np.can_cast(values.dtype, target.dtype):
+                raise ValueError(f"rows of {values.dtype} do not fit a row store of {target.dtype}")
+            target.append(values)
+            continue
+        if not np.can_cast(values.dtype, target.dtype):
+            target = into[name] = target.astype(np.result_type(target, values))
+        target[rows] = values
+
+
 def cross_validated_boxes(make_protocol, maps, gt_boxes, k=5, seed=0):
     """Boxes for every image from a protocol fitted on the other folds only.
 

@@ -26,7 +26,7 @@ import numpy as np
 from sensloc.saliency import postprocess
 from sensloc.saliency.maps import MapSpec
 
-from sensloc.localize.boxes import union_boxes
+from sensloc.localize.boxes import pixel_boxes, union_boxes
 from sensloc.localize.metrics import corloc
 from sensloc.localize.protocols.base import Protocol
 from sensloc.localize.protocols.threshold import FRACTIONS, khan_heat
@@ -172,19 +172,18 @@ class BoxSearch:
     def reduce(self, raw):
         """What the search needs of each image's factor maps ``raw`` (K arrays (N, H, W)):
         ``union`` (N, S, B, F, 4), the union box at every sigma, border width and fraction
-        of :meth:`_axes` (before scaling), and ``size_wh`` (N, 2), the maps' size."""
+        of :meth:`_axes` (before scaling; whole pixels, int16:
+        :func:`~sensloc.localize.boxes.pixel_boxes`), and ``size_wh`` (N, 2), the maps' size."""
         sigmas, widths, fractions = self._axes()
         n, h, w = np.shape(raw[0])
-        # Union boxes are whole pixels: int16 holds them exactly in a quarter of the memory
-        # (a dataset's reductions keep S x B x F of them per image).
-        exact = np.int16 if max(h, w) <= np.iinfo(np.int16).max else np.float64
-        union = np.empty((n, len(sigmas), len(widths), len(fractions), 4), exact)
+        union = np.empty((n, len(sigmas), len(widths), len(fractions), 4))
         for i, sigma in enumerate(sigmas):
             mix = mixed_heat(raw, sigma)  # the border mask multiplies the mix: apply it after
             for j, width in enumerate(widths):
                 heat = postprocess.apply_border_mask(mix, width, self.border_weight)
                 union[:, i, j] = union_boxes(heat, fractions)
-        return {"union": union, "size_wh": np.tile(np.array([w, h], np.float64), (n, 1))}
+        return {"union": pixel_boxes(union),
+                "size_wh": np.tile(np.array([w, h], np.float64), (n, 1))}
 
     def scores(self, raw, gt_boxes):
         """Training CorLoc of every grid point: {(sigma, border_width, scale): (F,) array},

@@ -39,7 +39,7 @@ from sensloc.saliency import postprocess
 from sensloc.saliency.maps import MapSpec
 
 from sensloc.localize.folds import folds
-from sensloc.localize.protocols.base import Protocol
+from sensloc.localize.protocols.base import Protocol, put_rows
 from sensloc.localize.protocols.mix import BORDER_WIDTHS, SCALES, SIGMAS, BoxSearch
 from sensloc.localize.protocols.threshold import FRACTIONS, khan_heat
 from sensloc.localize.regression import area_average_matrix, cell_means, solve_ridge
@@ -304,10 +304,8 @@ class ObjectnessBoxes(Protocol):
         boxes = {}
         for m, w in zip(members, weights):
             for block, cells in self._cell_blocks(features, m, w):
-                part = self.search.reduce([self._as_map(cells[..., best], grid, size)])
-                for key, values in part.items():
-                    boxes.setdefault(key, np.empty((n,) + values.shape[1:], values.dtype))
-                    boxes[key][block] = values
+                put_rows(boxes, self.search.reduce([self._as_map(cells[..., best], grid, size)]),
+                         block, n)
         self.search.fit_reduced(boxes, gt_boxes)
         return self
 
