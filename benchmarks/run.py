@@ -7,7 +7,13 @@
 
 Each side runs in a worker process of its own (``timing_worker.py``) with its own defaults: ours
 with the project's process settings (``nets.configure_process``, as the ``sensloc`` command),
-PyTorch with none of them; ``OPENBLAS_CORETYPE``, ``OPENBLAS_L2_SIZE`` and ``OMP_WAIT_POLICY``
+PyTorch with none of them, except one: by default glibc keeps freed memory in the PyTorch
+process too (``--reference-malloc kept``). With glibc's default, blocks above its dynamic mmap
+threshold get fresh zero-filled pages on every call, and that threshold rises with what the
+process freed before: PyTorch's MobileNetV2 forward pass at batch 8 took 65,700 page faults per
+call run first in a process and none after a DeepLIFT map, so a method's time depended on its
+place in the list (its Grad-CAM came out faster than its forward pass).
+``OPENBLAS_CORETYPE``, ``OPENBLAS_L2_SIZE`` and ``OMP_WAIT_POLICY``
 are removed from the benchmark's environment (a development machine's OpenBLAS pin is not what
 users run). Same weights (``nets.random_parameters(seed=0)``, copied into the PyTorch twin) and
 inputs on both sides.
@@ -63,6 +69,10 @@ def parse_args(argv=None):
                         "(default 1, to keep the full run near 30 min; 'all' = every --batch)")
     p.add_argument("--repeats", type=int, default=None, help="timed calls per side (default 9)")
     p.add_argument("--threads", type=int, default=2, help="NumPy/Numba/PyTorch threads")
+    p.add_argument("--reference-malloc", choices=("kept", "default"), default="kept",
+                   help="glibc's handling of freed memory in the PyTorch process: 'kept' (the "
+                        "setting ours runs with; default) or 'default' (glibc's own, whose "
+                        "timings depend on which methods ran before in the process)")
     p.add_argument("--backend", choices=("numba", "numpy"), default="numba",
                    help="sensloc's backend for the timing section (default %(default)s; the "
                         "memory and first-call workers always measure numba)")
@@ -154,7 +164,9 @@ class Side:
         env = {k: v for k, v in os.environ.items() if k not in UNSET_FOR_TIMING}
         self.proc = subprocess.Popen(
             [sys.executable, str(HERE / "timing_worker.py"), "--side", side,
-             "--threads", str(args.threads), "--backend", args.backend],
+             "--threads", str(args.threads), "--backend", args.backend]
+            + (["--keep-freed-memory"] if side == "reference"
+               and args.reference_malloc == "kept" else []),
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, bufsize=1)
 
     def ask(self, **request):
@@ -324,7 +336,11 @@ def main(argv=None):
               f"{host['loadavg']}",
               f"- threads: {args.threads} (OpenBLAS, Numba, PyTorch); each library in its own "
               "process with its own defaults (ours: nets.configure_process(), as the sensloc "
-              "command; PyTorch: none); removed from the benchmark's environment: "
+              "command; PyTorch: none"
+              + ("; but glibc keeps freed memory in both processes, --reference-malloc kept"
+                 if args.reference_malloc == "kept" else
+                 "; PyTorch with glibc's default malloc, --reference-malloc default")
+              + "); removed from the benchmark's environment: "
               + (", ".join(removed) if removed else "nothing (none of "
                  + ", ".join(UNSET_FOR_TIMING) + " was set)"),
               f"- sensloc backend: {args.backend}",
