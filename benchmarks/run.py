@@ -20,7 +20,10 @@ inputs on both sides.
 
 For every (net, batch, method): one warm-up call per side (whose maps are compared, as a check
 that both sides compute the same thing), then ``repeats`` timed calls alternating between the
-two processes (ABBA order) so that load from other processes hits both alike; the table reports
+two processes (ABBA order) so that load from other processes hits both alike, each after a
+pause (``--pause``, 0.1 s): PyTorch's OpenMP workers spin for ~8 ms of CPU after every call
+returns (libgomp's default wait policy), which would otherwise run beside the next call of this
+library, when it came straight after (half of them, at batch 1 a call of 25-60 ms); the table reports
 medians and the min-max range. The ratio is ours / reference: above 1 means this library is
 slower.
 """
@@ -69,6 +72,10 @@ def parse_args(argv=None):
                         "(default 1, to keep the full run near 30 min; 'all' = every --batch)")
     p.add_argument("--repeats", type=int, default=None, help="timed calls per side (default 9)")
     p.add_argument("--threads", type=int, default=2, help="NumPy/Numba/PyTorch threads")
+    p.add_argument("--pause", type=float, default=0.1,
+                   help="seconds of sleep before every timed call, so that neither side's "
+                        "threads still spin from its last call during the other's "
+                        "(default %(default)s)")
     p.add_argument("--reference-malloc", choices=("kept", "default"), default="kept",
                    help="glibc's handling of freed memory in the PyTorch process: 'kept' (the "
                         "setting ours runs with; default) or 'default' (glibc's own, whose "
@@ -224,6 +231,7 @@ def run_timing(args, use_ref, csv_path):
                         order = list(sides)
                         for i in range(args.repeats):
                             for key in (order if i % 2 == 0 else order[::-1]):
+                                time.sleep(args.pause)
                                 times[key].append(sides[key].ask(op="time")["s"])
                         row = {"net": net_name, "batch": batch, "method": method,
                                "repeats": args.repeats, "agreement": agreement}
@@ -343,7 +351,7 @@ def main(argv=None):
               + "); removed from the benchmark's environment: "
               + (", ".join(removed) if removed else "nothing (none of "
                  + ", ".join(UNSET_FOR_TIMING) + " was set)"),
-              f"- sensloc backend: {args.backend}",
+              f"- sensloc backend: {args.backend}; {args.pause} s pause before every timed call",
               "- versions: " + ", ".join(f"{k} {v}" for k, v in versions().items()),
               f"- settings: repeats {args.repeats}, ig-steps {args.ig_steps}, sg-samples "
               f"{args.sg_samples}, {args.batch_size} images per pass in IG/SmoothGrad; IG and "
