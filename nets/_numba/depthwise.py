@@ -86,6 +86,31 @@ def _unphase(phases, stride, padding, height, width, plane):
                         plane[row, stride * l + b - padding] = phases[a, b, m * width + l]
 
 
+@njit(inline="always")
+def _layout(like, height, width, out_height, out_width, k, stride, padding):
+    """The stride-phase layout of one plane, shared by the forward and backward kernels.
+
+    Returns ``run``, the wide output's elements that are used, ``(OH - 1) * PW + OW``;
+    ``direct``, True where the plane is its own phase (stride 1, no padding: read or added
+    into in place); ``taps``, (K*K, 3) int: for tap ``(i, j)`` at row ``i * K + j``, its phase
+    ``(i % s, j % s)`` and the flat shift ``(i // s) * PW + j // s`` (tap ``(i, j)`` reads
+    ``x_pad[s*r + i, s*q + j]`` = its phase at ``[r + i // s, q + j // s]``, i.e. flat index
+    ``t + shift`` for wide index ``t = r * PW + q``); and a thread's zeroed scratch in
+    ``like``'s dtype: ``phases`` (s, s, PH * PW), empty when ``direct``, and ``wide`` (OH * PW,).
+    """
+    ph, pw = -(-(height + 2 * padding) // stride), -(-(width + 2 * padding) // stride)
+    run = (out_height - 1) * pw + out_width
+    direct = stride == 1 and padding == 0
+    taps = np.empty((k * k, 3), np.int64)
+    for i in range(k):
+        for j in range(k):
+            taps[i * k + j, 0], taps[i * k + j, 1] = i % stride, j % stride
+            taps[i * k + j, 2] = (i // stride) * pw + j // stride
+    phases = np.zeros((stride, stride, 0 if direct else ph * pw), like.dtype)
+    wide = np.zeros(out_height * pw, like.dtype)
+    return ph, pw, run, direct, taps, phases, wide
+
+
 @njit(parallel=True, cache=True)
 def _forward(x, w, b, stride, padding, blocks, y):
     # y (N, C, OH, OW) = per-plane correlation of x (N, C, H, W) with w (C, 1, K, K), plus b.
@@ -93,31 +118,24 @@ def _forward(x, w, b, stride, padding, blocks, y):
     n, c, h, width = x.shape
     out_height, out_width = y.shape[2], y.shape[3]
     k, planes = w.shape[2], n * c
-    ph, pw = -(-(h + 2 * padding) // stride), -(-(width + 2 * padding) // stride)
-    run = (out_height - 1) * pw + out_width      # the wide output's elements that are read
-    direct = stride == 1 and padding == 0        # the plane is its own phase: no copy
     for block in prange(blocks):
-        phases = np.empty((stride, stride, 0 if direct else ph * pw), x.dtype)
-        wide = np.empty(out_height * pw, x.dtype)
+        ph, pw, run, direct, taps, phases, wide = _layout(x, h, width, out_height, out_width, k,
+                                                          stride, padding)
         for plane in range(block * planes // blocks, (block + 1) * planes // blocks):
             image, channel = plane // c, plane % c
             if not direct:
                 _phases(x[image, channel], stride, padding, ph, pw, phases)
-            for i in range(k):
-                for j in range(k):
-                    # tap (i, j) reads x_pad[s*r + i, s*q + j] = phase (i % s, j % s) at
-                    # [r + i // s, q + j // s]: flat index t + shift for wide index t = r*pw + q
-                    src = (x[image, channel].reshape(h * width) if direct
-                           else phases[i % stride, j % stride])
-                    shift = (i // stride) * pw + j // stride
-                    weight = w[channel, 0, i, j]
-                    # unsigned indices: no negative-index check, so the loops are vectorized
-                    if i == 0 and j == 0:            # the first tap starts the sums (0 + a = a)
-                        for t in range(run):
-                            wide[uint64(t)] = weight * src[uint64(t + shift)]
-                    else:
-                        for t in range(run):
-                            wide[uint64(t)] += weight * src[uint64(t + shift)]
+            for tap in range(k * k):
+                src = (x[image, channel].reshape(h * width) if direct
+                       else phases[taps[tap, 0], taps[tap, 1]])
+                shift, weight = taps[tap, 2], w[channel, 0, tap // k, tap % k]
+                # unsigned indices: no negative-index check, so the loops are vectorized
+                if tap == 0:                     # the first tap starts the sums (0 + a = a)
+                    for t in range(run):
+                        wide[uint64(t)] = weight * src[uint64(t + shift)]
+                else:
+                    for t in range(run):
+                        wide[uint64(t)] += weight * src[uint64(t + shift)]
             bias = b[channel]
             for r in range(out_height):
                 for q in range(out_width):
@@ -132,12 +150,10 @@ def _backward_input(dy, w, stride, padding, blocks, dx):
     n, c, h, width = dx.shape
     out_height, out_width = dy.shape[2], dy.shape[3]
     k, planes = w.shape[2], n * c
-    ph, pw = -(-(h + 2 * padding) // stride), -(-(width + 2 * padding) // stride)
-    run = (out_height - 1) * pw + out_width
-    direct = stride == 1 and padding == 0        # add straight into the plane of dx
     for block in prange(blocks):
-        phases = np.empty((stride, stride, 0 if direct else ph * pw), dx.dtype)
-        wide = np.zeros(out_height * pw, dx.dtype)   # its extra columns stay zero: they add 0
+        # `wide`'s columns q >= OW stay zero: they add nothing
+        ph, pw, run, direct, taps, phases, wide = _layout(dx, h, width, out_height, out_width,
+                                                          k, stride, padding)
         for plane in range(block * planes // blocks, (block + 1) * planes // blocks):
             image, channel = plane // c, plane % c
             for r in range(out_height):
@@ -147,14 +163,12 @@ def _backward_input(dy, w, stride, padding, blocks, dx):
                 dx[image, channel] = 0
             else:
                 phases[:] = 0
-            for i in range(k):
-                for j in range(k):
-                    dst = (dx[image, channel].reshape(h * width) if direct
-                           else phases[i % stride, j % stride])
-                    shift = (i // stride) * pw + j // stride
-                    weight = w[channel, 0, i, j]
-                    for t in range(run):
-                        dst[uint64(t + shift)] += weight * wide[uint64(t)]
+            for tap in range(k * k):
+                dst = (dx[image, channel].reshape(h * width) if direct
+                       else phases[taps[tap, 0], taps[tap, 1]])
+                shift, weight = taps[tap, 2], w[channel, 0, tap // k, tap % k]
+                for t in range(run):
+                    dst[uint64(t + shift)] += weight * wide[uint64(t)]
             if not direct:
                 _unphase(phases, stride, padding, ph, pw, dx[image, channel])
 
