@@ -11,8 +11,8 @@ every top-level layer's ``forward`` / ``backward`` (instance attributes), the Nu
 (``nets._numba.kernels.gemm`` and ``winograd_products``; the fully connected layers' forward GEMMs
 count there too). Every figure is the median over ``repeats`` passes after one warm-up pass.
 Blocks made of steps (MobileNetV2's inverted residuals) have each step wrapped as well, and a
-table by step role (expand, its ReLU6, pad, depthwise, its ReLU6, project, and the block's
-"rest": the residual addition and the Python between steps).
+table by step role (expand, its ReLU6, depthwise with its SAME padding, its ReLU6, project,
+and the block's "rest": the residual addition and the Python between steps).
 
 Passes profiled: ``forward`` (``net.forward``), ``backward/gradient`` (``net.backward`` with the
 gradient rule) and ``backward/deeplift`` (``net.backward`` with the rescale rule and the

@@ -7,14 +7,23 @@
 
 Each side runs in a worker process of its own (``timing_worker.py``) with its own defaults: ours
 with the project's process settings (``nets.configure_process``, as the ``sensloc`` command),
-PyTorch with none of them; ``OPENBLAS_CORETYPE``, ``OPENBLAS_L2_SIZE`` and ``OMP_WAIT_POLICY``
+PyTorch with none of them, except one: by default glibc keeps freed memory in the PyTorch
+process too (``--reference-malloc kept``). With glibc's default, blocks above its dynamic mmap
+threshold get fresh zero-filled pages on every call, and that threshold rises with what the
+process freed before: PyTorch's MobileNetV2 forward pass at batch 8 took 65,700 page faults per
+call run first in a process and none after a DeepLIFT map, so a method's time depended on its
+place in the list (its Grad-CAM came out faster than its forward pass).
+``OPENBLAS_CORETYPE``, ``OPENBLAS_L2_SIZE`` and ``OMP_WAIT_POLICY``
 are removed from the benchmark's environment (a development machine's OpenBLAS pin is not what
 users run). Same weights (``nets.random_parameters(seed=0)``, copied into the PyTorch twin) and
 inputs on both sides.
 
 For every (net, batch, method): one warm-up call per side (whose maps are compared, as a check
 that both sides compute the same thing), then ``repeats`` timed calls alternating between the
-two processes (ABBA order) so that load from other processes hits both alike; the table reports
+two processes (ABBA order) so that load from other processes hits both alike, each after a
+pause (``--pause``, 0.1 s): PyTorch's OpenMP workers spin for ~8 ms of CPU after every call
+returns (libgomp's default wait policy), which would otherwise run beside the next call of this
+library, when it came straight after (half of them, at batch 1 a call of 25-60 ms); the table reports
 medians and the min-max range. The ratio is ours / reference: above 1 means this library is
 slower.
 """
@@ -63,6 +72,14 @@ def parse_args(argv=None):
                         "(default 1, to keep the full run near 30 min; 'all' = every --batch)")
     p.add_argument("--repeats", type=int, default=None, help="timed calls per side (default 9)")
     p.add_argument("--threads", type=int, default=2, help="NumPy/Numba/PyTorch threads")
+    p.add_argument("--pause", type=float, default=0.1,
+                   help="seconds of sleep before every timed call, so that neither side's "
+                        "threads still spin from its last call during the other's "
+                        "(default %(default)s)")
+    p.add_argument("--reference-malloc", choices=("kept", "default"), default="kept",
+                   help="glibc's handling of freed memory in the PyTorch process: 'kept' (the "
+                        "setting ours runs with; default) or 'default' (glibc's own, whose "
+                        "timings depend on which methods ran before in the process)")
     p.add_argument("--backend", choices=("numba", "numpy"), default="numba",
                    help="sensloc's backend for the timing section (default %(default)s; the "
                         "memory and first-call workers always measure numba)")
@@ -154,7 +171,9 @@ class Side:
         env = {k: v for k, v in os.environ.items() if k not in UNSET_FOR_TIMING}
         self.proc = subprocess.Popen(
             [sys.executable, str(HERE / "timing_worker.py"), "--side", side,
-             "--threads", str(args.threads), "--backend", args.backend],
+             "--threads", str(args.threads), "--backend", args.backend]
+            + (["--keep-freed-memory"] if side == "reference"
+               and args.reference_malloc == "kept" else []),
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, bufsize=1)
 
     def ask(self, **request):
@@ -212,6 +231,7 @@ def run_timing(args, use_ref, csv_path):
                         order = list(sides)
                         for i in range(args.repeats):
                             for key in (order if i % 2 == 0 else order[::-1]):
+                                time.sleep(args.pause)
                                 times[key].append(sides[key].ask(op="time")["s"])
                         row = {"net": net_name, "batch": batch, "method": method,
                                "repeats": args.repeats, "agreement": agreement}
@@ -324,10 +344,14 @@ def main(argv=None):
               f"{host['loadavg']}",
               f"- threads: {args.threads} (OpenBLAS, Numba, PyTorch); each library in its own "
               "process with its own defaults (ours: nets.configure_process(), as the sensloc "
-              "command; PyTorch: none); removed from the benchmark's environment: "
+              "command; PyTorch: none"
+              + ("; but glibc keeps freed memory in both processes, --reference-malloc kept"
+                 if args.reference_malloc == "kept" else
+                 "; PyTorch with glibc's default malloc, --reference-malloc default")
+              + "); removed from the benchmark's environment: "
               + (", ".join(removed) if removed else "nothing (none of "
                  + ", ".join(UNSET_FOR_TIMING) + " was set)"),
-              f"- sensloc backend: {args.backend}",
+              f"- sensloc backend: {args.backend}; {args.pause} s pause before every timed call",
               "- versions: " + ", ".join(f"{k} {v}" for k, v in versions().items()),
               f"- settings: repeats {args.repeats}, ig-steps {args.ig_steps}, sg-samples "
               f"{args.sg_samples}, {args.batch_size} images per pass in IG/SmoothGrad; IG and "

@@ -1,10 +1,14 @@
 """One side of the timing comparison in a process of its own, driven by ``run.py`` over a pipe.
 
     python benchmarks/timing_worker.py --side ours|reference [--threads 2] [--backend numba]
+                                       [--keep-freed-memory]
 
 Each library runs as its users run it: ``ours`` applies the project's own process settings
 (:func:`nets.configure_process`: passive OpenMP waiting, glibc keeping freed memory), as the
-``sensloc`` command does; ``reference`` applies none of them (PyTorch with its own defaults).
+``sensloc`` command does; ``reference`` applies none of them (PyTorch with its own defaults),
+except glibc keeping freed memory when given ``--keep-freed-memory`` (``run.py`` passes it
+unless ``--reference-malloc default``: glibc's default makes a method's time depend on what
+the process freed before, see ``run.py``).
 Both get the same thread count (2 by default, the core count of the development machine, which
 is also PyTorch's default there). The parent removes ``OPENBLAS_CORETYPE`` / ``OPENBLAS_L2_SIZE``
 from both environments: users' machines do not pin OpenBLAS.
@@ -36,6 +40,8 @@ def main():
     p.add_argument("--side", choices=("ours", "reference"), required=True)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--backend", choices=("numba", "numpy"), default="numba")
+    p.add_argument("--keep-freed-memory", action="store_true",
+                   help="glibc keeps freed memory (nets.keep_freed_memory); ours always does")
     args = p.parse_args()
     from benchmarks._setup import (INPUT_SIDE, apply_thread_setters, choose_backend,
                                    configure_threads, import_twins)
@@ -51,6 +57,8 @@ def main():
         choose_backend(args.backend)   # configure_process() for numba, as the CLI does
         apply_thread_setters(args.threads)
     else:
+        if args.keep_freed_memory:
+            nets.backends.keep_freed_memory()   # the setting alone, before PyTorch allocates
         import torch
         twins = import_twins()
         apply_thread_setters(args.threads, torch)

@@ -14,8 +14,9 @@ backward pass is a transposed convolution per channel. ReLU6, ``min(max(eta, 0),
 kinks; its derivative is ``1[0 < eta < 6]``, and each rule has a ``relu6`` step
 (:mod:`sensloc.saliency.rules`).
 
-Convolutions pad as TensorFlow's ``SAME`` (:class:`nets.layers.SamePad2d`): at stride 2 on an
-even size, nothing before and one pixel after. Batch normalization is folded into the weights
+Convolutions pad as TensorFlow's ``SAME`` (:func:`nets.layers.same_padding`): at stride 2 on an
+even size, nothing before and one pixel after. The stem has a :class:`nets.layers.SamePad2d`
+step; the blocks' depthwise convolutions pad themselves (``padding="same"``). Batch normalization is folded into the weights
 (the TFLite files store it so; :mod:`sensloc.weights.tflite`). Any input size works; the
 network was trained at 224 x 224.
 """

@@ -140,6 +140,20 @@ def conv2d_backward_weight(dy, x, kernel_size, stride, padding):
 
 # ---------------------------------------------------------------------------------- depthwise
 
+def padding_sides(padding):
+    """``((top, bottom), (left, right))`` of a depthwise convolution's ``padding``: an int, the
+    same on every side, or those pairs as given (TensorFlow's ``SAME`` padding is uneven at
+    stride 2, :func:`nets.layers.same_padding`)."""
+    if np.ndim(padding) == 0:
+        return (int(padding),) * 2, (int(padding),) * 2
+    (top, bottom), (left, right) = padding
+    return (int(top), int(bottom)), (int(left), int(right))
+
+
+def _pad_sides(x, padding):
+    return np.pad(x, ((0, 0), (0, 0)) + padding_sides(padding))
+
+
 def depthwise_conv2d_forward(x, w, b, stride, padding):
     """Depthwise convolution: output channel ``c`` reads input channel ``c`` only.
 
@@ -153,16 +167,18 @@ def depthwise_conv2d_forward(x, w, b, stride, padding):
     x : (N, C, H, W) array
     w : (C, 1, KH, KW) array (PyTorch's layout for ``groups=C``)
     b : (C,) array
-    stride, padding : int
+    stride : int
+    padding : int, or ((top, bottom), (left, right)) (:func:`padding_sides`)
 
     Returns
     -------
-    y : (N, C, OH, OW) array of ``x``'s dtype
+    y : (N, C, OH, OW) array of ``x``'s dtype, ``OH = (H + top + bottom - KH) // s + 1``
     """
-    n, c, h, wd = x.shape
+    n, c = x.shape[:2]
     _, _, kh, kw = w.shape
-    oh, ow = conv_output_size(h, kh, stride, padding), conv_output_size(wd, kw, stride, padding)
-    xp, w = _pad(x, padding), w.astype(x.dtype, copy=False)
+    xp, w = _pad_sides(x, padding), w.astype(x.dtype, copy=False)
+    oh, ow = conv_output_size(xp.shape[2], kh, stride, 0), conv_output_size(xp.shape[3], kw,
+                                                                             stride, 0)
     y = np.zeros((n, c, oh, ow), x.dtype)
     for i, j, rows, cols in _taps(kh, kw, stride, oh, ow):
         y += w[:, 0, i, j][:, None, None] * xp[:, :, rows, cols]
@@ -183,7 +199,8 @@ def depthwise_conv2d_backward_input(dy, w, input_shape, stride, padding):
     dy : (N, C, OH, OW) array
     w : (C, 1, KH, KW) array
     input_shape : tuple (N, C, H, W)
-    stride, padding : int
+    stride : int
+    padding : int, or ((top, bottom), (left, right)) (:func:`padding_sides`)
 
     Returns
     -------
@@ -192,11 +209,12 @@ def depthwise_conv2d_backward_input(dy, w, input_shape, stride, padding):
     n, c, h, wd = input_shape
     _, _, kh, kw = w.shape
     oh, ow = dy.shape[2:]
+    (top, bottom), (left, right) = padding_sides(padding)
     w = w.astype(dy.dtype, copy=False)
-    dxp = np.zeros((n, c, h + 2 * padding, wd + 2 * padding), dy.dtype)
+    dxp = np.zeros((n, c, top + h + bottom, left + wd + right), dy.dtype)
     for i, j, rows, cols in _taps(kh, kw, stride, oh, ow):
         dxp[:, :, rows, cols] += w[:, 0, i, j][:, None, None] * dy
-    return dxp[:, :, padding:padding + h, padding:padding + wd]
+    return dxp[:, :, top:top + h, left:left + wd]
 
 
 def depthwise_conv2d_backward_weight(dy, x, kernel_size, stride, padding):
@@ -210,7 +228,8 @@ def depthwise_conv2d_backward_weight(dy, x, kernel_size, stride, padding):
     dy : (N, C, OH, OW) array
     x : (N, C, H, W) array
         The forward input.
-    kernel_size, stride, padding : int
+    kernel_size, stride : int
+    padding : int, or ((top, bottom), (left, right)) (:func:`padding_sides`)
 
     Returns
     -------
@@ -218,7 +237,7 @@ def depthwise_conv2d_backward_weight(dy, x, kernel_size, stride, padding):
     db : (C,) array
     """
     oh, ow = dy.shape[2:]
-    xp = _pad(x, padding).astype(dy.dtype, copy=False)
+    xp = _pad_sides(x, padding).astype(dy.dtype, copy=False)
     dw = np.empty((x.shape[1], 1, kernel_size, kernel_size), dy.dtype)
     for i, j, rows, cols in _taps(kernel_size, kernel_size, stride, oh, ow):
         dw[:, 0, i, j] = np.einsum("nchw,nchw->c", dy, xp[:, :, rows, cols])

@@ -174,14 +174,17 @@ def test_relu6_operations_are_equal(rng):
 def test_depthwise_kernels_equal_the_reference_on_random_shapes(stride, batch, seed):
     """The phase-split kernels (nets/_numba/depthwise.py) against the reference's taps.
 
-    Odd and even sizes, kernels 1, 3 and 5, paddings 0 to k//2 + 1 (MobileNetV2 calls them
-    with padding 0 after its SAME pad). Float64 to EQUAL; float32 within the rounding bound of
-    any order of summation (the kernels add the taps in the reference's order, so on this
-    machine they are even bit-equal to the reference's float32).
+    Odd and even sizes, kernels 1, 3 and 5, paddings 0 to k//2 + 1: the same on every side
+    (batch 3), or drawn side by side, ``((top, bottom), (left, right))`` (batch 1; MobileNetV2's
+    SAME padding is (0, 1) at stride 2 on even sizes). Float64 to EQUAL; float32 within the
+    rounding bound of any order of summation (the kernels add the taps in the reference's
+    order, so on this machine they are even bit-equal to the reference's float32).
     """
     rng = np.random.default_rng(300 + 10 * seed + stride + batch)
     k = (3, 1, 5)[seed]
     p, c = int(rng.integers(0, k // 2 + 2)), int(rng.integers(1, 12))
+    if batch == 1:
+        p = tuple(tuple(int(v) for v in rng.integers(0, k // 2 + 2, size=2)) for _ in "hw")
     h, w_ = (int(v) for v in rng.integers(k + 1, k + 20, size=2))
     x = rng.normal(size=(batch, c, h, w_))
     w, b = rng.normal(size=(c, 1, k, k)), rng.normal(size=c)

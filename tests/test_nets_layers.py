@@ -206,6 +206,29 @@ def test_depthwise_conv2d(seed):
     check_layer(layer, x.astype(np.float32), lambda v: ag_depthwise(v, w, b, s, p), rng)
 
 
+@pytest.mark.parametrize("side, k, stride", [(8, 3, 2), (9, 3, 2), (7, 3, 1), (10, 5, 3)])
+def test_depthwise_conv2d_same_padding(rng, side, k, stride):
+    """``padding="same"`` (MobileNetV2's blocks) is SAME padding written out, then a depthwise
+    convolution with no padding: forward, input signal and parameter gradients, on a
+    (side, side + 1) input, so rows and columns get different paddings at stride 2."""
+    c = 3
+    layer = DepthwiseConv2d("dw", c, k, stride=stride, padding="same")
+    layer.weight[...] = rng.normal(size=layer.weight.shape)
+    layer.bias[...] = rng.normal(size=c)
+    x = rng.normal(size=(2, c, side, side + 1))
+    w, b = layer.weight.astype(np.float64), layer.bias.astype(np.float64)
+    check_layer(layer, x.astype(np.float32),
+                lambda v: ag_depthwise(ag_same_pad(v, k, stride), w, b, stride, 0), rng)
+    y, cache = layer.forward(x)
+    assert y.shape[2:] == (-(-side // stride), -(-(side + 1) // stride))
+    dy = rng.normal(size=y.shape)
+    grads = layer.backward_parameters(dy, cache)
+    dw = grad(lambda w_: anp.sum(ag_depthwise(ag_same_pad(x, k, stride), w_, b, stride, 0)
+                                 * dy))(w)
+    np.testing.assert_allclose(grads["weight"], dw, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(grads["bias"], dy.sum(axis=(0, 2, 3)), rtol=1e-10, atol=1e-10)
+
+
 @pytest.mark.parametrize("seed", range(4))
 def test_depthwise_conv2d_parameter_gradients(seed):
     rng = np.random.default_rng(400 + seed)

@@ -1,8 +1,9 @@
 """The fast backend's depthwise convolution and ReLU6 steps (MobileNetV2), as Numba kernels.
 
 Same contracts as :func:`nets.reference.depthwise_conv2d_forward` and the rest: weights
-``(C, 1, K, K)``, batches ``(N, C, H, W)``, symmetric zero padding ``p``, stride ``s``, results
-in the input's dtype. The tests hold every function equal to the reference.
+``(C, 1, K, K)``, batches ``(N, C, H, W)``, zero padding ``p`` on every side or
+``((top, bottom), (left, right))`` (MobileNetV2's ``SAME`` padding, uneven at stride 2), stride
+``s``, results in the input's dtype. The tests hold every function equal to the reference.
 
 A depthwise convolution has no sum over channels, hence no matrix product to hand to a GEMM:
 each ``(image, channel)`` plane is its own small 2-D filter, and the planes are split among
@@ -12,15 +13,16 @@ Within a plane, the work is arranged so that the innermost loop is one long cont
 which the compiler turns into vector instructions even for MobileNetV2's 7 x 7 planes (a loop
 along one 7-pixel row stays scalar). With the padded input cut into its ``s x s`` phases
 ``P[a, b][m, l] = x_pad[s*m + a, s*l + b]`` (one phase, the padded plane, at stride 1), each
-of width ``PW = ceil((W + 2p) / s)``, tap ``(i, j)`` reads phase ``(i % s, j % s)`` shifted by
+of width ``PW = ceil((left + W + right) / s)``, tap ``(i, j)`` reads phase ``(i % s, j % s)`` shifted by
 ``(i // s, j // s)``, so over a "wide" output ``z`` of width ``PW``::
 
     forward    z[t]                += w[i, j] * P[i % s, j % s][t + shift]    for all t
     backward   P'[i % s, j % s][t + shift] += w[i, j] * z'[t]                 for all t
 
-with ``t = r * PW + q`` flat and ``shift = (i // s) * PW + j // s``. At stride 1 with no
-padding (MobileNetV2's stride-1 layers, padded by the layer before) the plane is its own
-phase and is read, or added into, in place. The columns ``q >= OW``
+with ``t = r * PW + q`` flat and ``shift = (i // s) * PW + j // s``. The padding is applied
+here, plane by plane into a thread's scratch, not by a padded copy of the whole batch (the
+layers pass MobileNetV2's ``SAME`` padding down): at stride 1 with no padding the plane is its
+own phase and is read, or added into, in place. The columns ``q >= OW``
 of ``z`` are computed and dropped (forward) or held at zero (backward, so they add nothing):
 a few percent of extra work for one vector loop per tap. The backward pass is the forward's
 loop with source and destination swapped, the transpose (Eq. 1's ``sum_k w_ki s_k`` within
@@ -36,127 +38,147 @@ import numba
 from numba import njit, prange, uint64
 
 from sensloc.nets._numba.kernels import relu
-from sensloc.nets.reference import conv_output_size
+from sensloc.nets.reference import conv_output_size, padding_sides
 from sensloc.nets.reference import relu6_rule as _reference_relu6_rule
 
 __all__ = ["depthwise_conv2d_forward", "depthwise_conv2d_backward_input",
            "depthwise_conv2d_backward_weight", "relu6", "relu6_backward", "relu6_rule"]
 
 
-def _pad(x, padding):
-    return np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
-
-
 @njit(inline="always")
-def _columns(b, stride, padding, width, phase_width):
+def _columns(b, stride, left, width, phase_width):
     """``[l0, l1)``: the columns ``l`` of phase column offset ``b`` that lie inside the
-    unpadded row, ``0 <= s*l + b - p < width`` (floor division rounds the bounds right)."""
-    l0 = max(0, -((b - padding) // stride))                 # ceil((p - b) / s)
-    l1 = min(phase_width, (width - 1 + padding - b) // stride + 1)
+    unpadded row, ``0 <= s*l + b - left < width`` (floor division rounds the bounds right)."""
+    l0 = max(0, -((b - left) // stride))                    # ceil((left - b) / s)
+    l1 = min(phase_width, (width - 1 + left - b) // stride + 1)
     return l0, max(l0, l1)
 
 
 @njit(inline="always")
-def _phases(plane, stride, padding, height, width, out):
+def _phases(plane, stride, top, left, height, width, out):
     # out[a, b, m * width + l] = x_pad[s*m + a, s*l + b]: the zero-padded plane cut into its
-    # s x s phases (one at stride 1), each flattened with `width` = ceil((W + 2p) / s) columns.
+    # s x s phases (one at stride 1), each flattened with `width` = ceil(padded W / s) columns.
+    # Flat views and unsigned indices: no negative-index checks, so a stride-1 row is copied
+    # by vector instructions.
     h, w = plane.shape
+    flat = plane.reshape(h * w)
     out[:] = 0
     for a in range(stride):
         for b in range(stride):
-            l0, l1 = _columns(b, stride, padding, w, width)
+            l0, l1 = _columns(b, stride, left, w, width)
+            phase = out[a, b]
             for m in range(height):
-                row = stride * m + a - padding
+                row = stride * m + a - top
                 if 0 <= row < h:
+                    start = row * w + b - left
                     for l in range(l0, l1):
-                        out[a, b, m * width + l] = plane[row, stride * l + b - padding]
+                        phase[uint64(m * width + l)] = flat[uint64(start + stride * l)]
 
 
 @njit(inline="always")
-def _unphase(phases, stride, padding, height, width, plane):
-    # The inverse of _phases, dropping the padding: plane[r, c] = x_pad[r + p, c + p].
+def _unphase(phases, stride, top, left, height, width, plane):
+    # The inverse of _phases, dropping the padding: plane[r, c] = x_pad[r + top, c + left].
     h, w = plane.shape
+    flat = plane.reshape(h * w)
     for a in range(stride):
         for b in range(stride):
-            l0, l1 = _columns(b, stride, padding, w, width)
+            l0, l1 = _columns(b, stride, left, w, width)
+            phase = phases[a, b]
             for m in range(height):
-                row = stride * m + a - padding
+                row = stride * m + a - top
                 if 0 <= row < h:
+                    start = row * w + b - left
                     for l in range(l0, l1):
-                        plane[row, stride * l + b - padding] = phases[a, b, m * width + l]
+                        flat[uint64(start + stride * l)] = phase[uint64(m * width + l)]
+
+
+@njit(inline="always")
+def _layout(like, height, width, out_height, out_width, k, stride, pads):
+    """The stride-phase layout of one plane, shared by the forward and backward kernels.
+
+    Returns ``run``, the wide output's elements that are used, ``(OH - 1) * PW + OW``;
+    ``direct``, True where the plane is its own phase (stride 1, no padding: read or added
+    into in place); ``taps``, (K*K, 3) int: for tap ``(i, j)`` at row ``i * K + j``, its phase
+    ``(i % s, j % s)`` and the flat shift ``(i // s) * PW + j // s`` (tap ``(i, j)`` reads
+    ``x_pad[s*r + i, s*q + j]`` = its phase at ``[r + i // s, q + j // s]``, i.e. flat index
+    ``t + shift`` for wide index ``t = r * PW + q``); and a thread's zeroed scratch in
+    ``like``'s dtype: ``phases`` (s, s, PH * PW), empty when ``direct``, and ``wide`` (OH * PW,).
+    """
+    top, bottom, left, right = pads
+    ph, pw = -(-(top + height + bottom) // stride), -(-(left + width + right) // stride)
+    run = (out_height - 1) * pw + out_width
+    direct = stride == 1 and top == 0 and bottom == 0 and left == 0 and right == 0
+    taps = np.empty((k * k, 3), np.int64)
+    for i in range(k):
+        for j in range(k):
+            taps[i * k + j, 0], taps[i * k + j, 1] = i % stride, j % stride
+            taps[i * k + j, 2] = (i // stride) * pw + j // stride
+    phases = np.zeros((stride, stride, 0 if direct else ph * pw), like.dtype)
+    wide = np.zeros(out_height * pw, like.dtype)
+    return ph, pw, run, direct, taps, phases, wide
 
 
 @njit(parallel=True, cache=True)
-def _forward(x, w, b, stride, padding, blocks, y):
+def _forward(x, w, b, stride, pads, blocks, y):
     # y (N, C, OH, OW) = per-plane correlation of x (N, C, H, W) with w (C, 1, K, K), plus b.
     # A thread takes runs of planes (`blocks` runs in all), with scratch of its own.
     n, c, h, width = x.shape
     out_height, out_width = y.shape[2], y.shape[3]
     k, planes = w.shape[2], n * c
-    ph, pw = -(-(h + 2 * padding) // stride), -(-(width + 2 * padding) // stride)
-    run = (out_height - 1) * pw + out_width      # the wide output's elements that are read
-    direct = stride == 1 and padding == 0        # the plane is its own phase: no copy
     for block in prange(blocks):
-        phases = np.empty((stride, stride, 0 if direct else ph * pw), x.dtype)
-        wide = np.empty(out_height * pw, x.dtype)
+        ph, pw, run, direct, taps, phases, wide = _layout(x, h, width, out_height, out_width, k,
+                                                          stride, pads)
         for plane in range(block * planes // blocks, (block + 1) * planes // blocks):
             image, channel = plane // c, plane % c
             if not direct:
-                _phases(x[image, channel], stride, padding, ph, pw, phases)
-            for i in range(k):
-                for j in range(k):
-                    # tap (i, j) reads x_pad[s*r + i, s*q + j] = phase (i % s, j % s) at
-                    # [r + i // s, q + j // s]: flat index t + shift for wide index t = r*pw + q
-                    src = (x[image, channel].reshape(h * width) if direct
-                           else phases[i % stride, j % stride])
-                    shift = (i // stride) * pw + j // stride
-                    weight = w[channel, 0, i, j]
-                    # unsigned indices: no negative-index check, so the loops are vectorized
-                    if i == 0 and j == 0:            # the first tap starts the sums (0 + a = a)
-                        for t in range(run):
-                            wide[uint64(t)] = weight * src[uint64(t + shift)]
-                    else:
-                        for t in range(run):
-                            wide[uint64(t)] += weight * src[uint64(t + shift)]
-            bias = b[channel]
+                _phases(x[image, channel], stride, pads[0], pads[2], ph, pw, phases)
+            for tap in range(k * k):
+                src = (x[image, channel].reshape(h * width) if direct
+                       else phases[taps[tap, 0], taps[tap, 1]])
+                shift, weight = taps[tap, 2], w[channel, 0, tap // k, tap % k]
+                # unsigned indices: no negative-index check, so the loops are vectorized
+                if tap == 0:                     # the first tap starts the sums (0 + a = a)
+                    for t in range(run):
+                        wide[uint64(t)] = weight * src[uint64(t + shift)]
+                else:
+                    for t in range(run):
+                        wide[uint64(t)] += weight * src[uint64(t + shift)]
+            bias, out = b[channel], y[image, channel].reshape(out_height * out_width)
             for r in range(out_height):
-                for q in range(out_width):
-                    y[image, channel, r, q] = wide[r * pw + q] + bias   # as the reference: last
+                for q in range(out_width):   # the bias last, as the reference adds it
+                    out[uint64(r * out_width + q)] = wide[uint64(r * pw + q)] + bias
 
 
 @njit(parallel=True, cache=True)
-def _backward_input(dy, w, stride, padding, blocks, dx):
+def _backward_input(dy, w, stride, pads, blocks, dx):
     # dx (N, C, H, W) = per-plane transposed correlation of dy (N, C, OH, OW) with w: the
     # forward's loops with source and destination swapped, adding into the padded plane's
     # phases, which are then read back into dx (the padding's share is dropped there).
     n, c, h, width = dx.shape
     out_height, out_width = dy.shape[2], dy.shape[3]
     k, planes = w.shape[2], n * c
-    ph, pw = -(-(h + 2 * padding) // stride), -(-(width + 2 * padding) // stride)
-    run = (out_height - 1) * pw + out_width
-    direct = stride == 1 and padding == 0        # add straight into the plane of dx
     for block in prange(blocks):
-        phases = np.empty((stride, stride, 0 if direct else ph * pw), dx.dtype)
-        wide = np.zeros(out_height * pw, dx.dtype)   # its extra columns stay zero: they add 0
+        # `wide`'s columns q >= OW stay zero: they add nothing
+        ph, pw, run, direct, taps, phases, wide = _layout(dx, h, width, out_height, out_width,
+                                                          k, stride, pads)
         for plane in range(block * planes // blocks, (block + 1) * planes // blocks):
             image, channel = plane // c, plane % c
+            signal = dy[image, channel].reshape(out_height * out_width)
             for r in range(out_height):
                 for q in range(out_width):
-                    wide[r * pw + q] = dy[image, channel, r, q]
+                    wide[uint64(r * pw + q)] = signal[uint64(r * out_width + q)]
             if direct:
                 dx[image, channel] = 0
             else:
                 phases[:] = 0
-            for i in range(k):
-                for j in range(k):
-                    dst = (dx[image, channel].reshape(h * width) if direct
-                           else phases[i % stride, j % stride])
-                    shift = (i // stride) * pw + j // stride
-                    weight = w[channel, 0, i, j]
-                    for t in range(run):
-                        dst[uint64(t + shift)] += weight * wide[uint64(t)]
+            for tap in range(k * k):
+                dst = (dx[image, channel].reshape(h * width) if direct
+                       else phases[taps[tap, 0], taps[tap, 1]])
+                shift, weight = taps[tap, 2], w[channel, 0, tap // k, tap % k]
+                for t in range(run):
+                    dst[uint64(t + shift)] += weight * wide[uint64(t)]
             if not direct:
-                _unphase(phases, stride, padding, ph, pw, dx[image, channel])
+                _unphase(phases, stride, pads[0], pads[2], ph, pw, dx[image, channel])
 
 
 def _blocks(planes):
@@ -180,15 +202,24 @@ def _backward_weight(dy, xp, stride, dw, db):
                                                            stride * q + j]
 
 
+def _pads(padding):
+    """``(top, bottom, left, right)`` of an int or ``((top, bottom), (left, right))``."""
+    (top, bottom), (left, right) = padding_sides(padding)
+    return top, bottom, left, right
+
+
 def depthwise_conv2d_forward(x, w, b, stride, padding):
     """(N, C, H, W), (C, 1, K, K), (C,) -> (N, C, OH, OW); see the reference's equation,
-    ``y[n, c, oh, ow] = b[c] + sum_{i,j} w[c, 0, i, j] * x_pad[n, c, s*oh + i, s*ow + j]``."""
+    ``y[n, c, oh, ow] = b[c] + sum_{i,j} w[c, 0, i, j] * x_pad[n, c, s*oh + i, s*ow + j]``;
+    ``padding`` an int or ``((top, bottom), (left, right))``."""
     n, c, h, wd = x.shape
     k = w.shape[2]
-    oh, ow = conv_output_size(h, k, stride, padding), conv_output_size(wd, k, stride, padding)
+    pads = _pads(padding)
+    oh = conv_output_size(pads[0] + h + pads[1], k, stride, 0)
+    ow = conv_output_size(pads[2] + wd + pads[3], k, stride, 0)
     y = np.empty((n, c, oh, ow), x.dtype)
     _forward(np.ascontiguousarray(x), np.ascontiguousarray(w, x.dtype),
-             np.ascontiguousarray(b, x.dtype), stride, padding, _blocks(n * c), y)
+             np.ascontiguousarray(b, x.dtype), stride, pads, _blocks(n * c), y)
     return y
 
 
@@ -197,7 +228,7 @@ def depthwise_conv2d_backward_input(dy, w, input_shape, stride, padding):
     ``dx_pad[n, c, s*oh + i, s*ow + j] += w[c, 0, i, j] * dy[n, c, oh, ow]``, padding dropped."""
     dx = np.empty(tuple(input_shape), dy.dtype)
     _backward_input(np.ascontiguousarray(dy), np.ascontiguousarray(w, dy.dtype), stride,
-                    padding, _blocks(dx.shape[0] * dx.shape[1]), dx)
+                    _pads(padding), _blocks(dx.shape[0] * dx.shape[1]), dx)
     return dx
 
 
@@ -206,8 +237,8 @@ def depthwise_conv2d_backward_weight(dy, x, kernel_size, stride, padding):
     c = x.shape[1]
     dw = np.zeros((c, 1, kernel_size, kernel_size), dy.dtype)
     db = np.zeros(c, dy.dtype)
-    _backward_weight(np.ascontiguousarray(dy), np.ascontiguousarray(_pad(x, padding), dy.dtype),
-                     stride, dw, db)
+    xp = np.pad(x, ((0, 0), (0, 0)) + padding_sides(padding))
+    _backward_weight(np.ascontiguousarray(dy), np.ascontiguousarray(xp, dy.dtype), stride, dw, db)
     return dw, db
 
 
