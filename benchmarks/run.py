@@ -7,12 +7,12 @@
 
 Each side runs in a worker process of its own (``timing_worker.py``) with its own defaults: ours
 with the project's process settings (``nets.configure_process``, as the ``sensloc`` command),
-PyTorch with none of them, except one: by default glibc keeps freed memory in the PyTorch
-process too (``--reference-malloc kept``). With glibc's default, blocks above its dynamic mmap
-threshold get fresh zero-filled pages on every call, and that threshold rises with what the
-process freed before: PyTorch's MobileNetV2 forward pass at batch 8 took 65,700 page faults per
-call run first in a process and none after a DeepLIFT map, so a method's time depended on its
-place in the list (its Grad-CAM came out faster than its forward pass).
+PyTorch with none of them, glibc's default malloc included. ``--reference-malloc kept`` gives
+the PyTorch process our glibc setting too (freed memory kept), as a check: with glibc's default,
+blocks above its dynamic mmap threshold get fresh zero-filled pages on every call, and that
+threshold rises with what the process freed before (PyTorch's MobileNetV2 forward pass at batch 8
+took 65,700 page faults per call run first in a process and none after a DeepLIFT map), so a
+reference method's time can depend on its place in the list.
 ``OPENBLAS_CORETYPE``, ``OPENBLAS_L2_SIZE`` and ``OMP_WAIT_POLICY``
 are removed from the benchmark's environment (a development machine's OpenBLAS pin is not what
 users run). Same weights (``nets.random_parameters(seed=0)``, copied into the PyTorch twin) and
@@ -76,10 +76,11 @@ def parse_args(argv=None):
                    help="seconds of sleep before every timed call, so that neither side's "
                         "threads still spin from its last call during the other's "
                         "(default %(default)s)")
-    p.add_argument("--reference-malloc", choices=("kept", "default"), default="kept",
-                   help="glibc's handling of freed memory in the PyTorch process: 'kept' (the "
-                        "setting ours runs with; default) or 'default' (glibc's own, whose "
-                        "timings depend on which methods ran before in the process)")
+    p.add_argument("--reference-malloc", choices=("default", "kept"), default="default",
+                   help="glibc's handling of freed memory in the PyTorch process: 'default' "
+                        "(glibc's own, as PyTorch users run it; default) or 'kept' (the setting "
+                        "ours runs with, a check: glibc's default makes a method's time depend on "
+                        "the methods run before it in the process)")
     p.add_argument("--backend", choices=("numba", "numpy"), default="numba",
                    help="sensloc's backend for the timing section (default %(default)s; the "
                         "memory and first-call workers always measure numba)")
