@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sensloc.coursework import grade
+from sensloc.coursework import _sandbox_call, grade
 
 REPO = Path(__file__).resolve().parents[1]
 SKELETONS = REPO / "coursework" / "assignments"
@@ -52,7 +52,7 @@ def in_process_passes(number, module, seed=0):
     for index, part in enumerate(assignment.parts, start=1):
         for case in part.make_cases(np.random.default_rng([seed, number, index])):
             total += 1
-            got = getattr(module, part.function)(*grade._plain(case.args))
+            got = getattr(module, part.function)(*_sandbox_call.as_plain_data(case.args))
             try:
                 (case.check or grade.default_check)(got, case)
                 passed += 1
@@ -194,7 +194,7 @@ IOU_BODY = "    box_a, box_b = np.asarray(box_a, dtype=float), np.asarray(box_b,
     ("    open(LIBRARY + '/tests/answer_keys/3_box_regression.py').read()\n", "opens a file of the library"),
 ])
 def test_escapes_from_the_sandbox_score_zero_for_the_part(tmp_path, attempt, expected):
-    if "answer_keys" in attempt and Path(grade._library_dirs()[0]) != REPO:
+    if "answer_keys" in attempt and Path(_sandbox_call._library_dirs()[0]) != REPO:
         pytest.skip("the library is not installed from this repository (editable)")
     outside = tmp_path / "written_by_the_submission.txt"
     path = key_with(tmp_path, 3, [(IOU_BODY, attempt + IOU_BODY),
