@@ -53,7 +53,7 @@ def attribution_for(net, x, method, target, progress=False):
         return saliency.grad_cam(net, x, target)
     if method == "occlusion" and progress:
         from tqdm import tqdm
-        from sensloc.saliency.methods import patch_starts
+        from sensloc.saliency.occlusion import patch_starts
         height, width = x.shape[2:]
         # occlusion's defaults: 32-pixel patches every 16 pixels, plus the unoccluded pass
         passes = len(x) * (1 + len(patch_starts(height, 32, 16)) * len(patch_starts(width, 32, 16)))

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from sensloc.saliency import methods, postprocess
+from sensloc.saliency import methods, postprocess, registry
 
 #: Methods a map kind may name, and the options each accepts.
 METHOD_OPTIONS = {
@@ -108,10 +108,10 @@ class MapSpec:
         for ``activations``, the layer's output (N, C, h, w), the same for every target.
 
         ``trace``, the forward pass of ``x`` run already, is used by the methods that start
-        from it (:data:`~sensloc.saliency.methods.SHARES_FORWARD`) when the map reads ``x``
+        from it (:data:`~sensloc.saliency.registry.SHARES_FORWARD`) when the map reads ``x``
         itself (no zoom, no mirror); the maps are the same floats either way."""
         n, channels, height, width = x.shape
-        if self.zoom != 1.0 or self.mirror or self.method not in methods.SHARES_FORWARD:
+        if self.zoom != 1.0 or self.mirror or self.method not in registry.SHARES_FORWARD:
             trace = None  # another input, or a method of many passes
         if self.zoom != 1.0:
             if net.input_size is not None:
@@ -132,7 +132,7 @@ class MapSpec:
         if self.method == "grad_cam":
             heat = methods.grad_cam(net, x, targets, **options)
         else:
-            attribution = methods.METHODS[self.method](net, x, targets, **options)
+            attribution = registry.METHODS[self.method](net, x, targets, **options)
             heat = postprocess.reduce_channels(attribution, self.reduce)
         if self.mirror:
             heat = heat[..., ::-1]

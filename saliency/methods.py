@@ -1,10 +1,12 @@
-"""Attribution methods: thin wrappers around one backward recursion with a pluggable rule.
+"""Attribution methods of one backward pass: thin wrappers around one recursion with a pluggable rule.
 
 Every method takes a ``nets.Network``, a preprocessed batch ``x`` of shape ``(N, C, H, W)``
 and a target (class index per image, or ``None`` for each image's top-1 class), and returns
 an attribution of the same shape as ``x`` (float, the network's dtype), except Grad-CAM, which
-returns ``(N, h, w)`` at the chosen layer's resolution. Occlusion is the one method that needs
-no backward pass: it measures the score's drop when patches of the input are hidden.
+returns ``(N, h, w)`` at the chosen layer's resolution. The methods that average many backward
+passes (integrated gradients, SmoothGrad) are in :mod:`~sensloc.saliency.averaged`, occlusion,
+which needs none, in :mod:`~sensloc.saliency.occlusion`; all of them by name in
+:mod:`~sensloc.saliency.registry`.
 
 The explained score ``f_t`` is the pre-softmax logit of class ``t`` by default;
 ``output="softmax"`` explains the probability ``p_t`` and ``output="log_softmax"`` its log.
@@ -226,110 +228,6 @@ def deeplift(net, x, target=None, reference="zero", max_pool="difference", retur
     return contributions, contributions.sum(axis=(1, 2, 3)) - expected
 
 
-def integration_points(steps, method="gausslegendre"):
-    """Points ``alpha_j`` in [0, 1] and weights ``w_j`` with ``int_0^1 g ~ sum_j w_j g(alpha_j)``.
-
-    ``riemann_left/right/middle``: ``w_j = 1/steps``; ``riemann_trapezoid``: ``steps``
-    evenly spaced points including both ends (half weight there); ``gausslegendre``:
-    Gauss-Legendre nodes mapped from [-1, 1] (exact for polynomials of degree < 2*steps).
-    """
-    if steps < 2:
-        raise ValueError(f"integrated gradients needs at least 2 steps, got {steps}")
-    j = np.arange(steps)
-    if method == "gausslegendre":
-        nodes, weights = np.polynomial.legendre.leggauss(steps)
-        return (nodes + 1) / 2, weights / 2
-    if method == "riemann_trapezoid":
-        weights = np.full(steps, 1.0 / (steps - 1))
-        weights[[0, -1]] /= 2
-        return j / (steps - 1), weights
-    offsets = {"riemann_left": 0.0, "riemann_middle": 0.5, "riemann_right": 1.0}
-    if method not in offsets:
-        raise ValueError(f"unknown integration method {method!r}")
-    return (j + offsets[method]) / steps, np.full(steps, 1.0 / steps)
-
-
-def integrated_gradients(net, x, target=None, reference="zero", steps=32, method="gausslegendre",
-                         batch_size=8, output="logit", return_delta=False):
-    """Integrated gradients (Sundararajan et al., 2017).
-
-    ``IG(x) = (x - x_ref) * int_0^1 df_t/dx (x_ref + alpha (x - x_ref)) d alpha``, the integral
-    approximated by :func:`integration_points`. Completeness: ``sum(IG) ~ f_t(x) - f_t(x_ref)``;
-    the error of the quadrature is returned with ``return_delta``.
-
-    Parameters
-    ----------
-    steps, method : quadrature, see :func:`integration_points`
-    batch_size : int
-        Path points evaluated per forward/backward pass (memory vs. speed).
-
-    Returns
-    -------
-    attributions : (N, C, H, W) array
-    delta : (N,) array ``sum(IG) - (f_t(x) - f_t(x_ref))``, if ``return_delta``
-    """
-    ref = make_reference(net, x, reference)
-    alphas, weights = integration_points(steps, method)
-    # The clean image's logits: for the delta, and to find its class if none is given.
-    logits = net(x) if return_delta else None
-    targets = explained_classes(net, x, target) if logits is None else targets_for(logits, target)
-    # All (image, path point) pairs in one list, cut into passes of batch_size: a batch of a
-    # few images fills every pass, and bigger passes make bigger (faster) matrix products.
-    image = np.repeat(np.arange(len(x)), steps)
-    alpha = np.tile(alphas, len(x)).astype(x.dtype)[:, None, None, None]
-    weight = np.tile(weights, len(x)).astype(x.dtype)[:, None, None, None]
-    total = np.zeros_like(x)
-    for rows in _chunks(len(image), batch_size):
-        i = image[rows]
-        path = ref[i] + alpha[rows] * (x[i] - ref[i])
-        grads, _, _ = backpropagate(net, path, targets[i], output=output)
-        _add_per_image(total, i, weight[rows] * grads)
-    attributions = (x - ref) * total
-    if not return_delta:
-        return attributions
-    expected = scores(logits, targets, output) - scores(net(ref), targets, output)
-    return attributions, attributions.sum(axis=(1, 2, 3)) - expected
-
-
-def smoothgrad(net, x, target=None, samples=16, sigma=0.15, seed=0, noise=None, method=gradient,
-               batch_size=8):
-    """SmoothGrad (Smilkov et al., 2017): the mean of a method's maps over noisy copies.
-
-    ``SG(x) = 1/n sum_j M(x + e_j)``, ``e_j ~ N(0, (sigma * (max(x) - min(x)))^2)`` per image,
-    the target fixed to the clean image's class.
-
-    Parameters
-    ----------
-    samples : int
-    sigma : float
-        Noise standard deviation as a fraction of each image's value range.
-    seed : int
-        Seeds NumPy's generator, so the same call gives the same map.
-    noise : (N, samples, C, H, W) array, optional
-        Explicit noise (overrides ``samples``, ``sigma`` and ``seed``), e.g. to reproduce
-        another library's draw exactly.
-    method : callable
-        ``method(net, x, target)``, :func:`gradient` by default.
-    """
-    targets = explained_classes(net, x, target)
-    if noise is None:
-        scale = sigma * (x.max(axis=(1, 2, 3)) - x.min(axis=(1, 2, 3)))
-        rng = np.random.default_rng(seed)
-        noise = rng.standard_normal((len(x), samples) + x.shape[1:], dtype=x.dtype)
-        noise *= scale.astype(x.dtype)[:, None, None, None, None]
-    noise = np.asarray(noise, dtype=x.dtype)
-    if noise.ndim != 5 or noise.shape[0] != len(x) or noise.shape[2:] != x.shape[1:]:
-        raise ValueError(f"noise must have shape (N, samples) + {x.shape[1:]}, got {noise.shape}")
-    samples = noise.shape[1]
-    noise = noise.reshape((-1,) + x.shape[1:])  # (N * samples, C, H, W), image-major
-    image = np.repeat(np.arange(len(x)), samples)
-    total = np.zeros_like(x)
-    for rows in _chunks(len(image), batch_size):
-        i = image[rows]
-        _add_per_image(total, i, method(net, x[i] + noise[rows], targets[i]))
-    return total / samples
-
-
 def grad_cam(net, x, target=None, layer=None, relu=True, output="logit", trace=None):
     """Grad-CAM (Selvaraju et al., 2017) at a named layer.
 
@@ -408,114 +306,6 @@ def neuron_selection(net, x, target=None, layer=None, k=5, rule=None, trace=None
         peak = np.abs(maps).max(axis=(1, 2, 3), keepdims=True)
         total += np.divide(maps, peak, out=np.zeros_like(maps), where=peak > 0)
     return total / k
-
-
-def patch_starts(length, window, stride):
-    """First index of every occluding patch along one axis: ``0, s, 2s, ..., ceil((L-w)/s) s``.
-
-    Captum's convention: the first patch sits at index 0 and the patches step by ``stride``
-    until one reaches the end, so the last may stick out and be cut to fit.
-    """
-    count = -(-(length - window) // stride) + 1  # ceil((L - w) / s) + 1
-    return np.arange(count) * stride
-
-
-def patch_cover(length, window, stride):
-    """(K, L) 0/1 matrix along one axis: ``cover[k, i] = 1`` where patch ``k`` covers ``i``."""
-    starts = patch_starts(length, window, stride)[:, None]
-    index = np.arange(length)[None, :]
-    return ((index >= starts) & (index < starts + window)).astype(np.float64)
-
-
-def occlusion(net, x, target=None, window=32, stride=16, baseline=0.0, batch_size=32,
-              output="logit"):
-    """Occlusion sensitivity (Zeiler & Fergus, 2014), defined as Captum's ``Occlusion``.
-
-    A square patch of ``window x window`` pixels, all channels, is set to the baseline,
-    the patch slides by ``stride`` (the first at the top-left corner, the last ones cut off
-    at the border, :func:`patch_starts`), and every pixel gets the mean drop of the explained
-    score over the ``n_ij`` patches that cover it:
-
-        a[c, i, j] = 1/n_ij * sum_{p covers (i, j)} (f_t(x) - f_t(x with patch p = baseline))
-
-    With ``R`` the (A, H) and ``K`` the (B, W) patch-cover matrices of the two axes
-    (:func:`patch_cover`) and ``D`` the (A, B) drops, that is ``(R^T D K) / (R^T 1)(1^T K)``.
-    The value is the same for every channel. Only forward passes: ``A B`` of them per image,
-    ``batch_size`` occluded copies at a time.
-
-    Parameters
-    ----------
-    x : (N, C, H, W) array, preprocessed
-    target : None, int or (N,) ints
-    window : int
-        Side of the square patch in pixels, at most ``min(H, W)``.
-    stride : int
-        Step between patches, ``1 <= stride <= window`` (a larger step would leave pixels
-        that no patch covers).
-    baseline : float, "zero", "black", "blur" or array
-        What the patch shows: a number in preprocessed space (0 is the dataset's mean
-        colour), or a reference of :func:`make_reference` (e.g. the blurred image).
-    batch_size : int
-        Occluded copies per forward pass (memory vs. speed; the result does not depend on it).
-    output : "logit", "softmax" or "log_softmax"
-
-    Returns
-    -------
-    (N, C, H, W) array, the dtype of ``x``
-    """
-    n, _, height, width = x.shape
-    window, stride, batch_size = int(window), int(stride), int(batch_size)
-    if not 1 <= window <= min(height, width):
-        raise ValueError(f"window must lie in [1, {min(height, width)}], got {window}")
-    if not 1 <= stride <= window:
-        raise ValueError(f"stride must lie in [1, window={window}], got {stride}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    if isinstance(baseline, (int, float)):
-        fill = np.full_like(x, baseline)
-    else:
-        fill = make_reference(net, x, baseline)
-    logits = net(x)
-    targets = targets_for(logits, target)
-    clean = scores(logits, targets, output)
-    rows, cols = patch_cover(height, window, stride), patch_cover(width, window, stride)
-    tops, lefts = np.meshgrid(patch_starts(height, window, stride),
-                              patch_starts(width, window, stride), indexing="ij")
-    tops, lefts = tops.ravel(), lefts.ravel()  # patch p = (a, b) at index a * B + b
-    # All (image, patch) pairs in one list, cut into passes of batch_size, as in
-    # integrated_gradients: a few images still fill every pass.
-    image = np.repeat(np.arange(n), len(tops))
-    patch = np.tile(np.arange(len(tops)), n)
-    drops = np.zeros(len(image), np.float64)
-    for part in _chunks(len(image), batch_size):
-        copies = x[image[part]].copy()
-        for k, (i, p) in enumerate(zip(image[part], patch[part])):
-            box = np.s_[:, tops[p]:tops[p] + window, lefts[p]:lefts[p] + window]
-            copies[k][box] = fill[i][box]
-        drops[part] = clean[image[part]] - scores(net(copies), targets[image[part]], output)
-    drops = drops.reshape(n, len(rows), len(cols))
-    total = np.einsum("ah,nab,bw->nhw", rows, drops, cols)
-    covering = np.outer(rows.sum(axis=0), cols.sum(axis=0))
-    heat = (total / covering).astype(x.dtype)
-    return np.repeat(heat[:, None], x.shape[1], axis=1)
-
-
-#: Methods returning (N, C, H, W) attributions, by the names the command line uses.
-#: The methods that can start from a forward pass run already (their ``trace=`` argument).
-SHARES_FORWARD = frozenset({"gradient", "gradient_x_input", "guided", "deconvnet", "deeplift",
-                            "neuron_selection", "grad_cam", "activations"})
-
-METHODS = {
-    "gradient": gradient,
-    "gradient_x_input": gradient_x_input,
-    "guided": guided_backprop,
-    "deconvnet": deconvnet,
-    "deeplift": deeplift,
-    "integrated_gradients": integrated_gradients,
-    "smoothgrad": smoothgrad,
-    "neuron_selection": neuron_selection,
-    "occlusion": occlusion,
-}
 
 
 def sensitivity_map(net, x, target=None, reduce="max_abs", output="logit"):

@@ -22,8 +22,9 @@
 # here only recalls the call.
 #
 # **Where the code is.** The library's implementations, which this notebook calls, are in
-# `saliency/methods.py` (`gradient_x_input`, `smoothgrad`, `grad_cam`, `neuron_selection`,
-# `occlusion`); the feature layer they read by default is declared per architecture
+# `saliency/methods.py` (`gradient_x_input`, `grad_cam`, `neuron_selection`),
+# `saliency/averaged.py` (`smoothgrad`, `integrated_gradients`) and `saliency/occlusion.py`;
+# the feature layer they read by default is declared per architecture
 # (`saliency/layers.py`). NumPy reference code written from the equations alone, for Grad-CAM,
 # is in `tests/answer_keys/4_cam_and_khan.py` (assignment 4, `coursework/assignments/4_cam_and_khan.py`);
 # this notebook's checks redo each formula by hand in NumPy.
