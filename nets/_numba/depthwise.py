@@ -7,7 +7,9 @@ Same contracts as :func:`nets.reference.depthwise_conv2d_forward` and the rest: 
 
 A depthwise convolution has no sum over channels, hence no matrix product to hand to a GEMM:
 each ``(image, channel)`` plane is its own small 2-D filter, and the planes are split among
-Numba's threads (a thread owns whole planes, so no two threads write the same element).
+Numba's threads (a thread owns whole planes, so no two threads write the same element). Layers
+below :data:`nets._numba.kernels.PARALLEL_DEPTHWISE_MACS` (MobileNetV2's 28 x 28 and smaller
+blocks at batch 1) run serially instead: waking the threads would cost more than they save.
 
 Within a plane, the work is arranged so that the innermost loop is one long contiguous run,
 which the compiler turns into vector instructions even for MobileNetV2's 7 x 7 planes (a loop
@@ -30,8 +32,10 @@ one channel); the padding's share is dropped when the phases are read back. Each
 element receives its taps in the reference's order (``i`` then ``j``), the bias last, so the
 sums are rounded as the reference rounds them.
 
-The ReLU6 steps are elementwise loops; the rules that mark their ``relu6`` method as fused
-(:mod:`saliency.rules`) get a one-pass kernel of the same expression (:func:`relu6_rule`).
+The ReLU6 steps are elementwise loops (serial below
+:data:`nets._numba.kernels.PARALLEL_ELEMENTS` values); the rules that mark their ``relu6``
+method as fused (:mod:`saliency.rules`) get a one-pass kernel of the same expression
+(:func:`relu6_rule`).
 """
 import numpy as np
 import numba

@@ -31,8 +31,11 @@ threads (:func:`gemm` by columns or rows, :func:`winograd_products` by transform
 each running a BLAS GEMM kept single-threaded by :func:`serial_blas`
 (:func:`nets._numba.gemm.matmul_into`; the packed Numba GEMM beside it loses to unpinned
 OpenBLAS on every shape here), and the other kernels split their outputs,
-so no two threads ever write the same element. The process settings that make this pool fast
-(passive OpenMP waiting, glibc keeping freed memory) are the business of
+so no two threads ever write the same element. Waking the pool costs tens of microseconds, so
+small layers are not sent to it: the elementwise, depthwise and 1x1 kernels have a serial twin
+(:func:`serial_twin`) that runs below a size threshold (:data:`PARALLEL_ELEMENTS` and its
+siblings), which is most of MobileNetV2's steps at batch 1. The process settings that make this
+pool fast (passive OpenMP waiting, glibc keeping freed memory) are the business of
 :func:`nets.backends.configure_process`, never of this module: importing it changes nothing in
 the process.
 """
@@ -74,8 +77,8 @@ WIDE_PLANE = 4096
 #: wakes Numba's sleeping OpenMP worker (passive waiting, :func:`nets.backends.configure_process`),
 #: which costs ~45-60 us on the 2-core development machine, idle, and more when other processes
 #: hold the second core; a kernel gains from its second thread only when half its serial time
-#: is more than that. MobileNetV2 at batch 1 starts ~90 small kernels per pass (its 14 x 14
-#: and 7 x 7 blocks, every ReLU6), and the wake-ups were a quarter of the pass.
+#: is more than that. MobileNetV2 at batch 1 started ~90 parallel kernels per pass (its 14 x 14
+#: and 7 x 7 blocks, every ReLU6): ~5 ms of wake-ups in a ~20 ms forward pass.
 #: Elementwise passes (ReLU and ReLU6 steps, forward and backward): ~60 us per million values
 #: on one thread; two threads were no faster below ~2 million (1 M: 60 us serial, 99 parallel).
 PARALLEL_ELEMENTS = 1 << 21
