@@ -44,6 +44,33 @@ def assert_equal_backends(result, expected):
     assert relative_error(result, expected) <= EQUAL
 
 
+THRESHOLDS = ("PARALLEL_ELEMENTS", "PARALLEL_DEPTHWISE_MACS", "PARALLEL_POINTWISE_MACS")
+
+
+@pytest.fixture(params=["serial", "threads"])
+def thread_path(request, monkeypatch):
+    """Run the fast kernels that have a serial twin (:func:`nets._numba.kernels.serial_twin`)
+    on the calling thread, or with Numba's threads, whatever the size of the test's arrays:
+    the thresholds that choose between them set to infinity or to 0."""
+    limit = 0 if request.param == "threads" else 1 << 62
+    for module in (kernels, fast.depthwise):
+        for name in THRESHOLDS:
+            if hasattr(module, name):
+                monkeypatch.setattr(module, name, limit)
+    return request.param
+
+
+def test_serial_twins_are_separate_compilations():
+    # One function compiled twice: the twin has its own name, hence its own cache files.
+    for kernel in (kernels._relu_gate, kernels._pointwise, fast.depthwise._forward,
+                   fast.depthwise._relu6_secant):
+        assert kernel.serial is not kernel
+        assert kernel.serial.py_func.__qualname__ == kernel.py_func.__qualname__ + "_serial"
+        assert kernel.targetoptions["parallel"] and "parallel" not in kernel.serial.targetoptions
+    assert kernels.threads_for(kernels._relu_gate, 10, 11) is kernels._relu_gate.serial
+    assert kernels.threads_for(kernels._relu_gate, 11, 11) is kernels._relu_gate
+
+
 # ------------------------------------------------------------------------------ choosing
 
 def test_backends_have_the_same_operations_and_signatures():
@@ -136,7 +163,7 @@ def test_linear_and_relu_operations_are_equal(rng):
 
 
 @pytest.mark.parametrize("seed", range(10))
-def test_depthwise_convolution_operations_are_equal(seed):
+def test_depthwise_convolution_operations_are_equal(thread_path, seed):
     rng = np.random.default_rng(150 + seed)
     k, s = int(rng.choice([1, 3, 5])), int(rng.integers(1, 4))
     p, c, n = int(rng.integers(0, k // 2 + 2)), int(rng.integers(1, 9)), int(rng.integers(1, 4))
@@ -154,7 +181,7 @@ def test_depthwise_convolution_operations_are_equal(seed):
         assert fast.depthwise_conv2d_forward(x.astype(dtype), w, b, s, p).dtype == dtype
 
 
-def test_relu6_operations_are_equal(rng):
+def test_relu6_operations_are_equal(thread_path, rng):
     eta, s = 5 * rng.normal(size=(2, 3, 5, 4)), rng.normal(size=(2, 3, 5, 4))
     eta[0, 0, 0, :3] = [0.0, 6.0, np.nan]                # both kinks, and NaN passes through
     np.testing.assert_array_equal(fast.relu6(eta), reference.relu6(eta))
@@ -171,7 +198,7 @@ def test_relu6_operations_are_equal(rng):
 @pytest.mark.parametrize("stride", [1, 2])
 @pytest.mark.parametrize("batch", [1, 3])
 @pytest.mark.parametrize("seed", range(3))
-def test_depthwise_kernels_equal_the_reference_on_random_shapes(stride, batch, seed):
+def test_depthwise_kernels_equal_the_reference_on_random_shapes(thread_path, stride, batch, seed):
     """The phase-split kernels (nets/_numba/depthwise.py) against the reference's taps.
 
     Odd and even sizes, kernels 1, 3 and 5, paddings 0 to k//2 + 1: the same on every side
@@ -216,7 +243,7 @@ def test_depthwise_kernels_equal_the_reference_on_random_shapes(stride, batch, s
 
 @pytest.mark.parametrize("batch", [1, 3])
 @pytest.mark.parametrize("seed", range(3))
-def test_pointwise_convolutions_equal_the_reference(batch, seed):
+def test_pointwise_convolutions_equal_the_reference(thread_path, batch, seed):
     """1x1 stride-1 convolutions (kernels.pointwise_conv2d: a GEMM per image and block of
     output rows, the bias added in place), forward and input signal, odd sizes, few and many
     channels (one row block, or several), float64 and float32."""
@@ -242,7 +269,7 @@ RULES = [saliency.Gradient(), saliency.Guided(), saliency.Deconvnet(), saliency.
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("rule", RULES, ids=lambda r: r.name)
-def test_fused_relu_kernels_equal_the_rules_numpy(rng, rule, dtype):
+def test_fused_relu_kernels_equal_the_rules_numpy(thread_path, rng, rule, dtype):
     s, eta, ref = (rng.normal(size=(2, 4, 6, 5)).astype(dtype) for _ in range(3))
     eta[0, 0, 0] = 0.0                                   # the kink
     ref[0, 1, 0] = eta[0, 1, 0]                          # no difference: the gradient
@@ -282,7 +309,7 @@ def test_rules_the_fast_backend_does_not_know_run_their_own_numpy(rng, monkeypat
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("rule", RULES, ids=lambda r: r.name)
-def test_fused_relu6_kernels_equal_the_rules_numpy(rng, rule, dtype):
+def test_fused_relu6_kernels_equal_the_rules_numpy(thread_path, rng, rule, dtype):
     s, eta, ref = ((4 * rng.normal(size=(2, 4, 6, 5)) + 3).astype(dtype) for _ in range(3))
     eta[0, 0, 0, :2] = [0.0, 6.0]                        # both kinks
     ref[0, 1, 0] = eta[0, 1, 0]                          # no difference: the gradient

@@ -7,7 +7,9 @@ Same contracts as :func:`nets.reference.depthwise_conv2d_forward` and the rest: 
 
 A depthwise convolution has no sum over channels, hence no matrix product to hand to a GEMM:
 each ``(image, channel)`` plane is its own small 2-D filter, and the planes are split among
-Numba's threads (a thread owns whole planes, so no two threads write the same element).
+Numba's threads (a thread owns whole planes, so no two threads write the same element). Layers
+below :data:`nets._numba.kernels.PARALLEL_DEPTHWISE_MACS` (MobileNetV2's 28 x 28 and smaller
+blocks at batch 1) run serially instead: waking the threads would cost more than they save.
 
 Within a plane, the work is arranged so that the innermost loop is one long contiguous run,
 which the compiler turns into vector instructions even for MobileNetV2's 7 x 7 planes (a loop
@@ -30,14 +32,17 @@ one channel); the padding's share is dropped when the phases are read back. Each
 element receives its taps in the reference's order (``i`` then ``j``), the bias last, so the
 sums are rounded as the reference rounds them.
 
-The ReLU6 steps are elementwise loops; the rules that mark their ``relu6`` method as fused
-(:mod:`saliency.rules`) get a one-pass kernel of the same expression (:func:`relu6_rule`).
+The ReLU6 steps are elementwise loops (serial below
+:data:`nets._numba.kernels.PARALLEL_ELEMENTS` values); the rules that mark their ``relu6``
+method as fused (:mod:`saliency.rules`) get a one-pass kernel of the same expression
+(:func:`relu6_rule`).
 """
 import numpy as np
 import numba
 from numba import njit, prange, uint64
 
-from sensloc.nets._numba.kernels import relu
+from sensloc.nets._numba.kernels import (PARALLEL_DEPTHWISE_MACS, PARALLEL_ELEMENTS, relu,
+                                         serial_twin, threads_for)
 from sensloc.nets.reference import conv_output_size, padding_sides
 from sensloc.nets.reference import relu6_rule as _reference_relu6_rule
 
@@ -118,6 +123,7 @@ def _layout(like, height, width, out_height, out_width, k, stride, pads):
     return ph, pw, run, direct, taps, phases, wide
 
 
+@serial_twin
 @njit(parallel=True, cache=True)
 def _forward(x, w, b, stride, pads, blocks, y):
     # y (N, C, OH, OW) = per-plane correlation of x (N, C, H, W) with w (C, 1, K, K), plus b.
@@ -149,6 +155,7 @@ def _forward(x, w, b, stride, pads, blocks, y):
                     out[uint64(r * out_width + q)] = wide[uint64(r * pw + q)] + bias
 
 
+@serial_twin
 @njit(parallel=True, cache=True)
 def _backward_input(dy, w, stride, pads, blocks, dx):
     # dx (N, C, H, W) = per-plane transposed correlation of dy (N, C, OH, OW) with w: the
@@ -181,10 +188,13 @@ def _backward_input(dy, w, stride, pads, blocks, dx):
                 _unphase(phases, stride, pads[0], pads[2], ph, pw, dx[image, channel])
 
 
-def _blocks(planes):
-    """Runs of planes to deal to Numba's threads: a few per thread, for balance."""
-    return max(1, min(planes, 8 * numba.get_num_threads()))
-
+def _launch(kernel, planes, macs):
+    """The kernel to run and the number of runs of planes to deal out: with Numba's threads, a
+    few runs per thread, for balance; below :data:`nets._numba.kernels.PARALLEL_DEPTHWISE_MACS`
+    multiply-adds, the serial twin with one run (one scratch)."""
+    if macs < PARALLEL_DEPTHWISE_MACS:
+        return kernel.serial, 1
+    return kernel, max(1, min(planes, 8 * numba.get_num_threads()))
 
 @njit(parallel=True, cache=True)
 def _backward_weight(dy, xp, stride, dw, db):
@@ -218,8 +228,9 @@ def depthwise_conv2d_forward(x, w, b, stride, padding):
     oh = conv_output_size(pads[0] + h + pads[1], k, stride, 0)
     ow = conv_output_size(pads[2] + wd + pads[3], k, stride, 0)
     y = np.empty((n, c, oh, ow), x.dtype)
-    _forward(np.ascontiguousarray(x), np.ascontiguousarray(w, x.dtype),
-             np.ascontiguousarray(b, x.dtype), stride, pads, _blocks(n * c), y)
+    kernel, blocks = _launch(_forward, n * c, y.size * k * k)
+    kernel(np.ascontiguousarray(x), np.ascontiguousarray(w, x.dtype),
+           np.ascontiguousarray(b, x.dtype), stride, pads, blocks, y)
     return y
 
 
@@ -227,8 +238,9 @@ def depthwise_conv2d_backward_input(dy, w, input_shape, stride, padding):
     """(N, C, OH, OW) -> (N, C, H, W): each plane's transposed convolution,
     ``dx_pad[n, c, s*oh + i, s*ow + j] += w[c, 0, i, j] * dy[n, c, oh, ow]``, padding dropped."""
     dx = np.empty(tuple(input_shape), dy.dtype)
-    _backward_input(np.ascontiguousarray(dy), np.ascontiguousarray(w, dy.dtype), stride,
-                    _pads(padding), _blocks(dx.shape[0] * dx.shape[1]), dx)
+    kernel, blocks = _launch(_backward_input, dx.shape[0] * dx.shape[1], dy.size * w[0].size)
+    kernel(np.ascontiguousarray(dy), np.ascontiguousarray(w, dy.dtype), stride, _pads(padding),
+           blocks, dx)
     return dx
 
 
@@ -248,6 +260,7 @@ def _flat(a, dtype):
     return np.ascontiguousarray(a, dtype).reshape(-1)
 
 
+@serial_twin
 @njit(parallel=True, cache=True)
 def _relu6(e, o):
     for k in prange(e.size):
@@ -255,6 +268,7 @@ def _relu6(e, o):
         o[k] = 0.0 if v < 0 else (6.0 if v > 6 else v)
 
 
+@serial_twin
 @njit(parallel=True, cache=True)
 def _relu6_gate(s, e, guided, o):
     # 1[0 < eta < 6] * s, times 1[s > 0] too if guided; each index written once.
@@ -262,6 +276,7 @@ def _relu6_gate(s, e, guided, o):
         o[k] = s[k] if 0 < e[k] < 6 and (s[k] > 0 or not guided) else 0.0
 
 
+@serial_twin
 @njit(parallel=True, cache=True)
 def _relu6_secant(s, e, r, eps, zero, six, o):
     # DeepLIFT's rescale at a ReLU6, the expression of saliency.rules.Rescale.relu6 in one
@@ -279,7 +294,8 @@ def _relu6_secant(s, e, r, eps, zero, six, o):
 def relu6(eta):
     """``min(max(eta, 0), 6)`` elementwise, in parallel; any shape, dtype kept."""
     out = np.empty(eta.shape, eta.dtype)
-    _relu6(np.ascontiguousarray(eta).reshape(-1), out.reshape(-1))
+    threads_for(_relu6, eta.size, PARALLEL_ELEMENTS)(np.ascontiguousarray(eta).reshape(-1),
+                                                     out.reshape(-1))
     return out
 
 
@@ -287,7 +303,8 @@ def relu6_gate(signal, eta, guided=False):
     """``1[0 < eta < 6] * signal``, times ``1[signal > 0]`` too if ``guided``; arrays of one
     shape (any), the result in ``signal``'s dtype."""
     out = np.empty(signal.shape, signal.dtype)
-    _relu6_gate(_flat(signal, signal.dtype), _flat(eta, signal.dtype), guided, out.reshape(-1))
+    threads_for(_relu6_gate, signal.size, PARALLEL_ELEMENTS)(
+        _flat(signal, signal.dtype), _flat(eta, signal.dtype), guided, out.reshape(-1))
     return out
 
 
@@ -301,7 +318,8 @@ def _relu6_rescale(rule, signal, eta, eta_ref):
         return rule.relu6(signal, eta, eta_ref)   # the rule's own message
     dtype = signal.dtype
     out = np.empty(signal.shape, dtype)
-    _relu6_secant(_flat(signal, dtype), _flat(eta, dtype), _flat(eta_ref, dtype),
+    threads_for(_relu6_secant, signal.size, PARALLEL_ELEMENTS)(
+        _flat(signal, dtype), _flat(eta, dtype), _flat(eta_ref, dtype),
                   dtype.type(rule.eps), dtype.type(0), dtype.type(6), out.reshape(-1))
     return out
 

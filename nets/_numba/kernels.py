@@ -31,13 +31,17 @@ threads (:func:`gemm` by columns or rows, :func:`winograd_products` by transform
 each running a BLAS GEMM kept single-threaded by :func:`serial_blas`
 (:func:`nets._numba.gemm.matmul_into`; the packed Numba GEMM beside it loses to unpinned
 OpenBLAS on every shape here), and the other kernels split their outputs,
-so no two threads ever write the same element. The process settings that make this pool fast
-(passive OpenMP waiting, glibc keeping freed memory) are the business of
+so no two threads ever write the same element. Waking the pool costs tens of microseconds, so
+small layers are not sent to it: the elementwise, depthwise and 1x1 kernels have a serial twin
+(:func:`serial_twin`) that runs below a size threshold (:data:`PARALLEL_ELEMENTS` and its
+siblings), which is most of MobileNetV2's steps at batch 1. The process settings that make this
+pool fast (passive OpenMP waiting, glibc keeping freed memory) are the business of
 :func:`nets.backends.configure_process`, never of this module: importing it changes nothing in
 the process.
 """
 import importlib
 import threading
+import types
 import weakref
 from contextlib import contextmanager
 
@@ -63,6 +67,55 @@ COLUMN_BUDGET = 1 << 23
 #: GEMM is then wide enough alone and writes straight into the output, with no copy from the
 #: (O, B*OH*OW) layout (SqueezeNet's conv1 at batch 8, 111 x 111 planes: 19.9 -> 16.0 ms).
 WIDE_PLANE = 4096
+
+
+# ---------------------------------------------------------------------------------------------
+# Numba's threads, or the calling thread: a kernel and its serial twin
+# ---------------------------------------------------------------------------------------------
+
+#: Below these amounts of work a kernel runs on the calling thread. Starting a parallel region
+#: wakes Numba's sleeping OpenMP worker (passive waiting, :func:`nets.backends.configure_process`),
+#: which costs ~45-60 us on the 2-core development machine, idle, and more when other processes
+#: hold the second core; a kernel gains from its second thread only when half its serial time
+#: is more than that. MobileNetV2 at batch 1 started ~90 parallel kernels per pass (its 14 x 14
+#: and 7 x 7 blocks, every ReLU6): ~5 ms of wake-ups in a ~20 ms forward pass.
+#: Elementwise passes (ReLU and ReLU6 steps, forward and backward): ~60 us per million values
+#: on one thread; two threads were no faster below ~2 million (1 M: 60 us serial, 99 parallel).
+PARALLEL_ELEMENTS = 1 << 21
+#: Depthwise convolutions, in multiply-adds (``N C OH OW K^2``): ~9-17 GMAC/s on one thread;
+#: two threads won from MobileNetV2's first block (3.6 M: 412 -> 326 us), lost at the 14 x 14
+#: blocks (1 M: 184 -> 237 us).
+PARALLEL_DEPTHWISE_MACS = 1 << 21
+#: 1x1 convolutions, in multiply-adds (``N O C H W``): one BLAS GEMM per image on the calling
+#: thread beat the threaded row blocks below ~12 M (MobileNetV2's 576 -> 96 at 14 x 14, 10.8 M:
+#: 220 vs 214 us; 144 -> 24 at 56 x 56: 282 vs 380 us; 1280 <- 320 at 7 x 7, 20 M: 442 vs 333).
+PARALLEL_POINTWISE_MACS = 12 << 20
+
+
+def serial_twin(kernel):
+    """Give a ``parallel=True`` kernel ``kernel.serial``: the same function compiled without
+    threads (its ``prange`` loops become ``range``), for work too small to pay for waking them.
+
+    Written once, compiled twice. The twin is a copy of the Python function under another
+    qualified name: Numba's on-disk cache files are named after it, and two compilations of one
+    function with different options would otherwise load each other's machine code.
+    """
+    fn = kernel.py_func
+    twin = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__ + "_serial",
+                              fn.__defaults__, fn.__closure__)
+    twin.__qualname__ = fn.__qualname__ + "_serial"
+    twin.__doc__ = fn.__doc__
+    # NumPy's error model, as Numba's parallel loops have: a division by zero gives inf or NaN
+    # instead of raising, and is not checked for at every element (the check made DeepLIFT's
+    # secant 40x slower serially than in parallel)
+    options = {k: v for k, v in kernel.targetoptions.items() if k == "fastmath"}
+    kernel.serial = njit(cache=True, error_model="numpy", **options)(twin)
+    return kernel
+
+
+def threads_for(kernel, work, threshold):
+    """``kernel`` if ``work`` reaches ``threshold``, else its serial twin (:func:`serial_twin`)."""
+    return kernel if work >= threshold else kernel.serial
 
 
 _scratch_space = threading.local()
@@ -360,10 +413,10 @@ def conv2d_backward_input(dy, w, input_shape, stride, padding):
         # signal with the flipped kernels, input and output channels swapped, padding 2 - p.
         return winograd_conv2d(dy, winograd_memo(w), np.zeros(c, dy.dtype), 2 - padding,
                                transposed=True)
+    if _is_pointwise(kh, stride, padding):   # dx[n] = W^T dy[n], image by image
+        return pointwise_conv2d(dy, w.reshape(o, c), None, transposed=True)
     oh, ow = dy.shape[2:]
     w_mat_t = np.ascontiguousarray(w.reshape(o, -1).T)  # small; gemm splits its rows
-    if _is_pointwise(kh, stride, padding):   # dx[n] = W^T dy[n], image by image
-        return pointwise_conv2d(dy, w_mat_t, None)
     dx = np.zeros((n, c, h, wd), dtype=dy.dtype)   # col2im adds every tap's share
     for start, stop in _chunks(n, c * kh * kw * oh * ow, oh * ow):
         cols = gemm(w_mat_t, _channels_first(dy[start:stop]))
@@ -380,7 +433,7 @@ def conv2d_backward_input(dy, w, input_shape, stride, padding):
 POINTWISE_BLOCK_BYTES = 1 << 21
 
 
-def pointwise_conv2d(x, w_mat, b):
+def pointwise_conv2d(x, w_mat, b, transposed=False):
     """A 1x1 stride-1 convolution, ``y[n, o, p] = b[o] + sum_c w[o, c] x[n, c, p]``, image by
     image and block of output channels by block, each GEMM writing straight into the output.
 
@@ -397,42 +450,60 @@ def pointwise_conv2d(x, w_mat, b):
     Parameters
     ----------
     x : (N, C, H, W) array
-    w_mat : (O, C) array
-        The kernels as a matrix (for the input signal of a 1x1 convolution: ``W^T``).
+    w_mat : (O, C) array, or (C, O) if ``transposed``
+        The kernels as a matrix.
     b : (O,) array, or None for no bias
+    transposed : bool
+        Multiply by ``w_mat.T`` (the input signal of a 1x1 convolution, ``W^T dy[n]``): BLAS
+        reads the transpose in place on the calling thread; the threaded row blocks need it
+        copied (copying every layer's ``W^T`` was ~2 ms of a MobileNetV2 backward pass).
 
     Returns
     -------
     y : (N, O, H, W) array of ``x``'s dtype
     """
     n, c, h, wd = x.shape
-    o, size = w_mat.shape[0], h * wd
+    o, size = w_mat.shape[1 if transposed else 0], h * wd
     # output rows per task: a block within the budget, a multiple of 8 (the GEMM kernels'
     # tile), and small enough that every thread gets a couple of tasks
     rows = max(8, POINTWISE_BLOCK_BYTES // (x.dtype.itemsize * size) // 8 * 8)
     tasks_wanted = -(-2 * numba.get_num_threads() // n)
     rows = max(1, min(rows, o, -(-o // tasks_wanted)))
+    # Small products run on the calling thread, one GEMM per image (PARALLEL_POINTWISE_MACS),
+    # and so do those whose row blocks would be thinner than two 8-row tiles: every task
+    # packs the whole image again (MobileNetV2's 16 <- 96 input signal at 112 x 112, batch 1:
+    # 4-row blocks 1120 us, one GEMM 553 us).
+    kernel = threads_for(_pointwise, n * o * c * size if rows >= min(o, 16) else 0,
+                         PARALLEL_POINTWISE_MACS)
+    w_mat = np.ascontiguousarray(w_mat, x.dtype)
+    if kernel is _pointwise.serial:
+        rows = o
+    elif transposed:   # row blocks of W^T: of a contiguous copy
+        w_mat, transposed = np.ascontiguousarray(w_mat.T), False
     y = np.empty((n, o, h, wd), x.dtype)
     bias = np.ascontiguousarray(np.zeros(o) if b is None else b, x.dtype)
     with serial_blas():
-        _pointwise(np.ascontiguousarray(w_mat, x.dtype),
-                   np.ascontiguousarray(x).reshape(n, c, size), bias, b is not None, rows,
-                   y.reshape(n, o, size))
+        kernel(w_mat, np.ascontiguousarray(x).reshape(n, c, size), bias, b is not None, rows,
+               transposed, y.reshape(n, o, size))
     return y
 
 
+@serial_twin
 @njit(parallel=True, cache=True)
-def _pointwise(w, x, bias, add_bias, rows, y):
+def _pointwise(w, x, bias, add_bias, rows, transposed, y):
     # y[n, o0:o1] = w[o0:o1] @ x[n] (+ bias): a task owns one image's block of output rows,
     # contiguous in y, so BLAS writes it in place and no two threads write the same element.
-    n = x.shape[0]
-    o = w.shape[0]
+    # `transposed`: y[n] = w.T @ x[n], whole images only (rows == O).
+    n, o = y.shape[0], y.shape[1]
     blocks = -(-o // rows)
     for task in prange(n * blocks):
         image, first = task // blocks, (task % blocks) * rows
         last = min(o, first + rows)
         out = y[image, first:last]
-        matmul_into(w[first:last], x[image], out)
+        if transposed:
+            matmul_into(w.T, x[image], out)
+        else:
+            matmul_into(w[first:last], x[image], out)
         if add_bias:
             for r in range(last - first):
                 out[r] += bias[first + r]
@@ -799,6 +870,7 @@ def max_pool_route(dy, argmax, input_shape):
 # masks, products and temporaries
 # ---------------------------------------------------------------------------------------------
 
+@serial_twin
 @njit(parallel=True, cache=True)
 def _relu(e, zero, o):
     # `not e <= 0` keeps NaN (as np.maximum does) instead of hiding it as 0.
@@ -818,10 +890,12 @@ def relu(eta):
     array of ``eta``'s shape and dtype
     """
     out = np.empty(eta.shape, eta.dtype)
-    _relu(_flat(eta, eta.dtype), eta.dtype.type(0), out.reshape(-1))
+    threads_for(_relu, eta.size, PARALLEL_ELEMENTS)(_flat(eta, eta.dtype), eta.dtype.type(0),
+                                                   out.reshape(-1))
     return out
 
 
+@serial_twin
 @njit(parallel=True, cache=True)
 def _relu_gate(s, e, guided, o):
     # Flat (1-D) arrays; each index is written once, so threads never collide.
@@ -845,10 +919,12 @@ def relu_gate(signal, eta, guided=False):
     array of that shape and ``signal``'s dtype
     """
     out = np.empty(signal.shape, signal.dtype)
-    _relu_gate(_flat(signal, signal.dtype), _flat(eta, signal.dtype), guided, out.reshape(-1))
+    threads_for(_relu_gate, signal.size, PARALLEL_ELEMENTS)(
+        _flat(signal, signal.dtype), _flat(eta, signal.dtype), guided, out.reshape(-1))
     return out
 
 
+@serial_twin
 @njit(parallel=True, cache=True)
 def _relu_secant(s, e, r, eps, zero, o):
     # Flat arrays. `zero` has the arrays' dtype, so float32 stays float32 (a literal 0.0
@@ -871,8 +947,9 @@ def relu_secant(signal, eta, eta_ref, eps):
     """
     dtype = signal.dtype
     out = np.empty(signal.shape, dtype)
-    _relu_secant(_flat(signal, dtype), _flat(eta, dtype), _flat(eta_ref, dtype), dtype.type(eps),
-                 dtype.type(0), out.reshape(-1))
+    threads_for(_relu_secant, signal.size, PARALLEL_ELEMENTS)(
+        _flat(signal, dtype), _flat(eta, dtype), _flat(eta_ref, dtype), dtype.type(eps),
+        dtype.type(0), out.reshape(-1))
     return out
 
 
