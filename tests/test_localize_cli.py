@@ -2,10 +2,10 @@
 import numpy as np
 import pytest
 
-from sensloc import nets, saliency
+from sensloc import saliency
 from sensloc import weights
 from sensloc.data import images
-from sensloc.cli.main import main
+from sensloc.cli.main import build_parser, command_backend, main, running_on
 
 
 def run(capsys, *argv):
@@ -38,9 +38,11 @@ def test_explain_writes_figure_and_raw_attribution(capsys, tmp_path, squeezenet,
     raw = np.load(out_npy)
     assert raw.shape == (3, 227, 227) and raw.dtype == np.float32
     x = images.load_batch([photo_files["chelsea"]], squeezenet.preprocessing)
-    # the command's backend (NumPy for one single-pass map; float32 maps differ by rounding
-    # between backends)
-    with nets.backend("numpy"):
+    # Computed as the command computes it: NumPy for one single-pass map, BLAS on one thread.
+    # DeepLIFT's secants divide by differences of float32 activations, so another backend or
+    # BLAS thread count (another summation order) moves some pixels by far more than rounding.
+    with running_on(command_backend(build_parser().parse_args(
+            ["explain", "x.png", "--method", "deeplift"]))):
         expected = saliency.deeplift(squeezenet, x, 281)[0]
     np.testing.assert_allclose(raw, expected, rtol=1e-6, atol=1e-9)
 
