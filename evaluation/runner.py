@@ -66,13 +66,14 @@ def baseline_configs(input_hw):
             Config("baseline: whole image", factory=lambda: WholeImage(input_hw=input_hw))]
 
 
-def predict_boxes(configs, reduced, gt_input, input_hw, k, seed, fitted=None):
+def predict_boxes(configs, reduced, gt_input, input_hw, k, seed, fitted=None, threads=1):
     """{config name: (N, 4) boxes in input pixels}, the baselines last.
 
     A fitted protocol is applied as it is; a factory's protocols are cross-validated with
     ``k`` folds (:func:`~sensloc.localize.protocols.base.cross_validated_reduced`), or, with
-    ``k = 0``, fitted on all images (only the baselines are factories then). ``reduced``
-    holds each configuration's reduction of the dataset (:func:`reduce_dataset`).
+    ``k = 0``, fitted on all images (only the baselines are factories then), the folds on
+    ``threads`` threads. ``reduced`` holds each configuration's reduction of the dataset
+    (:func:`reduce_dataset`).
     A dict given as ``fitted`` receives each cross-validated configuration's k fitted
     protocols.
     """
@@ -84,7 +85,7 @@ def predict_boxes(configs, reduced, gt_input, input_hw, k, seed, fitted=None):
             protocol = config.protocol
         elif k:
             boxes[config.name], protocols = cross_validated_reduced(config.factory, mine,
-                                                                    gt_input, k, seed)
+                                                                    gt_input, k, seed, threads)
             if fitted is not None:
                 fitted[config.name] = protocols
             continue
@@ -159,7 +160,8 @@ def evaluate(weight_path, records, configs, cache_root, results_path, k=5, seed=
         (:class:`ResultsFile`); results of another run, or another file, raise ValueError
         before any work.
     jobs : int
-        Local worker processes for the maps (the workers of the cluster with ``dask="local"``).
+        Local worker processes for the maps (the workers of the cluster with ``dask="local"``),
+        then threads for the cross-validated fits, one fold per thread (without Dask).
     dask : None, "local", str or distributed.Client
         Compute the maps on a Dask cluster instead (see :func:`ensure_maps`); everything after
         the maps runs here, in this process, so the numbers equal a local run's.
@@ -195,7 +197,7 @@ def evaluate(weight_path, records, configs, cache_root, results_path, k=5, seed=
         reduced, predicted = reduce_dataset(net, dataset, reducers, cache_root, spill)
         try:
             boxes = predict_boxes(configs, reduced, gt_input, prep.input_size, k, seed,
-                                  fitted)
+                                  fitted, threads=jobs if dask is None else 1)
         finally:
             close_rows(reduced)
     photo_boxes = {}

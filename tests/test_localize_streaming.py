@@ -70,6 +70,19 @@ def test_cross_validation_on_reductions_equals_fitting_on_maps(name):
                           cross_validated_reduced(make, reduced, boxes, k=4, seed=1)[0])
 
 
+@pytest.mark.parametrize("name", sorted(protocols()))
+def test_folds_fitted_on_threads_give_the_boxes_of_one_thread(name):
+    maps, boxes = synthetic(n=120, seed=9)
+    make = protocols()[name]
+    reduced = make().reduce(maps)
+    alone, fitted_alone = cross_validated_reduced(make, reduced, boxes, k=5, seed=3)
+    threaded, fitted_threaded = cross_validated_reduced(make, reduced, boxes, k=5, seed=3,
+                                                        threads=3)
+    assert np.array_equal(alone, threaded)
+    for a, b in zip(fitted_alone, fitted_threaded):  # the folds' protocols, in fold order
+        assert a.params() == b.params()
+
+
 @pytest.mark.parametrize("name, key", [("threshold", "candidates"), ("largest", "candidates"),
                                        ("khan", "candidates"), ("mix", "union")])
 def test_candidate_boxes_are_stored_as_whole_pixel_int16_by_one_rule(name, key):
