@@ -13,6 +13,8 @@ and several grid sizes are concatenated into one feature vector.
 Shapes: ``maps`` ``(N, H, W)`` float; features ``X`` ``(N, D)``; targets ``Y`` ``(N, 4)``;
 weights ``(D + 1, 4)``, the last row the bias. Boxes follow :mod:`sensloc.localize.boxes`.
 """
+import functools
+
 import numpy as np
 import scipy.linalg
 import threadpoolctl
@@ -213,16 +215,23 @@ def solve_normal_equations(gram, moment):
     # One BLAS thread: a (D, D) factorization with D in the hundreds gains nothing from more,
     # and OpenBLAS's threads collapse when the cores are shared (measured 60x slower with 2
     # threads on 2 busy cores: 1.4 s instead of 0.023 s for D = 774).
-    try:
-        with threadpoolctl.threadpool_limits(1, user_api="blas"):
+    with _blas_controller().limit(limits=1, user_api="blas"):
+        try:
             factor = scipy.linalg.cho_factor(gram)
-    except np.linalg.LinAlgError:
-        return None
-    pivots = np.diag(factor[0]) ** 2
-    if pivots.min() > len(gram) * np.finfo(float).eps * np.diag(gram).max():
-        with threadpoolctl.threadpool_limits(1, user_api="blas"):
+        except np.linalg.LinAlgError:
+            return None
+        pivots = np.diag(factor[0]) ** 2
+        if pivots.min() > len(gram) * np.finfo(float).eps * np.diag(gram).max():
             return scipy.linalg.cho_solve(factor, moment)
     return None
+
+
+@functools.lru_cache(maxsize=None)
+def _blas_controller():
+    """threadpoolctl's view of the loaded BLAS libraries, found once: finding them walks every
+    shared library of the process, ~1 ms per ``threadpool_limits`` block, and the objectness
+    fit of one evaluation solves ~180 systems of ~4 ms each."""
+    return threadpoolctl.ThreadpoolController()
 
 
 def predict(W, X):
