@@ -1,7 +1,7 @@
 """Whole presets: ``sensloc evaluate --preset best mix khan`` against the same maps computed
 with PyTorch + Captum, in photos per second, on the same photos and cores.
 
-    python benchmarks/preset_throughput.py [--photos 96] [--jobs 2] [--repeats 3]
+    python benchmarks/preset_throughput.py [--photos 64] [--jobs 2] [--repeats 3]
 
 Both sides run in processes of their own, spawn to exit, alternating ``--repeats`` times:
 
@@ -17,7 +17,8 @@ Both sides run in processes of their own, spawn to exit, alternating ``--repeats
   8 photos a batch, decoded by the same preprocessing. It keeps the maps in memory and fits no
   box: everything it skips is in its favour.
 
-SUBSET is the first ``--photos`` photos of ``imagenet-val-227`` (shared data). Weights: the real
+SUBSET is the development photos (``imagenet-val-227`` and ``imagenet-val-full`` of the shared
+data, 692 photos), or their first ``--photos``. Weights: the real
 SqueezeNet 1.0, installed in ``$SENSLOC_CACHE_DIR`` (``sensloc weights convert
 .../compressed_SqueezeNet.net``). ``OPENBLAS_CORETYPE``, ``OPENBLAS_L2_SIZE`` and
 ``OMP_WAIT_POLICY`` are removed from both sides' environments, as on a user's machine.
@@ -69,10 +70,14 @@ def timed(command, cwd, env):
 
 def main(argv=None):
     from benchmarks.evaluation_memory import repeated_manifest
+    from sensloc.data.datasets import read_manifest
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     shared = Path(os.environ.get("SENSLOC_SHARED", ROOT.parent / "shared"))
-    parser.add_argument("--data", default=str(shared / "data" / "imagenet-val-227"))
-    parser.add_argument("--photos", type=int, default=96)
+    parser.add_argument("--data", nargs="+", default=[str(shared / "data" / name) for name in
+                                                      ("imagenet-val-227", "imagenet-val-full")],
+                        help="photo folders with a manifest.csv (default: the development photos)")
+    parser.add_argument("--photos", type=int, default=None,
+                        help="the first PHOTOS of them (default: all)")
     parser.add_argument("--jobs", type=int, default=2, help="our worker processes (default 2)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--net", default="squeezenet1_0")
@@ -80,12 +85,15 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.reference_worker:
         return reference_worker(args.reference_worker, args.net, 8)
-    source = Path(args.data) / "manifest.csv"
-    if not source.is_file():
-        sys.exit(f"no manifest at {source}: give --data, or set SENSLOC_SHARED")
+    sources = [Path(folder) / "manifest.csv" for folder in args.data]
+    for source in sources:
+        if not source.is_file():
+            sys.exit(f"no manifest at {source}: give --data, or set SENSLOC_SHARED")
+    if args.photos is None:
+        args.photos = sum(len(read_manifest(source)) for source in sources)
     scratch = Path(tempfile.mkdtemp(prefix="sensloc-preset-throughput-"))
     manifest = scratch / "manifest.csv"
-    repeated_manifest([source], args.photos, manifest)
+    repeated_manifest(sources, args.photos, manifest)
     env = {k: v for k, v in os.environ.items() if k not in UNSET}
     print(f"{os.cpu_count()} CPUs; load average {os.getloadavg()}; {args.photos} photos; "
           f"presets {' '.join(PRESETS)}; ours --jobs {args.jobs}", flush=True)
