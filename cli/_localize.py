@@ -87,7 +87,7 @@ def check_dask(args):
 def cmd_fit_boxes(args):
     from sensloc.evaluation.boxmodels import save_box_model
     import tempfile
-    from sensloc.evaluation.maps import Dataset, ensure_maps
+    from sensloc.evaluation.maps import Dataset, ensure_maps, network_identities
     from sensloc.evaluation.reductions import close_rows, reduce_dataset
     from sensloc.evaluation.runner import photo_to_input
     from sensloc.nets.backends import return_freed_memory
@@ -96,6 +96,10 @@ def cmd_fit_boxes(args):
     records = open_datasets(args.datasets)
     check_classes(records, net)
     protocol = protocol_from_args(args, net.name)
+    try:
+        protocol.use_networks(network_identities(net, protocol.map_specs))
+    except ValueError as error:  # a map kind names a network that is not installed
+        raise UsageError(str(error)) from error
     check_dask(args)
     dataset = Dataset(records)
     args.on_interrupt = lambda: (f"the finished maps are kept in {cache_root(args)}; run the "
@@ -192,7 +196,14 @@ def cmd_localize(args):
         protocol.fraction = PRESET_FRACTIONS[name]
     x, photos = load_inputs(net, args.images)
     targets = net(x).argmax(axis=1)
-    maps = {s: s.compute(net, x, targets) for s in protocol.map_specs}
+    maps = {s: s.compute(net, x, targets) for s in protocol.map_specs
+            if s.net in (None, net.name)}
+    for s in protocol.map_specs:  # another network's maps: its input, its class numbering
+        if s not in maps:
+            from sensloc.evaluation.maps import other_network
+            other = other_network(s.net)
+            maps[s] = s.compute(other, load_inputs(other, args.images)[0],
+                                net.dataset_classes(targets) + other.class_offset)
     boxes = protocol.predict(maps)
     out_dir.mkdir(exist_ok=True)
     for path, box, target, figure in zip(args.images, boxes, targets, figures):

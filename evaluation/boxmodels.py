@@ -58,6 +58,8 @@ class BoxModel:
                 f"this box model was fitted for {self.meta['architecture']} with weights "
                 f"{self.meta['weights_sha256'][:12]}..., not for {net.name} with weights "
                 f"{net.source['sha256'][:12]}...; fit one for this network with sensloc fit-boxes")
+        from sensloc.evaluation.maps import network_identities
+        self.protocol.use_networks(network_identities(net, self.protocol.map_specs))
         methods = [s.method for s in self.protocol.map_specs]
         if method is not None and method not in methods:
             raise ValueError(f"this box model reads {methods} maps, not {method!r}")

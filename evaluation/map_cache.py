@@ -3,7 +3,9 @@
 Evaluations ask for many box protocols over the same maps, so every map is cached under a key
 made of
 
-* the network: architecture, the SHA-256 of its source weights, its preprocessing;
+* the network: architecture, the SHA-256 of its source weights, its preprocessing (a map kind
+  that names another network, ``MapSpec(net=...)``, lives under that network's key, at that
+  network's output index of the class);
 * the map kind (:class:`sensloc.saliency.maps.MapSpec`): method, options, reduction, and the
   view of the image (mirrored, zoomed);
 * the image: SHA-256 of the file's bytes (so a renamed photo is still found, an edited one is not);
@@ -49,7 +51,8 @@ def reduction_key(protocol):
 
 
 class MapCache:
-    """Heat maps and logits of one network, on disk under ``root/<network key>/``.
+    """Heat maps and logits of one network, on disk under ``root/<network key>/``, and the
+    maps of the other networks that map kinds name (``MapSpec.net``) under theirs.
 
     Parameters
     ----------
@@ -57,13 +60,37 @@ class MapCache:
         Cache folder (e.g. ``<user cache>/maps``).
     net_key : str
         From :func:`network_key`.
+    class_offset : int
+        The network's output index of dataset class 0 (``Network.class_offset``).
+    others : dict, optional
+        ``{architecture: (network key, class offset)}`` of the other networks whose maps this
+        cache holds (:func:`sensloc.evaluation.maps.network_cache` fills it).
+    name : str, optional
+        The network's architecture: a map kind naming it is the network's own.
+
+    Every path takes ``target``, the class as *this* network numbers it; a map of another
+    network is stored at that network's number, ``target - class_offset + its offset``.
     """
 
-    def __init__(self, root, net_key):
-        self.folder = Path(root) / net_key
+    def __init__(self, root, net_key, class_offset=0, others=None, name=None):
+        self.root = Path(root)
+        self.folder = self.root / net_key
+        self.class_offset, self.name = int(class_offset), name
+        self.others = dict(others or {})
+
+    def owns(self, spec):
+        """Whether ``spec`` is a map of this cache's own network."""
+        return spec.net is None or spec.net == self.name
 
     def map_path(self, spec, image_sha, target):
-        return self.folder / spec.name / image_sha[:2] / f"{image_sha}-{int(target)}.npy"
+        folder, target = self.folder, int(target)
+        if not self.owns(spec):
+            if spec.net not in self.others:
+                raise ValueError(f"map kind {spec.name} reads network {spec.net}, which this "
+                                 f"map cache was not opened with")
+            key, offset = self.others[spec.net]
+            folder, target = self.root / key, target - self.class_offset + offset
+        return folder / spec.name / image_sha[:2] / f"{image_sha}-{target}.npy"
 
     def logits_path(self, image_sha):
         return self.folder / "logits" / image_sha[:2] / f"{image_sha}.npy"

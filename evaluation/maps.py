@@ -9,6 +9,13 @@ the number of workers, local or Dask (one BLAS thread each), and however often a
 only ``jobs=1``, on this process's BLAS threads, may round differently (see
 tests/test_localize_evaluate.py). Where the maps are made, the protocols' per-image reductions
 are made too (:mod:`sensloc.evaluation.reductions`), so that only they travel.
+
+A map kind may name another network (``MapSpec.net``, e.g. MobileNetV2's activations beside
+SqueezeNet's maps): its maps are computed by that network, loaded from the installed weights
+(:func:`other_network`), from the photo preprocessed *its* way (MobileNetV2: 224 x 224 RGB;
+SqueezeNet: 227 x 227 BGR), for the class as *it* numbers it (``class_index + its
+class_offset``: MobileNetV2's output 0 is "background"), and cached under its network key
+(:func:`network_cache`).
 """
 import os
 import socket
@@ -60,6 +67,62 @@ class Dataset:
         return replace(self, class_offset=net.class_offset)
 
 
+#: Other networks loaded in this process, {weight path: network}: read once per process.
+_other_nets = {}
+
+
+def other_network(name):
+    """The installed network ``name`` (an architecture, e.g. ``"mobilenet_v2"``), loaded once
+    per process; a one-line ValueError if it is not installed."""
+    try:
+        path = weight_files.resolve(name)
+    except (FileNotFoundError, ValueError) as error:
+        raise ValueError(f"a map kind reads network {name!r}, which is not installed "
+                         f"(sensloc weights convert FILE, or sensloc weights fetch {name})") from error
+    key = str(path)
+    if key not in _other_nets:
+        _other_nets[key] = weight_files.load(path, architecture=name)
+    return _other_nets[key]
+
+
+def network_cache(cache_root, net, specs=()):
+    """The :class:`MapCache` of ``net`` that also holds the maps of the other networks named
+    by ``specs`` (each loaded by :func:`other_network`, keyed by its weights and preprocessing)."""
+    names = sorted({s.net for s in specs if s.net is not None and s.net != net.name})
+    others = {}
+    for name in names:
+        other = other_network(name)
+        others[name] = (network_key(other), other.class_offset)
+    return MapCache(cache_root, network_key(net), net.class_offset, others, net.name)
+
+
+def network_identities(net, specs=()):
+    """``{architecture: weights SHA-256}`` of ``net`` and of every other network ``specs`` name:
+    what a fitted protocol that reads them records (None where a network has no source)."""
+    names = sorted({s.net for s in specs if s.net is not None and s.net != net.name})
+    found = {net.name: (net.source or {}).get("sha256")}
+    for name in names:
+        found[name] = (other_network(name).source or {}).get("sha256")
+    return found
+
+
+def _compute_other(name, specs, cache, dataset, chunk):
+    """Store network ``name``'s maps ``specs`` of the images ``chunk``: the photos preprocessed
+    for it, its class numbering, its forward pass shared by the maps that start from it."""
+    other = other_network(name)
+    records, digests = dataset.records, dataset.digests
+    x = images.load_batch([records[i].path for i in chunk], other.preprocessing)
+    targets = np.array([records[i].class_index + other.class_offset for i in chunk])
+    trace = other.forward(x)
+    for spec in specs:
+        paths = [cache.map_path(spec, digests[i], dataset.target(i)) for i in chunk]
+        if all(cache.has(path) for path in paths):
+            continue
+        for path, heat in zip(paths, spec.compute(other, x, targets, trace)):
+            if not cache.has(path):
+                cache.store(path, heat)
+
+
 def missing_images(cache, dataset, indices, specs, reducers=()):
     """The indices (list of int) of images whose logits, any map or any reduction by
     ``reducers`` (``(key, protocol)`` pairs, :func:`~sensloc.evaluation.map_cache.reduction_key`)
@@ -95,7 +158,13 @@ def compute_missing(net, cache, dataset, indices, specs, batch_size=8, reducers=
         if not lacking:
             continue
         todo += len(lacking)
-        if missing_images(cache, dataset, chunk, specs):
+        own = [s for s in specs if cache.owns(s)]
+        for name in sorted({s.net for s in specs if not cache.owns(s)}):
+            group = [s for s in specs if s.net == name]
+            if any(not cache.has(cache.map_path(s, dataset.digests[i], dataset.target(i)))
+                   for i in chunk for s in group):
+                _compute_other(name, group, cache, dataset, chunk)
+        if missing_images(cache, dataset, chunk, own):
             x = images.load_batch([records[i].path for i in chunk], net.preprocessing)
             targets = np.array([dataset.target(i) for i in chunk])
             # One forward pass gives the logits and starts every map that reads it.
@@ -103,7 +172,7 @@ def compute_missing(net, cache, dataset, indices, specs, batch_size=8, reducers=
             for row, i in zip(trace.output, chunk):
                 if not cache.has(cache.logits_path(digests[i])):
                     cache.store(cache.logits_path(digests[i]), row)
-            for spec in specs:
+            for spec in own:
                 paths = [cache.map_path(spec, digests[i], t) for i, t in zip(chunk, targets)]
                 if all(cache.has(path) for path in paths):
                     continue
@@ -188,7 +257,7 @@ def run_shard(job):
             _loaded.update(key=None, net=None)  # free the previous network before loading
             _loaded.update(key=key, net=weight_files.load(job.weight_path), loads=_loaded["loads"] + 1)
         net = _loaded["net"]
-        cache = MapCache(job.cache_root, network_key(net))
+        cache = network_cache(job.cache_root, net, job.specs)
         computed = compute_missing(net, cache, Dataset(list(job.records), list(job.digests)),
                                    range(len(job.records)), job.specs, job.batch_size,
                                    job.reducers)
@@ -257,7 +326,7 @@ def ensure_maps(weight_path, net, dataset, specs, cache_root, jobs=1, batch_size
     """
     from tqdm import tqdm
     dataset = dataset.for_network(net)
-    cache = MapCache(cache_root, network_key(net))
+    cache = network_cache(cache_root, net, specs)
     reducers = tuple((reduction_key(p), p) for p in reducers)
     started = time.time()
     # Only batches lacking something go out, so a resumed run starts no workers for nothing and
@@ -310,7 +379,7 @@ def ensure_maps(weight_path, net, dataset, specs, cache_root, jobs=1, batch_size
 def load_maps(net, dataset, specs, cache_root):
     """{spec: (N, H, W)} maps for the true classes, and the (N, K) logits, from the cache."""
     dataset = dataset.for_network(net)
-    cache = MapCache(cache_root, network_key(net))
+    cache = network_cache(cache_root, net, specs)
     digests = dataset.digests
     logits = np.stack([cache.load(cache.logits_path(d)) for d in digests])
     maps = cache.load_maps(specs, digests, [dataset.target(i) for i in range(len(digests))])

@@ -18,7 +18,7 @@ import numpy as np
 
 from sensloc import weights as weight_files
 
-from sensloc.evaluation.maps import Dataset, ensure_maps
+from sensloc.evaluation.maps import Dataset, ensure_maps, network_identities
 from sensloc.nets.backends import return_freed_memory
 from sensloc.evaluation.reductions import close_rows, reduce_dataset
 from sensloc.evaluation.results import ResultsFile, digest, iter_results, results_identity
@@ -180,6 +180,12 @@ def evaluate(weight_path, records, configs, cache_root, results_path, k=5, seed=
     net = weight_files.load(weight_path)
     dataset = Dataset(list(records))
     specs = tuple(dict.fromkeys(s for c in configs for s in c.specs))
+    # Every protocol is told the networks it reads (their weights' SHA-256): a fitted one
+    # refuses others before any work, a fresh one records them in its parameters.
+    networks = network_identities(net, specs)
+    configs = [Config(c.name, c.protocol.use_networks(networks)) if c.protocol is not None
+               else Config(c.name, factory=lambda f=c.factory: f().use_networks(networks))
+               for c in configs]
     # Checked before any map is computed; nothing is written until the first row.
     results = ResultsFile(results_path, results_identity(weight_path, net, dataset, configs, k,
                                                          seed, batch_size))

@@ -22,7 +22,6 @@ import numpy as np
 
 from sensloc.data import images
 from sensloc.evaluation import faithfulness
-from sensloc.evaluation.map_cache import MapCache, network_key
 from sensloc.localize import wsol_metrics as wsol
 from sensloc.localize.folds import folds
 
@@ -239,13 +238,14 @@ def standard_metrics(net, dataset, cache_root, configs, fitted, predicted, gt_in
     from tqdm import tqdm
     dataset = dataset.for_network(net)
     records, digests = dataset.records, dataset.digests
-    cache = MapCache(cache_root, network_key(net))
+    from sensloc.evaluation.maps import network_cache  # maps.py sits above this module's users
+    specs = tuple(dict.fromkeys(s for c in configs for s in c.specs))
+    cache = network_cache(cache_root, net, specs)
     n, k = len(records), (k or 5)
     fold = folds(n, k, seed)
     prep = net.preprocessing
     classes = np.array([r.class_index for r in records])
     targets = np.array([dataset.target(i) for i in range(n)])  # the true classes' outputs
-    specs = tuple(dict.fromkeys(s for c in configs for s in c.specs))
     chosen = subset(n, metric_images, seed) if set(wanted) & set(NETWORK_METRICS) else \
         np.zeros(0, np.int64)
     rows = map_rows(configs, fitted, specs, k)
@@ -304,8 +304,8 @@ def standard_metrics(net, dataset, cache_root, configs, fitted, predicted, gt_in
         result.curves[name] = curves
     if "sanity" in wanted:
         for spec in specs:
-            if spec.method == "activations":
-                continue
+            if spec.method == "activations" or not cache.owns(spec):
+                continue  # features, or another network's map (the cascade randomizes net)
             original = cache.load_maps([spec], [digests[i] for i in chosen], targets[chosen])
             blocks, rho = faithfulness.cascading_randomization(
                 net, spec, x, targets[chosen], seed=seed, original=original[spec])

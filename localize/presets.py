@@ -10,6 +10,7 @@ from sensloc.saliency.maps import MapSpec
 
 from sensloc.localize.protocols import (CenterBox, KhanBoxes, MixBoxes, ObjectnessBoxes,
                                         RegressionBoxes, ThresholdBoxes, WholeImage)
+from sensloc.localize.protocols.objectness import LAMBDAS_WIDE
 
 #: Fixed thresholds for `sensloc localize --preset` without a fitted box model: tuned on the
 #: 692 development photos with SqueezeNet (README, "Measured").
@@ -29,7 +30,14 @@ PRESETS = {
             "activations and the mix's four saliency maps to ground-truth box coverage, then "
             "boxed like mix; lambda and the box parameters chosen inside the training data "
             "(localize/protocols/objectness.py)",
+    "best_two_nets": "best with a second network's cell features: SqueezeNet's pool8 and fire9 "
+                     "and MobileNetV2's block14 and head_relu6 (7x7, resampled bilinearly onto "
+                     "the 13x13 grid), plus the mix's four maps; lambda in 10^0..10^7 by inner "
+                     "CV (needs both networks installed)",
 }
+
+#: The second network of ``best_two_nets``, by the evaluation's network (default: MobileNetV2).
+SECOND_NET = {"mobilenet_v2": "squeezenet1_0"}
 
 #: Box-model ``kind`` -> protocol class.
 KINDS = {cls.kind: cls for cls in (ThresholdBoxes, KhanBoxes, RegressionBoxes, CenterBox,
@@ -57,12 +65,13 @@ def mix_specs(architecture):
             MapSpec.make("grad_cam", layer=feature_layer(architecture)))
 
 
-def objectness_layers(architecture):
+def objectness_layers(architecture, net=None):
     """The layers whose activations describe the cells of ``best``: the feature layer and the
     pooling layer that opens its block, on the same grid (SqueezeNet: ``pool8`` and ``fire9``,
     13 x 13; VGG16: ``pool4`` and ``relu5_3``, 14 x 14; the small VGG: ``pool3`` and
     ``relu4_2``; MobileNetV2: ``block14``, the first block at 1/32 of the input, and
-    ``head_relu6``, 7 x 7)."""
+    ``head_relu6``, 7 x 7). ``net``: the ``MapSpec.net`` to name (None: the evaluation's
+    network is ``architecture``)."""
     last = feature_layer(architecture)
     if last == "fire9":
         before = "pool8"
@@ -70,7 +79,7 @@ def objectness_layers(architecture):
         before = "block14"
     else:
         before = f"pool{int(last[4]) - 1}"  # relu5_3 -> pool4
-    return tuple(MapSpec.make("activations", layer=name) for name in (before, last))
+    return tuple(MapSpec.make("activations", layer=name, net=net) for name in (before, last))
 
 
 def preset(name, architecture):
@@ -96,4 +105,8 @@ def preset(name, architecture):
         return MixBoxes(mix_specs(architecture))
     if name == "best":
         return ObjectnessBoxes(objectness_layers(architecture), mix_specs(architecture))
+    if name == "best_two_nets":
+        second = SECOND_NET.get(architecture, "mobilenet_v2")
+        return ObjectnessBoxes(objectness_layers(architecture) + objectness_layers(second, second),
+                               mix_specs(architecture), lambdas=LAMBDAS_WIDE)
     raise ValueError(f"unknown preset {name!r}; known: {sorted(PRESETS)}")

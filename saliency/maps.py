@@ -50,12 +50,19 @@ class MapSpec:
         round(zoom W)``; only for fully convolutional networks, ``net.input_size is None``)
         and resize the map back to ``H x W``: an object spans ``zoom^2`` times more of the
         network's cells, so small objects get finer maps.
+    net : str or None
+        The architecture whose map this is, e.g. ``"mobilenet_v2"``; None (the default) is the
+        evaluation's own network. The evaluation computes a named network's maps with that
+        network (its preprocessing, input size and class numbering,
+        :mod:`sensloc.evaluation.maps`), loaded from the installed weights. :meth:`compute`
+        itself runs the network it is given.
     """
     method: str
     reduce: str = "max_abs"
     options: tuple = field(default=())
     mirror: bool = False
     zoom: float = 1.0
+    net: str = None
 
     def __post_init__(self):
         if self.method not in METHOD_OPTIONS:
@@ -73,16 +80,21 @@ class MapSpec:
         if self.method == "activations" and (self.mirror or self.zoom != 1.0 or not self.options):
             raise ValueError("activations take a layer and no view: MapSpec.make('activations', "
                              "layer=NAME)")
+        if self.net is not None and not (isinstance(self.net, str) and self.net
+                                         and self.net.replace("_", "").isalnum()):
+            raise ValueError(f"net must be None or an architecture name such as 'mobilenet_v2', "
+                             f"got {self.net!r}")
 
     @classmethod
-    def make(cls, method, reduce="max_abs", mirror=False, zoom=1.0, **options):
-        return cls(method, reduce, tuple(sorted(options.items())), bool(mirror), float(zoom))
+    def make(cls, method, reduce="max_abs", mirror=False, zoom=1.0, net=None, **options):
+        return cls(method, reduce, tuple(sorted(options.items())), bool(mirror), float(zoom), net)
 
     @property
     def name(self):
         """A readable, unique, file-system-safe name, e.g. ``deeplift-reference=zero-sum`` or
-        ``gradient-max_abs-mirror-zoom=1.5`` (the view is named only when it is not the
-        image itself, so older caches keep their names)."""
+        ``gradient-max_abs-mirror-zoom=1.5`` or ``activations-layer=block14-net=mobilenet_v2``
+        (the view and the network are named only when they are not the image itself and the
+        evaluation's network, so older caches keep their names)."""
         parts = [self.method] + [f"{k}={v}" for k, v in self.options]
         if self.method not in ("grad_cam", "activations"):
             parts.append(self.reduce)
@@ -90,18 +102,22 @@ class MapSpec:
             parts.append("mirror")
         if self.zoom != 1.0:
             parts.append(f"zoom={self.zoom:g}")
+        if self.net is not None:
+            parts.append(f"net={self.net}")
         return "-".join(parts).replace("/", "_")
 
     def to_json(self):
-        return json.dumps({"method": self.method, "reduce": self.reduce,
-                           "options": dict(self.options), "mirror": self.mirror,
-                           "zoom": self.zoom}, sort_keys=True)
+        d = {"method": self.method, "reduce": self.reduce, "options": dict(self.options),
+             "mirror": self.mirror, "zoom": self.zoom}
+        if self.net is not None:  # absent for the evaluation's network, as before it existed
+            d["net"] = self.net
+        return json.dumps(d, sort_keys=True)
 
     @classmethod
     def from_json(cls, text):
         d = json.loads(text)  # box models written before views existed have neither key
         return cls.make(d["method"], d["reduce"], d.get("mirror", False), d.get("zoom", 1.0),
-                        **d["options"])
+                        d.get("net"), **d["options"])
 
     def compute(self, net, x, targets, trace=None):
         """Heat maps (N, H, W) at the input resolution for a preprocessed batch (N, C, H, W);

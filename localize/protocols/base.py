@@ -56,6 +56,12 @@ class Protocol:
     def predict(self, maps):
         return self.predict_reduced(self.reduce(maps))
 
+    def use_networks(self, networks):
+        """Told which networks' maps it reads, ``{architecture: weights SHA-256}``; a protocol
+        that records them (:class:`~sensloc.localize.protocols.objectness.ObjectnessBoxes`)
+        refuses others once fitted. Returns itself."""
+        return self
+
     def params(self):
         raise NotImplementedError
 

@@ -8,7 +8,9 @@ the object. For cell ``c`` of image ``n``::
     phi_nc = [sqrt(A^1_nc), ..., sqrt(A^L_nc), s^1_nc, ..., s^K_nc]          (D features)
     o_nc   = [(phi_nc - mu) / sd, 1] w
 
-with ``A^l_nc`` the activations (all channels) of layer ``l`` at that cell, and ``s^k_nc`` the
+with ``A^l_nc`` the activations (all channels) of layer ``l`` at that cell (a layer on another
+grid, e.g. MobileNetV2's 7 x 7 beside SqueezeNet's 13 x 13, is first resampled bilinearly onto
+the first layer's grid, :func:`resample_cells`), and ``s^k_nc`` the
 mean over the cell of saliency map ``k`` after Khan's recipe
 (:func:`sensloc.localize.protocols.threshold.khan_heat` without the border mask: positive part,
 normalized, smoothed, normalized, cut below its mean). The activations say *what* is at the
@@ -46,6 +48,8 @@ from sensloc.localize.regression import area_average_matrix, cell_means, solve_r
 
 #: Ridge parameters tried by the inner cross-validation (the features are standardized).
 LAMBDAS = tuple(10.0 ** np.arange(0, 7))
+#: A wider range for many features (two networks' activations, ~2,000 per cell): 10^0..10^7.
+LAMBDAS_WIDE = tuple(10.0 ** np.arange(0, 8))
 #: Images per block when accumulating ``X^T X`` (bounds the memory of the float64 rows).
 BLOCK = 64
 
@@ -69,24 +73,44 @@ def box_coverage(gt_boxes, input_hw, grid_hw):
     return out
 
 
+def resample_cells(activations, grid_hw):
+    """Layer outputs (N, C, h', w') resampled bilinearly onto a grid of ``grid_hw`` cells ->
+    (N, C, h, w) float32; unchanged if already on it.
+
+    Cell centres are aligned (half-pixel convention of :func:`sensloc.saliency.postprocess.upsample`):
+    cell ``i`` of the new grid reads the old grid at ``(i + 0.5) h' / h - 0.5``, clamped to its
+    edge, interpolated linearly between the two nearest cells, separably in rows and columns:
+    ``out[n, c] = R a[n, c] C^T`` with (h, h') and (w, w') interpolation matrices. Both grids
+    cover the whole (squashed) photo, so a cell of either looks at the same part of it.
+    """
+    a = np.asarray(activations, np.float32)
+    n, channels, h, w = a.shape
+    if (h, w) == tuple(grid_hw):
+        return a
+    out = postprocess.upsample(a.reshape(n * channels, h, w), grid_hw)
+    return out.reshape(n, channels, *grid_hw)
+
+
 def cell_features(activations, evidence, sigma):
     """The features ``phi`` of every cell, (N, h w, D) float32 (rows in row-major cell order).
 
     Parameters
     ----------
-    activations : sequence of L arrays (N, C_l, h, w)
-        Layer outputs on one grid (non-negative after ReLU; ``sqrt`` tempers their tails).
+    activations : sequence of L arrays (N, C_l, h_l, w_l)
+        Layer outputs (non-negative after ReLU; ``sqrt`` tempers their tails). The first
+        layer's grid ``(h, w) = (h_1, w_1)`` is the grid of cells; a layer on another grid is
+        resampled onto it (:func:`resample_cells`), then put through ``sqrt``.
     evidence : sequence of K arrays (N, H, W)
         Saliency maps at the input resolution, put through Khan's recipe without the border
         mask (:func:`sensloc.localize.protocols.threshold.khan_heat`, ``border_width=0``).
     sigma : float
         The recipe's smoothing, in input pixels.
     """
-    grids = {a.shape[2:] for a in activations}
-    if len(grids) != 1:
-        raise ValueError(f"the layers must share one grid of cells; got {sorted(grids)}")
-    grid = grids.pop()
-    blocks = [np.sqrt(np.maximum(np.asarray(a, np.float32), 0)) for a in activations]
+    if any(np.ndim(a) != 4 for a in activations) or len({len(a) for a in activations}) != 1:
+        raise ValueError("activations must be (N, C, h, w) arrays of the same N images; got "
+                         f"shapes {[np.shape(a) for a in activations]}")
+    grid = tuple(activations[0].shape[2:])
+    blocks = [np.sqrt(np.maximum(resample_cells(a, grid), 0)) for a in activations]
     blocks += [cell_means(khan_heat(m, True, sigma, border_width=0.0), grid)[:, None]
                .astype(np.float32) for m in evidence]
     features = np.concatenate(blocks, axis=1)
@@ -172,6 +196,10 @@ class ObjectnessBoxes(Protocol):
         ``self.search``).
     lam, mean, sd, weights, ... : optional
         Fitted values (from :meth:`params`).
+    networks : dict, optional
+        ``{architecture: weights SHA-256 or None}`` of the networks whose maps it reads (the
+        evaluation's own and every ``MapSpec.net``), recorded by :meth:`use_networks` before
+        fitting; a fitted protocol refuses maps of other weights.
     """
 
     kind = "objectness"
@@ -179,7 +207,8 @@ class ObjectnessBoxes(Protocol):
     def __init__(self, layers, evidence, evidence_sigma=4.0, lambdas=LAMBDAS, inner_folds=5,
                  sigmas=SIGMAS, border_widths=BORDER_WIDTHS, fractions=FRACTIONS, scales=SCALES,
                  border_weight=0.5, threshold=0.5, lam=None, mean=None, sd=None, weights=None,
-                 sigma=None, border_width=None, fraction=None, scale=None, train_corloc=None):
+                 sigma=None, border_width=None, fraction=None, scale=None, train_corloc=None,
+                 networks=None):
         self.layers, self.evidence = tuple(layers), tuple(evidence)
         if not self.layers or not all(isinstance(s, MapSpec) and s.method == "activations"
                                       for s in self.layers):
@@ -199,6 +228,31 @@ class ObjectnessBoxes(Protocol):
         self.sd = None if sd is None else np.asarray(sd, np.float64)
         self.weights = None if weights is None else np.asarray(weights, np.float64)
         self.cell_mse = None  # the inner cross-validation's squared error, set by fit
+        self.networks = None if networks is None else dict(networks)
+
+    def use_networks(self, networks):
+        """Say which networks' maps it will read, ``{architecture: weights SHA-256 or None}``
+        (:func:`sensloc.evaluation.maps.network_identities`). Unfitted, it records them
+        (:meth:`params` keeps them); fitted, it refuses, in one line, networks other than those
+        it was fitted on (another architecture, or other weights where both SHA-256 are known).
+        Returns itself."""
+        networks = dict(networks)
+        named = {s.net for s in self.map_specs if s.net is not None}
+        absent = sorted(named - set(networks))
+        if absent:
+            raise ValueError(f"{self.kind} reads maps of {absent}, not among the networks given "
+                             f"{sorted(networks)}")
+        if self.networks is None or not self.fitted:
+            self.networks = networks
+            return self
+        if sorted(self.networks) != sorted(networks):
+            raise ValueError(f"this {self.kind} model was fitted on the networks "
+                             f"{sorted(self.networks)}, not {sorted(networks)}: refit it")
+        for name, sha in sorted(self.networks.items()):
+            if sha and networks[name] and sha != networks[name]:
+                raise ValueError(f"this {self.kind} model was fitted on {name} weights "
+                                 f"{sha[:12]}..., not {networks[name][:12]}...: refit it")
+        return self
 
     @property
     def fitted(self):
@@ -329,6 +383,8 @@ class ObjectnessBoxes(Protocol):
                   "mean": None if self.mean is None else self.mean.tolist(),
                   "sd": None if self.sd is None else self.sd.tolist(),
                   "weights": None if self.weights is None else self.weights.tolist()})
+        if self.networks is not None:  # absent when never told, as before it existed
+            p["networks"] = dict(sorted(self.networks.items()))
         return p
 
     @classmethod
@@ -336,6 +392,6 @@ class ObjectnessBoxes(Protocol):
         protocol = cls([MapSpec.from_json(s) for s in p["layers"]],
                        [MapSpec.from_json(s) for s in p["evidence"]], p["evidence_sigma"],
                        p["lambdas"], p["inner_folds"], lam=p["lam"], mean=p["mean"], sd=p["sd"],
-                       weights=p["weights"])
+                       weights=p["weights"], networks=p.get("networks"))
         protocol.search = BoxSearch.from_params(p)
         return protocol
