@@ -87,7 +87,8 @@ def check_dask(args):
 def cmd_fit_boxes(args):
     from sensloc.evaluation.boxmodels import save_box_model
     import tempfile
-    from sensloc.evaluation.maps import Dataset, ensure_maps, network_identities
+    from sensloc.evaluation.maps import Dataset, ensure_maps
+    from sensloc.evaluation.networks import network_identities
     from sensloc.evaluation.reductions import close_rows, reduce_dataset
     from sensloc.evaluation.runner import photo_to_input
     from sensloc.nets.backends import return_freed_memory
@@ -200,7 +201,7 @@ def cmd_localize(args):
             if s.net in (None, net.name)}
     for s in protocol.map_specs:  # another network's maps: its input, its class numbering
         if s not in maps:
-            from sensloc.evaluation.maps import other_network
+            from sensloc.evaluation.networks import other_network
             other = other_network(s.net)
             maps[s] = s.compute(other, load_inputs(other, args.images)[0],
                                 net.dataset_classes(targets) + other.class_offset)

@@ -32,6 +32,7 @@ from sensloc._files import atomic_write
 
 from sensloc.saliency.maps import MapSpec
 from sensloc.evaluation.map_cache import network_key
+from sensloc.evaluation.networks import network_identities
 from sensloc.localize.presets import protocol_from_params
 
 FORMAT, FORMAT_VERSION = "sensloc-boxes", 1
@@ -58,7 +59,6 @@ class BoxModel:
                 f"this box model was fitted for {self.meta['architecture']} with weights "
                 f"{self.meta['weights_sha256'][:12]}..., not for {net.name} with weights "
                 f"{net.source['sha256'][:12]}...; fit one for this network with sensloc fit-boxes")
-        from sensloc.evaluation.maps import network_identities
         self.protocol.use_networks(network_identities(net, self.protocol.map_specs))
         methods = [s.method for s in self.protocol.map_specs]
         if method is not None and method not in methods:

@@ -64,7 +64,7 @@ class MapCache:
         The network's output index of dataset class 0 (``Network.class_offset``).
     others : dict, optional
         ``{architecture: (network key, class offset)}`` of the other networks whose maps this
-        cache holds (:func:`sensloc.evaluation.maps.network_cache` fills it).
+        cache holds (:func:`sensloc.evaluation.networks.network_cache` fills it).
     name : str, optional
         The network's architecture: a map kind naming it is the network's own.
 

@@ -11,11 +11,11 @@ tests/test_localize_evaluate.py). Where the maps are made, the protocols' per-im
 are made too (:mod:`sensloc.evaluation.reductions`), so that only they travel.
 
 A map kind may name another network (``MapSpec.net``, e.g. MobileNetV2's activations beside
-SqueezeNet's maps): its maps are computed by that network, loaded from the installed weights
-(:func:`other_network`), from the photo preprocessed *its* way (MobileNetV2: 224 x 224 RGB;
-SqueezeNet: 227 x 227 BGR), for the class as *it* numbers it (``class_index + its
-class_offset``: MobileNetV2's output 0 is "background"), and cached under its network key
-(:func:`network_cache`).
+SqueezeNet's maps): its maps are computed by that network
+(:func:`sensloc.evaluation.networks.other_network`), from the photo preprocessed *its* way
+(MobileNetV2: 224 x 224 RGB; SqueezeNet: 227 x 227 BGR), for the class as *it* numbers it
+(``class_index + its class_offset``: MobileNetV2's output 0 is "background"), and cached under
+its network key (:func:`sensloc.evaluation.networks.network_cache`).
 """
 import os
 import socket
@@ -31,7 +31,8 @@ from sensloc import weights as weight_files
 from sensloc.data import images
 from sensloc._files import sha256_file
 
-from sensloc.evaluation.map_cache import MapCache, network_key, reduction_key
+from sensloc.evaluation.map_cache import reduction_key
+from sensloc.evaluation.networks import network_cache, other_network
 from sensloc.evaluation.reductions import reduce_batch
 from sensloc.evaluation.workers import spawn_pool
 
@@ -65,45 +66,6 @@ class Dataset:
         if self.class_offset == net.class_offset:
             return self
         return replace(self, class_offset=net.class_offset)
-
-
-#: Other networks loaded in this process, {weight path: network}: read once per process.
-_other_nets = {}
-
-
-def other_network(name):
-    """The installed network ``name`` (an architecture, e.g. ``"mobilenet_v2"``), loaded once
-    per process; a one-line ValueError if it is not installed."""
-    try:
-        path = weight_files.resolve(name)
-    except (FileNotFoundError, ValueError) as error:
-        raise ValueError(f"a map kind reads network {name!r}, which is not installed "
-                         f"(sensloc weights convert FILE, or sensloc weights fetch {name})") from error
-    key = str(path)
-    if key not in _other_nets:
-        _other_nets[key] = weight_files.load(path, architecture=name)
-    return _other_nets[key]
-
-
-def network_cache(cache_root, net, specs=()):
-    """The :class:`MapCache` of ``net`` that also holds the maps of the other networks named
-    by ``specs`` (each loaded by :func:`other_network`, keyed by its weights and preprocessing)."""
-    names = sorted({s.net for s in specs if s.net is not None and s.net != net.name})
-    others = {}
-    for name in names:
-        other = other_network(name)
-        others[name] = (network_key(other), other.class_offset)
-    return MapCache(cache_root, network_key(net), net.class_offset, others, net.name)
-
-
-def network_identities(net, specs=()):
-    """``{architecture: weights SHA-256}`` of ``net`` and of every other network ``specs`` name:
-    what a fitted protocol that reads them records (None where a network has no source)."""
-    names = sorted({s.net for s in specs if s.net is not None and s.net != net.name})
-    found = {net.name: (net.source or {}).get("sha256")}
-    for name in names:
-        found[name] = (other_network(name).source or {}).get("sha256")
-    return found
 
 
 def _compute_other(name, specs, cache, dataset, chunk):

@@ -7,6 +7,7 @@ dataset of maps. Reductions too large to keep in memory for every image go to
 import numpy as np
 
 from sensloc.evaluation.map_cache import reduction_key
+from sensloc.evaluation.networks import network_cache
 from sensloc.evaluation.row_files import RowFile
 from sensloc.localize.protocols.base import put_rows
 
@@ -67,7 +68,6 @@ def reduce_dataset(net, dataset, protocols, cache_root, spill_folder=None,
         The network's top-1 class of every image, numbered as the dataset's classes (-1
         where it is an output no dataset class has, such as MobileNetV2's "background").
     """
-    from sensloc.evaluation.maps import network_cache  # maps.py imports this module
     dataset = dataset.for_network(net)
     cache = network_cache(cache_root, net, [s for p in protocols.values() for s in p.map_specs])
     records, digests = dataset.records, dataset.digests

@@ -18,7 +18,8 @@ import numpy as np
 
 from sensloc import weights as weight_files
 
-from sensloc.evaluation.maps import Dataset, ensure_maps, network_identities
+from sensloc.evaluation.maps import Dataset, ensure_maps
+from sensloc.evaluation.networks import network_identities
 from sensloc.nets.backends import return_freed_memory
 from sensloc.evaluation.reductions import close_rows, reduce_dataset
 from sensloc.evaluation.results import ResultsFile, digest, iter_results, results_identity

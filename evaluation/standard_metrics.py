@@ -22,6 +22,7 @@ import numpy as np
 
 from sensloc.data import images
 from sensloc.evaluation import faithfulness
+from sensloc.evaluation.networks import network_cache
 from sensloc.localize import wsol_metrics as wsol
 from sensloc.localize.folds import folds
 
@@ -238,7 +239,6 @@ def standard_metrics(net, dataset, cache_root, configs, fitted, predicted, gt_in
     from tqdm import tqdm
     dataset = dataset.for_network(net)
     records, digests = dataset.records, dataset.digests
-    from sensloc.evaluation.maps import network_cache  # maps.py sits above this module's users
     specs = tuple(dict.fromkeys(s for c in configs for s in c.specs))
     cache = network_cache(cache_root, net, specs)
     n, k = len(records), (k or 5)

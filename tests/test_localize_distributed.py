@@ -171,8 +171,8 @@ class CacheElsewhere(distributed.WorkerPlugin):
         from sensloc.evaluation.map_cache import MapCache
         original, folder = MapCache.__init__, self.folder
 
-        def init(cache, root, net_key):
-            original(cache, folder, net_key)
+        def init(cache, root, *args, **kwargs):
+            original(cache, folder, *args, **kwargs)
 
         MapCache.__init__ = init
 

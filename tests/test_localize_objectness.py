@@ -57,8 +57,10 @@ def test_cell_features_stack_sqrt_activations_and_recipe_cell_means(rng):
     np.testing.assert_allclose(phi[1, 6, 3:8], np.sqrt(acts[1][1, :, 1, 2]), rtol=1e-6)
     cell = khan_heat(heat, True, 2.0, border_width=0.0)[1, 5:10, 10:15].mean()
     assert phi[1, 6, 8] == pytest.approx(cell, rel=1e-5)
-    with pytest.raises(ValueError, match="one grid"):
-        ob.cell_features([acts[0], acts[1][:, :, :2]], [heat], 2.0)
+    # another grid is resampled onto the first layer's (tests/test_localize_two_nets.py);
+    # other images are refused
+    with pytest.raises(ValueError, match="of the same N images"):
+        ob.cell_features([acts[0], acts[1][:1]], [heat], 2.0)
     bad = acts[0].copy()
     bad[0, 0, 0, 0] = np.nan
     with pytest.raises(ValueError, match="NaN"):

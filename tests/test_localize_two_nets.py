@@ -149,12 +149,12 @@ def test_the_evaluation_computes_a_second_networks_maps_with_it(tmp_path, monkey
     from sensloc import weights
     from sensloc.data import images
     from sensloc.data.datasets import read_manifest
-    from sensloc.evaluation import maps as evaluation_maps
+    from sensloc.evaluation import maps as evaluation_maps, networks
     data = shared_path("data", "imagenet-val-227")
     tflite = shared_path("weights", "mobilenet-tflite", "mobilenet_v2_1.0_224_quant.tflite")
     squeezenet = shared_path("weights", "squeezenet-1.0-dc", "compressed_SqueezeNet.net")
     monkeypatch.setenv("SENSLOC_CACHE_DIR", str(tmp_path / "user-cache"))
-    monkeypatch.setattr(evaluation_maps, "_other_nets", {})
+    monkeypatch.setattr(networks, "_other_nets", {})
     specs = (MapSpec.make("activations", layer="fire9"),
              MapSpec.make("activations", layer="head_relu6", net="mobilenet_v2"))
     net = weights.load(weights.convert(squeezenet, out=tmp_path / "squeezenet1_0.h5"))
@@ -173,8 +173,8 @@ def test_the_evaluation_computes_a_second_networks_maps_with_it(tmp_path, monkey
     x = images.load_batch([r.path for r in records], mobilenet.preprocessing)
     assert x.shape == (2, 3, 224, 224)
     np.testing.assert_array_equal(got[specs[1]], mobilenet.forward(x).outputs["head_relu6"])
-    cache = evaluation_maps.network_cache(tmp_path / "maps", net, specs)
+    cache = networks.network_cache(tmp_path / "maps", net, specs)
     stored = cache.map_path(specs[1], dataset.digests[0], records[0].class_index)
     assert stored.is_file() and stored.name.endswith(f"-{records[0].class_index + 1}.npy")
-    assert evaluation_maps.network_identities(net, specs)["mobilenet_v2"] \
+    assert networks.network_identities(net, specs)["mobilenet_v2"] \
         == mobilenet.source["sha256"]

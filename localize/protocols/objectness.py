@@ -232,7 +232,7 @@ class ObjectnessBoxes(Protocol):
 
     def use_networks(self, networks):
         """Say which networks' maps it will read, ``{architecture: weights SHA-256 or None}``
-        (:func:`sensloc.evaluation.maps.network_identities`). Unfitted, it records them
+        (:func:`sensloc.evaluation.networks.network_identities`). Unfitted, it records them
         (:meth:`params` keeps them); fitted, it refuses, in one line, networks other than those
         it was fitted on (another architecture, or other weights where both SHA-256 are known).
         Returns itself."""
