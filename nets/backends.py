@@ -155,18 +155,24 @@ def return_freed_memory():
     return taken
 
 
-def configure_process(threads=None, wait_policy="PASSIVE", keep_memory=None):
+def configure_process(threads=None, wait_policy=None, keep_memory=None):
     """Tune this process for the fast backend: once, early, in programs that own their process.
 
     What it sets, and why (measurements on the 2-core development machine):
 
-    1. ``OMP_WAIT_POLICY`` (default ``PASSIVE``) unless the environment already has one.
-       Numba's OpenMP workers otherwise busy-wait after every parallel kernel, and between two
-       kernels of a pass the main thread runs Python and NumPy, and other pools (PyTorch's, the
-       user's BLAS) may want the cores: on a small machine they then wait for the spinning
-       workers to be descheduled. Passive waiting made VGG16's forward pass 1.7x faster and its
-       gradient 1.9x faster on 2 cores (``benchmarks/thread_pools.py``). OpenMP reads the
-       variable when its runtime starts, at the first parallel kernel: call this before.
+    1. ``OMP_WAIT_POLICY``: only if ``wait_policy`` is given and the environment has none.
+       By default OpenMP's own policy stays, the one PyTorch runs with: after a parallel kernel
+       the workers spin briefly (libgomp: ``GOMP_SPINCOUNT``, 300,000 iterations), then sleep.
+       A pass is a chain of short kernels with Python between them, and a sleeping worker
+       costs a wake-up per kernel, more after an idle moment: on an idle machine, passive
+       waiting made a SqueezeNet batch-1 gradient 1.7x slower (40.4 against 23.5 ms), its
+       forward pass 22.0 against 12.5 ms, MobileNetV2's batch-8 forward 61.6 against 45.2 ms
+       (2026-12-05; benchmarks/RESULTS.md, section "-7"). On a machine whose cores other
+       processes already keep busy the spinning costs instead (the same calls 1.5-2x slower
+       than passive with one other busy process on the 2 cores): there, set
+       ``OMP_WAIT_POLICY=PASSIVE`` in the environment (or pass ``wait_policy="PASSIVE"``).
+       OpenMP reads the variable when its runtime starts, at the first parallel kernel: call
+       this before.
     2. glibc keeps freed memory for reuse (:func:`keep_freed_memory`), unless ``keep_memory``
        is False or, when it is None, ``SENSLOC_KEEP_FREED_MEMORY=0`` is in the environment.
     3. ``threads``: if given, Numba's thread count (``numba.set_num_threads``, at most
@@ -175,14 +181,16 @@ def configure_process(threads=None, wait_policy="PASSIVE", keep_memory=None):
     Parameters
     ----------
     threads : int, optional
-    wait_policy : str or None
-        None leaves ``OMP_WAIT_POLICY`` alone.
+    wait_policy : str, optional
+        ``"PASSIVE"`` or ``"ACTIVE"``, set unless the environment has a policy; None (default)
+        leaves OpenMP's own.
     keep_memory : bool, optional
 
     Returns
     -------
     dict
-        What was set: ``{"OMP_WAIT_POLICY": value, "keep_freed_memory": bool, "threads": n}``.
+        What was set: ``{"keep_freed_memory": bool}``, plus ``"OMP_WAIT_POLICY"`` (the policy
+        in force) when ``wait_policy`` was given and ``"threads"`` when ``threads`` was.
     """
     done = {}
     if wait_policy is not None:

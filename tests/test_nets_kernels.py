@@ -164,23 +164,25 @@ def test_relu_multipliers_match_numpy(rng, dtype):
     np.testing.assert_array_equal(kernels.relu_gate(s[:, 1:3], eta[:, 1:3]), (s * (eta > 0))[:, 1:3])
 
 
-@pytest.mark.parametrize("preset, expected", [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
-def test_configure_process_makes_openmp_wait_passively_unless_the_user_says_otherwise(preset,
-                                                                                     expected):
+@pytest.mark.parametrize("preset, asked, expected", [(None, None, "None"),
+                                                     (None, "PASSIVE", "PASSIVE"),
+                                                     ("ACTIVE", "PASSIVE", "ACTIVE")])
+def test_configure_process_leaves_openmp_its_wait_policy_unless_asked(preset, asked, expected):
     env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
     if preset is not None:
         env["OMP_WAIT_POLICY"] = preset
-    script = """if True:
+    script = f"""if True:
         import os
         from sensloc import nets
         nets.use_backend("numba")   # importing the fast backend sets nothing either
         print(os.environ.get("OMP_WAIT_POLICY"))
-        print(nets.configure_process()["OMP_WAIT_POLICY"], os.environ["OMP_WAIT_POLICY"])
+        done = nets.configure_process(wait_policy={asked!r})
+        print(done.get("OMP_WAIT_POLICY"), os.environ.get("OMP_WAIT_POLICY"))
     """
     out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
                          check=True).stdout.split("\n")
     assert out[0] == str(preset)
-    assert out[1].split() == [expected, expected]
+    assert out[1].split() == [expected if asked else "None", expected]
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="needs Linux's /proc")
