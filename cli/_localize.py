@@ -180,6 +180,7 @@ def cmd_evaluate(args):
 def cmd_localize(args):
     import json
     from sensloc.evaluation.boxmodels import load_box_model
+    from sensloc.evaluation.networks import other_network
     from sensloc.localize.presets import preset
     out_dir = output_folder(args.out_dir, "--out-dir")
     figures = figure_names(args.images, out_dir)
@@ -201,7 +202,6 @@ def cmd_localize(args):
             if s.net in (None, net.name)}
     for s in protocol.map_specs:  # another network's maps: its input, its class numbering
         if s not in maps:
-            from sensloc.evaluation.networks import other_network
             other = other_network(s.net)
             maps[s] = s.compute(other, load_inputs(other, args.images)[0],
                                 net.dataset_classes(targets) + other.class_offset)
