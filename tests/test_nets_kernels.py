@@ -126,6 +126,19 @@ def test_max_pool_matches_reference(seed):
                                   reference.max_pool_route(dy.astype(float), arg_ref, x.shape))
 
 
+@pytest.mark.parametrize("k, s, p, ceil", [(3, 2, 0, True), (3, 2, 1, False), (3, 1, 1, False),
+                                           (2, 2, 0, False), (2, 1, 0, True), (4, 3, 1, True)])
+def test_max_pool_written_out_windows_match_reference_with_ties(k, s, p, ceil):
+    # The fast kernel writes SqueezeNet's 3x3 and VGG's 2x2 windows out tap by tap; values
+    # drawn from {0, 1, 2, 3} tie in almost every window, so each tap's order is checked.
+    rng = np.random.default_rng(k * 100 + s * 10 + p)
+    x = rng.integers(0, 4, size=(2, 3, 13, 17)).astype(np.float32)
+    y, arg = kernels.max_pool_forward(x, k, s, p, ceil)
+    y_ref, arg_ref = reference.max_pool_forward(x, k, s, p, ceil)
+    np.testing.assert_array_equal(y, y_ref)
+    np.testing.assert_array_equal(arg, arg_ref)
+
+
 @pytest.mark.parametrize("ops", [reference, kernels], ids=["numpy", "numba"])
 def test_max_pool_ties_pick_first_and_overlaps_add(ops):
     # A constant plane: every window ties, the first (top-left) element wins. With 3x3 stride 2
