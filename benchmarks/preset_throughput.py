@@ -35,7 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # benchmarks.*, run as a script
 PRESETS = ("best", "mix", "khan")
-#: What a user's machine does not set (a development pin of OpenBLAS, our passive OpenMP).
+#: What a user's machine does not set (a development pin of OpenBLAS, a wait policy).
 UNSET = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OMP_WAIT_POLICY")
 
 

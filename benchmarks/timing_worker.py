@@ -4,7 +4,7 @@
                                        [--keep-freed-memory]
 
 Each library runs as its users run it: ``ours`` applies the project's own process settings
-(:func:`nets.configure_process`: passive OpenMP waiting, glibc keeping freed memory), as the
+(:func:`nets.configure_process`: glibc keeping freed memory, OpenMP's own wait policy), as the
 ``sensloc`` command does; ``reference`` applies none of them (PyTorch with its own defaults),
 except glibc keeping freed memory when given ``--keep-freed-memory`` (``run.py`` passes it
 unless ``--reference-malloc default``: glibc's default makes a method's time depend on what

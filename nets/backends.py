@@ -155,6 +155,11 @@ def return_freed_memory():
     return taken
 
 
+#: Spin iterations of an idle GNU OpenMP worker before it sleeps, set by :func:`configure_process`
+#: (libgomp's own: 300,000).
+SPIN_COUNT = 3_000_000
+
+
 def configure_process(threads=None, wait_policy=None, keep_memory=None):
     """Tune this process for the fast backend: once, early, in programs that own their process.
 
@@ -173,6 +178,16 @@ def configure_process(threads=None, wait_policy=None, keep_memory=None):
        ``OMP_WAIT_POLICY=PASSIVE`` in the environment (or pass ``wait_policy="PASSIVE"``).
        OpenMP reads the variable when its runtime starts, at the first parallel kernel: call
        this before.
+       Unless a policy or ``GOMP_SPINCOUNT`` is already in the environment, the spin is made
+       ten times longer, ``GOMP_SPINCOUNT`` = :data:`SPIN_COUNT` (GNU OpenMP, the runtime of
+       Numba's ``omp`` layer on Linux; other runtimes ignore it). With libgomp's 300,000 a
+       worker falls asleep in the serial stretches of a batch-1 pass, and on the 2-core
+       development machine (a VM) every few passes then ran at half speed: MobileNetV2's
+       batch-1 forward pass after a 0.1 s pause had medians of 10.6-19.8 ms over three
+       processes with the default, 9.4-10.0 ms with 3,000,000; SqueezeNet's 11.9-13.1 against
+       11.3-12.7 ms; gradients and batch 8 unchanged. With one other busy process on the
+       machine, 17.8 against 75.9 ms (MobileNetV2 batch 1) and no change at SqueezeNet
+       batch 8, where both stay 1.7x slower than passive (2026-12-05, RESULTS.md "-8").
     2. glibc keeps freed memory for reuse (:func:`keep_freed_memory`), unless ``keep_memory``
        is False or, when it is None, ``SENSLOC_KEEP_FREED_MEMORY=0`` is in the environment.
     3. ``threads``: if given, Numba's thread count (``numba.set_num_threads``, at most
@@ -190,11 +205,14 @@ def configure_process(threads=None, wait_policy=None, keep_memory=None):
     -------
     dict
         What was set: ``{"keep_freed_memory": bool}``, plus ``"OMP_WAIT_POLICY"`` (the policy
-        in force) when ``wait_policy`` was given and ``"threads"`` when ``threads`` was.
+        in force) when ``wait_policy`` was given, else ``"GOMP_SPINCOUNT"`` (the spin count in
+        force) when the environment sets no policy, and ``"threads"`` when ``threads`` was.
     """
     done = {}
     if wait_policy is not None:
         done["OMP_WAIT_POLICY"] = os.environ.setdefault("OMP_WAIT_POLICY", wait_policy)
+    elif "OMP_WAIT_POLICY" not in os.environ:
+        done["GOMP_SPINCOUNT"] = os.environ.setdefault("GOMP_SPINCOUNT", str(SPIN_COUNT))
     if keep_memory is None:
         keep_memory = os.environ.get("SENSLOC_KEEP_FREED_MEMORY", "1") != "0"
     done["keep_freed_memory"] = keep_freed_memory() if keep_memory else False

@@ -198,6 +198,27 @@ def test_configure_process_leaves_openmp_its_wait_policy_unless_asked(preset, as
     assert out[1].split() == [expected if asked else "None", expected]
 
 
+@pytest.mark.parametrize("environment, expected", [({}, "3000000"),
+                                                   ({"GOMP_SPINCOUNT": "1000"}, "1000"),
+                                                   ({"OMP_WAIT_POLICY": "PASSIVE"}, None)])
+def test_configure_process_lengthens_the_spin_unless_the_environment_chose(environment, expected):
+    # Set before libgomp reads it: importing the fast backend has not started OpenMP yet.
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    env.update(environment)
+    script = """if True:
+        import os
+        from sensloc import nets
+        nets.use_backend("numba")
+        done = nets.configure_process()
+        maps = open("/proc/self/maps").read() if os.path.exists("/proc/self/maps") else ""
+        print(done.get("GOMP_SPINCOUNT"), os.environ.get("GOMP_SPINCOUNT"), "libgomp" in maps)
+    """
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert out[:2] == [str(expected), str(expected if expected else None)]
+    assert out[2] == "False"   # OpenMP's runtime not loaded yet: it reads the variable later
+
+
 @pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="needs Linux's /proc")
 @pytest.mark.parametrize("configure, setting, kept", [(True, None, True), (True, "0", False),
                                                       (False, None, False)])
@@ -252,12 +273,14 @@ def test_freed_memory_goes_back_to_the_os_after_return_freed_memory():
     assert kept > 150 and trimmed < 50 and after < 50, out
 
 
-def test_configure_process_sets_numba_threads():
+def test_configure_process_sets_numba_threads(monkeypatch):
     import numba
     threads = numba.get_num_threads()
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    monkeypatch.setenv("GOMP_SPINCOUNT", "300000")   # a spin count already chosen is kept
     try:
         assert nets.configure_process(threads=1, wait_policy=None, keep_memory=False) == {
-            "keep_freed_memory": False, "threads": 1}
+            "GOMP_SPINCOUNT": "300000", "keep_freed_memory": False, "threads": 1}
         assert numba.get_num_threads() == 1
     finally:
         numba.set_num_threads(threads)

@@ -35,7 +35,7 @@ so no two threads ever write the same element. Waking the pool costs tens of mic
 small layers are not sent to it: the elementwise, depthwise and 1x1 kernels have a serial twin
 (:func:`serial_twin`) that runs below a size threshold (:data:`PARALLEL_ELEMENTS` and its
 siblings), which is most of MobileNetV2's steps at batch 1. The process settings that make this
-pool fast (passive OpenMP waiting, glibc keeping freed memory) are the business of
+pool fast (glibc keeping freed memory, the OpenMP threading layer) are the business of
 :func:`nets.backends.configure_process`, never of this module: importing it changes nothing in
 the process.
 """
@@ -47,7 +47,7 @@ from contextlib import contextmanager
 
 import numba
 import numpy as np
-from numba import njit, prange
+from numba import njit, prange, uint64
 import threadpoolctl
 
 from sensloc.nets._numba import gemm as gemm_kernel
@@ -149,7 +149,7 @@ def serial_blas():
     (``OPENBLAS_THREAD_TIMEOUT``, read only when NumPy loads): on 2 cores the Numba kernel
     after each GEMM then shared its cores with them, and VGG16's transforms ran 2-4x slower
     than on one thread. With all parallel
-    work in Numba's (passively waiting) pool nothing spins.
+    work in Numba's pool, no second pool spins beside it.
 
     The limit is process-wide (BLAS has no per-thread setting), so the block nests and counts:
     the first caller to enter sets 1 thread, the last to leave restores what was there, and
@@ -293,46 +293,75 @@ def _chunks(count, per_image, plane=0):
     return [(start, min(start + size, count)) for start in range(0, count, size)]
 
 
+@njit(inline="always")
+def _inside(stride, j, padding, ow, w):
+    """``[q0, q1)``: the output columns ``q`` whose tap ``j`` reads inside the row,
+    ``0 <= stride * q + j - padding < w``."""
+    q0 = min(ow, max(0, -((j - padding) // stride)))        # ceil((padding - j) / stride)
+    q1 = min(ow, max(q0, (w - 1 + padding - j) // stride + 1))
+    return q0, q1
+
+
 @njit(parallel=True, cache=True, fastmath=False)
 def _im2col(x, kh, kw, stride, padding, oh, ow, cols):
     # x is a chunk (B, C, H, W); column (b, r, q) of cols is output pixel (r, q) of image b.
-    # Each thread owns whole rows of `cols` (one input channel), so writes never collide.
+    # A task owns one (image, channel) plane: its kh*kw rows of `cols` within that image's
+    # columns, so writes never collide and RGB inputs (3 channels) still give 3*B tasks.
     count, c_in, h, w = x.shape
-    for c in prange(c_in):
+    flat = x.reshape(count, c_in, h * w)
+    for task in prange(count * c_in):
+        b, c = task // c_in, task % c_in
+        plane = flat[b, c]
         for i in range(kh):
             for j in range(kw):
-                row = (c * kh + i) * kw + j
-                for b in range(count):
-                    for r in range(oh):
-                        hi = stride * r + i - padding
-                        base = (b * oh + r) * ow
-                        if hi < 0 or hi >= h:
-                            for q in range(ow):
-                                cols[row, base + q] = 0.0
-                            continue
-                        for q in range(ow):
-                            wj = stride * q + j - padding
-                            cols[row, base + q] = x[b, c, hi, wj] if 0 <= wj < w else 0.0
+                out = cols[(c * kh + i) * kw + j]
+                q0, q1 = _inside(stride, j, padding, ow, w)
+                for r in range(oh):
+                    hi = stride * r + i - padding
+                    base = (b * oh + r) * ow
+                    if hi < 0 or hi >= h:
+                        q0r, q1r = 0, 0
+                    else:
+                        q0r, q1r = q0, q1
+                    for q in range(q0r):
+                        out[uint64(base + q)] = 0.0
+                    # unsigned indices (no negative-index checks) and stride 1 apart from the
+                    # others: a contiguous copy that the compiler vectorizes
+                    start = hi * w + j - padding
+                    if stride == 1:
+                        for q in range(q0r, q1r):
+                            out[uint64(base + q)] = plane[uint64(start + q)]
+                    else:
+                        for q in range(q0r, q1r):
+                            out[uint64(base + q)] = plane[uint64(start + stride * q)]
+                    for q in range(max(q0r, q1r), ow):
+                        out[uint64(base + q)] = 0.0
 
 
 @njit(parallel=True, cache=True, fastmath=False)
 def _col2im(cols, kh, kw, stride, padding, oh, ow, dx):
-    # Overlapping windows add into the same pixel: a thread owns a whole input channel.
+    # Overlapping windows add into the same pixel: a task owns one (image, channel) plane of
+    # dx and adds its taps in the same order as a loop over channels would (i, j, then r, q).
     count, c_in, h, w = dx.shape
-    for c in prange(c_in):
+    flat = dx.reshape(count, c_in, h * w)
+    for task in prange(count * c_in):
+        b, c = task // c_in, task % c_in
+        plane = flat[b, c]
         for i in range(kh):
             for j in range(kw):
-                row = (c * kh + i) * kw + j
-                for b in range(count):
-                    for r in range(oh):
-                        hi = stride * r + i - padding
-                        if hi < 0 or hi >= h:
-                            continue
-                        base = (b * oh + r) * ow
-                        for q in range(ow):
-                            wj = stride * q + j - padding
-                            if 0 <= wj < w:
-                                dx[b, c, hi, wj] += cols[row, base + q]
+                row = cols[(c * kh + i) * kw + j]
+                q0, q1 = _inside(stride, j, padding, ow, w)
+                for r in range(oh):
+                    hi = stride * r + i - padding
+                    if hi < 0 or hi >= h:
+                        continue
+                    base, start = (b * oh + r) * ow, hi * w + j - padding
+                    if stride == 1:
+                        for q in range(q0, q1):
+                            plane[uint64(start + q)] += row[uint64(base + q)]
+                    else:
+                        for q in range(q0, q1):
+                            plane[uint64(start + stride * q)] += row[uint64(base + q)]
 
 
 def _is_pointwise(kernel_size, stride, padding):
@@ -375,7 +404,7 @@ def _unroll(x, k, stride, padding, oh, ow):
     if _is_pointwise(k, stride, padding):
         return _channels_first(x)
     cols = _scratch("columns", (x.shape[1] * k * k, x.shape[0] * oh * ow), x.dtype)
-    _im2col(x, k, k, stride, padding, oh, ow, cols)
+    _im2col(np.ascontiguousarray(x), k, k, stride, padding, oh, ow, cols)
     return cols
 
 
