@@ -20,12 +20,13 @@ from sensloc.evaluation.reductions import reduce_dataset, close_rows
 from sensloc.evaluation.runner import photo_to_input
 from sensloc.evaluation.plots import object_sizes
 from sensloc.localize.boxes import best_ious
-from sensloc.localize.metrics import bootstrap_ci
 from sensloc.localize.presets import preset
 from sensloc.localize.folds import folds
 from sensloc.localize.protocols.mix import BoxSearch
 from sensloc.localize.protocols.objectness import box_coverage, _moments, _gram, _ridge
 from sensloc.saliency import postprocess
+
+from report import print_results
 
 OUT = os.environ.get("FLIP_OUT", "/work/tiny-runs/flip")
 SHARED = "/work/shared/data"
@@ -130,16 +131,8 @@ def cv(seeds):
                 print(seed, name, f, "w, lam", grid[best], f"{time.time() - t0:.0f}s", flush=True)
             hits[name] = hb; hits[name + "+flip"] = hf
         np.savez(f"{OUT}/hits{'-tiny' if TINY else ''}-s{seed}.npz", **hits)
-        rng = np.random.default_rng(0)
-        for v, h in hits.items():
-            lo, hi = bootstrap_ci(h)
-            d = h.astype(float) - hits[v.replace("+flip", "")]  # with FLIP_TINY: against +tiny
-            b = [d[rng.integers(0, n, n)].mean() for _ in range(10000)]
-            print(f"RESULT seed={seed} {v}: {100*h.mean():.1f}% ({100*lo:.1f}-{100*hi:.1f}) "
-                  f"<10% {h[small].sum()}/{small.sum()} several {100*h[several].mean():.1f}% "
-                  f"({h[several].sum()}/{several.sum()}) diff {100*d.mean():+.1f} "
-                  f"[{100*np.percentile(b, 2.5):+.1f}, {100*np.percentile(b, 97.5):+.1f}]", flush=True)
-
+        # with FLIP_TINY: against +tiny
+        print_results(f"seed={seed}", hits, lambda v: v.replace("+flip", ""), small, several)
 
 if __name__ == "__main__":
     if sys.argv[1] == "mirror":

@@ -24,12 +24,13 @@ from sensloc.evaluation.reductions import reduce_dataset, close_rows
 from sensloc.evaluation.runner import photo_to_input
 from sensloc.evaluation.plots import object_sizes
 from sensloc.localize.boxes import best_ious
-from sensloc.localize.metrics import bootstrap_ci
 from sensloc.localize.presets import preset
 from sensloc.localize.folds import folds
 from sensloc.localize.protocols.mix import BoxSearch
 from sensloc.localize.protocols.objectness import box_coverage, _moments, _gram, _ridge, LAMBDAS_WIDE
 from sensloc.saliency import postprocess
+
+from report import print_results
 
 OUT = os.environ.get("TINY_OUT", "/work/tiny-runs")
 SHARED = "/work/shared/data"
@@ -149,16 +150,7 @@ def cv(k, seeds):
             print("mse grid (rows w, cols lambda)", np.round(err, 5).tolist(), flush=True)
         np.savez(f"{OUT}/hits-k{k}-s{seed}.npz", **hits)
         json.dump(log, open(f"{OUT}/log-k{k}-s{seed}.json", "w"), indent=1, default=float)
-        rng = np.random.default_rng(0)
-        for v, h in hits.items():
-            lo, hi = bootstrap_ci(h)
-            d = h.astype(float) - hits["base"]
-            b = [d[rng.integers(0, n, n)].mean() for _ in range(10000)]
-            print(f"RESULT k={k} seed={seed} {v}: {100*h.mean():.1f}% ({100*lo:.1f}-{100*hi:.1f}) "
-                  f"<10% {h[small].sum()}/{small.sum()} several {100*h[several].mean():.1f}% "
-                  f"({h[several].sum()}/{several.sum()}) diff {100*d.mean():+.1f} "
-                  f"[{100*np.percentile(b, 2.5):+.1f}, {100*np.percentile(b, 97.5):+.1f}]", flush=True)
-
+        print_results(f"k={k} seed={seed}", hits, lambda v: "base", small, several)
 
 if __name__ == "__main__":
     if sys.argv[1] == "sums":
