@@ -67,8 +67,27 @@ def test_serial_twins_are_separate_compilations():
         assert kernel.serial is not kernel
         assert kernel.serial.py_func.__qualname__ == kernel.py_func.__qualname__ + "_serial"
         assert kernel.targetoptions["parallel"] and "parallel" not in kernel.serial.targetoptions
-    assert kernels.threads_for(kernels._relu_gate, 10, 11) is kernels._relu_gate.serial
-    assert kernels.threads_for(kernels._relu_gate, 11, 11) is kernels._relu_gate
+    divisor = kernels._threshold_divisor()
+    assert kernels.threads_for(kernels._relu_gate, 10, 11 * divisor) is kernels._relu_gate.serial
+    assert kernels.threads_for(kernels._relu_gate, 11, 11 * divisor) is kernels._relu_gate
+
+
+@pytest.mark.parametrize("policy, divisor", [(None, 16), ("PASSIVE", 1), ("passive", 1),
+                                             ("ACTIVE", 16)])
+def test_spinning_workers_take_smaller_kernels(policy, divisor):
+    # The thresholds were measured with passive workers; spinning ones are awake already.
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    if policy is not None:
+        env["OMP_WAIT_POLICY"] = policy
+    script = """if True:
+        from sensloc.nets._numba import kernels
+        k = kernels._relu_gate
+        print(kernels._threshold_divisor(), kernels.threads_for(k, 1000, 16000) is k,
+              kernels.threads_for(k, 1001, 1001) is k)
+    """
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert out == [str(divisor), str(divisor == 16), "True"]
 
 
 # ------------------------------------------------------------------------------ choosing

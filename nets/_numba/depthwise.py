@@ -191,8 +191,8 @@ def _backward_input(dy, w, stride, pads, blocks, dx):
 def _launch(kernel, planes, macs):
     """The kernel to run and the number of runs of planes to deal out: with Numba's threads, a
     few runs per thread, for balance; below :data:`nets._numba.kernels.PARALLEL_DEPTHWISE_MACS`
-    multiply-adds, the serial twin with one run (one scratch)."""
-    if macs < PARALLEL_DEPTHWISE_MACS:
+    multiply-adds (:func:`nets._numba.kernels.threads_for`), the serial twin with one run."""
+    if threads_for(kernel, macs, PARALLEL_DEPTHWISE_MACS) is kernel.serial:
         return kernel.serial, 1
     return kernel, max(1, min(planes, 8 * numba.get_num_threads()))
 

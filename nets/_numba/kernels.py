@@ -39,7 +39,9 @@ pool fast (glibc keeping freed memory, the OpenMP threading layer) are the busin
 :func:`nets.backends.configure_process`, never of this module: importing it changes nothing in
 the process.
 """
+import functools
 import importlib
+import os
 import threading
 import types
 import weakref
@@ -73,8 +75,10 @@ WIDE_PLANE = 4096
 # Numba's threads, or the calling thread: a kernel and its serial twin
 # ---------------------------------------------------------------------------------------------
 
-#: Below these amounts of work a kernel runs on the calling thread. Starting a parallel region
-#: wakes Numba's sleeping OpenMP worker (passive waiting, :func:`nets.backends.configure_process`),
+#: Below these amounts of work a kernel runs on the calling thread; they were measured with
+#: workers that sleep after every kernel (``OMP_WAIT_POLICY=PASSIVE``), and workers that spin
+#: take a sixteenth of them (:data:`SPINNING_DIVISOR`). Starting a parallel region
+#: wakes a sleeping OpenMP worker,
 #: which costs ~45-60 us on the 2-core development machine, idle, and more when other processes
 #: hold the second core; a kernel gains from its second thread only when half its serial time
 #: is more than that. MobileNetV2 at batch 1 started ~90 parallel kernels per pass (its 14 x 14
@@ -113,9 +117,27 @@ def serial_twin(kernel):
     return kernel
 
 
+#: Workers that spin between kernels (OpenMP's own policy, which
+#: :func:`nets.backends.configure_process` keeps, with a longer spin) are already awake: kernels
+#: go to them from a sixteenth of the thresholds above. Batch 1, one process, 15 alternated calls
+#: after a 0.1 s sleep (2026-12-05, idle machine): MobileNetV2's forward pass 9.2 ms with the
+#: thresholds as measured, 7.6 / 7.1 / 7.1 ms with a quarter / a sixteenth / none; its gradient
+#: 18.9 -> 16.0 ms; SqueezeNet 11.2 -> 10.8 and 21.7 -> 20.9 ms; batch 8: MobileNetV2 43.7 ->
+#: 40.8 and 93.8 -> 84.7 ms, SqueezeNet unchanged. With passive workers a sixteenth was slower
+#: (MobileNetV2 batch 1 11.5 -> 12.3 and 21.9 -> 24.1 ms).
+SPINNING_DIVISOR = 16
+
+
+@functools.lru_cache(maxsize=None)
+def _threshold_divisor():
+    # OpenMP reads its wait policy once, when its runtime starts; so does this.
+    return 1 if os.environ.get("OMP_WAIT_POLICY", "").upper() == "PASSIVE" else SPINNING_DIVISOR
+
+
 def threads_for(kernel, work, threshold):
-    """``kernel`` if ``work`` reaches ``threshold``, else its serial twin (:func:`serial_twin`)."""
-    return kernel if work >= threshold else kernel.serial
+    """``kernel`` if ``work`` reaches ``threshold`` (divided by :data:`SPINNING_DIVISOR` unless
+    ``OMP_WAIT_POLICY=PASSIVE``), else its serial twin (:func:`serial_twin`)."""
+    return kernel if work * _threshold_divisor() >= threshold else kernel.serial
 
 
 _scratch_space = threading.local()
