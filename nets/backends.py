@@ -167,27 +167,19 @@ def configure_process(threads=None, wait_policy=None, keep_memory=None):
 
     1. ``OMP_WAIT_POLICY``: only if ``wait_policy`` is given and the environment has none.
        By default OpenMP's own policy stays, the one PyTorch runs with: after a parallel kernel
-       the workers spin briefly (libgomp: ``GOMP_SPINCOUNT``, 300,000 iterations), then sleep.
-       A pass is a chain of short kernels with Python between them, and a sleeping worker
-       costs a wake-up per kernel, more after an idle moment: on an idle machine, passive
-       waiting made a SqueezeNet batch-1 gradient 1.7x slower (40.4 against 23.5 ms), its
-       forward pass 22.0 against 12.5 ms, MobileNetV2's batch-8 forward 61.6 against 45.2 ms
-       (2026-12-05; benchmarks/RESULTS.md, section "-7"). On a machine whose cores other
-       processes already keep busy the spinning costs instead (the same calls 1.5-2x slower
-       than passive with one other busy process on the 2 cores): there, set
-       ``OMP_WAIT_POLICY=PASSIVE`` in the environment (or pass ``wait_policy="PASSIVE"``).
-       OpenMP reads the variable when its runtime starts, at the first parallel kernel: call
-       this before.
-       Unless a policy or ``GOMP_SPINCOUNT`` is already in the environment, the spin is made
-       ten times longer, ``GOMP_SPINCOUNT`` = :data:`SPIN_COUNT` (GNU OpenMP, the runtime of
-       Numba's ``omp`` layer on Linux; other runtimes ignore it). With libgomp's 300,000 a
-       worker falls asleep in the serial stretches of a batch-1 pass, and on the 2-core
-       development machine (a VM) every few passes then ran at half speed: MobileNetV2's
-       batch-1 forward pass after a 0.1 s pause had medians of 10.6-19.8 ms over three
-       processes with the default, 9.4-10.0 ms with 3,000,000; SqueezeNet's 11.9-13.1 against
-       11.3-12.7 ms; gradients and batch 8 unchanged. With one other busy process on the
-       machine, 17.8 against 75.9 ms (MobileNetV2 batch 1) and no change at SqueezeNet
-       batch 8, where both stay 1.7x slower than passive (2026-12-05, RESULTS.md "-8").
+       the workers spin, then sleep. A pass is a chain of short kernels with Python between
+       them, and a sleeping worker costs a wake-up per kernel: on an idle machine passive
+       waiting made a SqueezeNet batch-1 gradient 1.7x slower (40.4 against 23.5 ms). Where
+       other processes keep the cores busy the spinning costs instead (2-7x with one busy
+       neighbour process): there, set ``OMP_WAIT_POLICY=PASSIVE`` in the environment (or pass
+       ``wait_policy="PASSIVE"``). Unless a policy or ``GOMP_SPINCOUNT`` is in the environment,
+       the spin is made ten times libgomp's 300,000 iterations, ``GOMP_SPINCOUNT`` =
+       :data:`SPIN_COUNT` (GNU OpenMP, the runtime of Numba's ``omp`` layer on Linux; others
+       ignore it): with the default, workers fell asleep in a batch-1 pass's serial stretches
+       and MobileNetV2's batch-1 forward ran at half speed in some processes (medians
+       10.6-19.8 ms, 9.4-10.0 with the longer spin). Measurements: benchmarks/RESULTS.md,
+       sections "-7" and "-8". OpenMP reads these variables when its runtime starts, at the
+       first parallel kernel: call this before.
     2. glibc keeps freed memory for reuse (:func:`keep_freed_memory`), unless ``keep_memory``
        is False or, when it is None, ``SENSLOC_KEEP_FREED_MEMORY=0`` is in the environment.
     3. ``threads``: if given, Numba's thread count (``numba.set_num_threads``, at most

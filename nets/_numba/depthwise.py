@@ -41,22 +41,13 @@ import numpy as np
 import numba
 from numba import njit, prange, uint64
 
-from sensloc.nets._numba.kernels import (PARALLEL_DEPTHWISE_MACS, PARALLEL_ELEMENTS, relu,
-                                         serial_twin, threads_for)
+from sensloc.nets._numba.kernels import (PARALLEL_DEPTHWISE_MACS, PARALLEL_ELEMENTS,
+                                         columns_inside, relu, serial_twin, threads_for)
 from sensloc.nets.reference import conv_output_size, padding_sides
 from sensloc.nets.reference import relu6_rule as _reference_relu6_rule
 
 __all__ = ["depthwise_conv2d_forward", "depthwise_conv2d_backward_input",
            "depthwise_conv2d_backward_weight", "relu6", "relu6_backward", "relu6_rule"]
-
-
-@njit(inline="always")
-def _columns(b, stride, left, width, phase_width):
-    """``[l0, l1)``: the columns ``l`` of phase column offset ``b`` that lie inside the
-    unpadded row, ``0 <= s*l + b - left < width`` (floor division rounds the bounds right)."""
-    l0 = max(0, -((b - left) // stride))                    # ceil((left - b) / s)
-    l1 = min(phase_width, (width - 1 + left - b) // stride + 1)
-    return l0, max(l0, l1)
 
 
 @njit(inline="always")
@@ -70,7 +61,7 @@ def _phases(plane, stride, top, left, height, width, out):
     out[:] = 0
     for a in range(stride):
         for b in range(stride):
-            l0, l1 = _columns(b, stride, left, w, width)
+            l0, l1 = columns_inside(b, stride, left, w, width)
             phase = out[a, b]
             for m in range(height):
                 row = stride * m + a - top
@@ -87,7 +78,7 @@ def _unphase(phases, stride, top, left, height, width, plane):
     flat = plane.reshape(h * w)
     for a in range(stride):
         for b in range(stride):
-            l0, l1 = _columns(b, stride, left, w, width)
+            l0, l1 = columns_inside(b, stride, left, w, width)
             phase = phases[a, b]
             for m in range(height):
                 row = stride * m + a - top

@@ -1,6 +1,6 @@
 """The fast backend's kernels: convolution, max pooling, ReLU steps and GEMMs in Numba.
 
-Why this file is long (~1,000 lines): it is the second implementation of :mod:`nets.reference`,
+Why this file is long (~1,100 lines): it is the second implementation of :mod:`nets.reference`,
 the speed of the library, and its parts share private helpers (scratch buffers, the BLAS guard,
 the threaded GEMM, the chunking of batches) that would otherwise become a public API between
 files. Students read :mod:`nets.reference`; this file is held equal to it by the tests.
@@ -119,12 +119,9 @@ def serial_twin(kernel):
 
 #: Workers that spin between kernels (OpenMP's own policy, which
 #: :func:`nets.backends.configure_process` keeps, with a longer spin) are already awake: kernels
-#: go to them from a sixteenth of the thresholds above. Batch 1, one process, 15 alternated calls
-#: after a 0.1 s sleep (2026-12-05, idle machine): MobileNetV2's forward pass 9.2 ms with the
-#: thresholds as measured, 7.6 / 7.1 / 7.1 ms with a quarter / a sixteenth / none; its gradient
-#: 18.9 -> 16.0 ms; SqueezeNet 11.2 -> 10.8 and 21.7 -> 20.9 ms; batch 8: MobileNetV2 43.7 ->
-#: 40.8 and 93.8 -> 84.7 ms, SqueezeNet unchanged. With passive workers a sixteenth was slower
-#: (MobileNetV2 batch 1 11.5 -> 12.3 and 21.9 -> 24.1 ms).
+#: go to them from a sixteenth of the thresholds above. MobileNetV2's batch-1 forward pass went
+#: from 9.2 to 7.1 ms; with passive workers a sixteenth was 7-10% slower (benchmarks/RESULTS.md,
+#: section "-8").
 SPINNING_DIVISOR = 16
 
 
@@ -316,12 +313,14 @@ def _chunks(count, per_image, plane=0):
 
 
 @njit(inline="always")
-def _inside(stride, j, padding, ow, w):
-    """``[q0, q1)``: the output columns ``q`` whose tap ``j`` reads inside the row,
-    ``0 <= stride * q + j - padding < w``."""
-    q0 = min(ow, max(0, -((j - padding) // stride)))        # ceil((padding - j) / stride)
-    q1 = min(ow, max(q0, (w - 1 + padding - j) // stride + 1))
-    return q0, q1
+def columns_inside(offset, stride, left, width, count):
+    """``[l0, l1)`` within ``[0, count)``: the columns ``l`` whose pixel ``s*l + offset - left``
+    lies inside a row of ``width``, e.g. the output columns whose tap ``offset`` reads the
+    unpadded input (im2col), or the columns of a stride phase (:mod:`nets._numba.depthwise`).
+    Floor division rounds the bounds the right way."""
+    l0 = min(count, max(0, -((offset - left) // stride)))   # ceil((left - offset) / s)
+    l1 = min(count, (width - 1 + left - offset) // stride + 1)
+    return l0, max(l0, l1)
 
 
 @njit(parallel=True, cache=True, fastmath=False)
@@ -337,7 +336,7 @@ def _im2col(x, kh, kw, stride, padding, oh, ow, cols):
         for i in range(kh):
             for j in range(kw):
                 out = cols[(c * kh + i) * kw + j]
-                q0, q1 = _inside(stride, j, padding, ow, w)
+                q0, q1 = columns_inside(j, stride, padding, w, ow)
                 for r in range(oh):
                     hi = stride * r + i - padding
                     base = (b * oh + r) * ow
@@ -356,7 +355,7 @@ def _im2col(x, kh, kw, stride, padding, oh, ow, cols):
                     else:
                         for q in range(q0r, q1r):
                             out[uint64(base + q)] = plane[uint64(start + stride * q)]
-                    for q in range(max(q0r, q1r), ow):
+                    for q in range(q1r, ow):
                         out[uint64(base + q)] = 0.0
 
 
@@ -372,7 +371,7 @@ def _col2im(cols, kh, kw, stride, padding, oh, ow, dx):
         for i in range(kh):
             for j in range(kw):
                 row = cols[(c * kh + i) * kw + j]
-                q0, q1 = _inside(stride, j, padding, ow, w)
+                q0, q1 = columns_inside(j, stride, padding, w, ow)
                 for r in range(oh):
                     hi = stride * r + i - padding
                     if hi < 0 or hi >= h:
@@ -905,12 +904,13 @@ def _max_pool_forward(x, kernel, stride, padding, y, argmax):
             h1 = min(r * stride - padding + kernel, h)
             for q in range(ow):
                 w0 = max(q * stride - padding, 0)
+                w1 = min(q * stride - padding + kernel, w)
                 best, best_at = xp[h0 * w + w0], h0 * w + w0
                 if r0 <= r < r1 and q0 <= q < q1:
                     best, best_at = _window_max(xp, h0 * w + w0, w, kernel, best, best_at)
                 else:
                     for hi in range(h0, h1):
-                        for wj in range(w0, min(q * stride - padding + kernel, w)):
+                        for wj in range(w0, w1):
                             best, best_at = _keep_larger(xp[hi * w + wj], hi * w + wj,
                                                          best, best_at)
                 maxima[plane, r * ow + q] = best
