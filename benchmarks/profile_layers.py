@@ -62,6 +62,9 @@ def instrument(net, clock):
     for layer in net.layers:
         for step in getattr(layer, "steps", ()):   # an inverted residual's sub-layers
             step.forward = clock.wrap(("step", step.name), step.forward)
+            if hasattr(step, "forward_relu6_input"):   # the depthwise step after an expansion
+                step.forward_relu6_input = clock.wrap(("step", step.name),
+                                                      step.forward_relu6_input)
             step.backward = clock.wrap(("step", step.name), step.backward)
         layer.forward = clock.wrap(("layer", layer.name), layer.forward)
         layer.backward = clock.wrap(("layer", layer.name), layer.backward)

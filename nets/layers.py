@@ -324,13 +324,22 @@ class DepthwiseConv2d(Layer):
         return ops.depthwise_conv2d_forward(x, self.weight, self.bias, self.stride,
                                             self.padding_for(x.shape)), x
 
+    def forward_relu6_input(self, eta):
+        """``forward(relu6(eta))``, the ReLU6 applied as the input is read and never stored
+        (``relu6_input`` of :func:`nets.reference.depthwise_conv2d_forward`). The cache is
+        ``eta``; :meth:`backward` reads only its shape (:meth:`backward_parameters` needs the
+        cache of :meth:`forward`)."""
+        return ops.depthwise_conv2d_forward(eta, self.weight, self.bias, self.stride,
+                                            self.padding_for(eta.shape), relu6_input=True), eta
+
     def backward(self, dy, cache, rule=None, ref_cache=None):
         """``dx[n, c] = w[c, 0] (*)^T dy[n, c]``: (N, C, OH, OW) -> (N, C, H, W). Rule-independent."""
         return ops.depthwise_conv2d_backward_input(dy, self.weight, cache.shape, self.stride,
                                                    self.padding_for(cache.shape))
 
     def backward_parameters(self, dy, cache):
-        """``dw[c, 0] = sum_n dy[n, c] (*) x[n, c]`` (C, 1, K, K) and ``db[c]`` (C,), for training."""
+        """``dw[c, 0] = sum_n dy[n, c] (*) x[n, c]`` (C, 1, K, K) and ``db[c]`` (C,), for training;
+        ``cache`` is :meth:`forward`'s (the input ``x``)."""
         dw, db = ops.depthwise_conv2d_backward_weight(dy, cache, self.kernel_size, self.stride,
                                                       self.padding_for(cache.shape))
         return {"weight": dw, "bias": db}
@@ -418,6 +427,7 @@ class InvertedResidual(Layer):
         super().__init__(name)
         hidden = in_channels * expansion
         self.in_channels, self.out_channels, self.stride = in_channels, out_channels, stride
+        self.expansion = expansion
         steps = []
         if expansion != 1:
             steps += [Conv2d(f"{name}.expand", in_channels, hidden, 1),
@@ -431,10 +441,21 @@ class InvertedResidual(Layer):
         self.residual = stride == 1 and in_channels == out_channels
 
     def forward(self, x):
-        caches, h = {}, x
-        for step in self.steps:
+        caches = {}
+        if self.expansion != 1:
+            eta, caches[self.expand.name] = self.expand.forward(x)
+            # relu6(eta) is read by the depthwise convolution alone, which applies the ReLU6 as
+            # it reads: the block's largest array is not written twice. The ReLU6's cache is
+            # eta, as its own forward pass leaves it.
+            caches[self.expand_relu6.name] = eta
+            h, caches[self.depthwise.name] = self.depthwise.forward_relu6_input(eta)
+        else:
+            h, caches[self.depthwise.name] = self.depthwise.forward(x)
+        for step in (self.depthwise_relu6, self.project):
             h, caches[step.name] = step.forward(h)
-        return (x + h if self.residual else h), caches
+        if self.residual:
+            h += x   # in place: the projection's output is cached nowhere
+        return h, caches
 
     def backward(self, dy, cache, rule=None, ref_cache=None):
         ds = dy

@@ -154,7 +154,7 @@ def _pad_sides(x, padding):
     return np.pad(x, ((0, 0), (0, 0)) + padding_sides(padding))
 
 
-def depthwise_conv2d_forward(x, w, b, stride, padding):
+def depthwise_conv2d_forward(x, w, b, stride, padding, relu6_input=False):
     """Depthwise convolution: output channel ``c`` reads input channel ``c`` only.
 
     ``y[n, c, oh, ow] = b[c] + sum_{i,j} w[c, 0, i, j] * x_pad[n, c, s*oh + i, s*ow + j]``
@@ -169,11 +169,17 @@ def depthwise_conv2d_forward(x, w, b, stride, padding):
     b : (C,) array
     stride : int
     padding : int, or ((top, bottom), (left, right)) (:func:`padding_sides`)
+    relu6_input : bool
+        Convolve ``relu6(x)`` instead of ``x``: the ReLU6 before the convolution, applied as the
+        input is read (MobileNetV2's expansion's ReLU6, whose output only this layer reads;
+        :class:`nets.InvertedResidual`).
 
     Returns
     -------
     y : (N, C, OH, OW) array of ``x``'s dtype, ``OH = (H + top + bottom - KH) // s + 1``
     """
+    if relu6_input:
+        x = relu6(x)
     n, c = x.shape[:2]
     _, _, kh, kw = w.shape
     xp, w = _pad_sides(x, padding), w.astype(x.dtype, copy=False)

@@ -260,6 +260,27 @@ def test_depthwise_kernels_equal_the_reference_on_random_shapes(thread_path, str
     assert np.all(np.abs(dx32 - dx) <= bound * terms)
 
 
+@pytest.mark.parametrize("stride, padding", [(1, 1), (1, 0), (2, ((0, 1), (0, 1))), (3, 2)])
+def test_depthwise_convolution_of_a_relu6_equals_the_two_steps(thread_path, stride, padding):
+    """``relu6_input=True`` (the ReLU6 applied as the input is read, MobileNetV2's expansions)
+    is ``depthwise(relu6(x))`` on both backends, bit for bit, float32 and float64, NaN
+    included; stride 1 without padding is the case the fast kernel would otherwise read in
+    place."""
+    rng = np.random.default_rng(500 + stride)
+    x = 5 * rng.normal(size=(2, 5, 9, 8))          # values below 0, inside (0, 6) and above 6
+    x[0, 0, 0, :3] = [0.0, 6.0, np.nan]
+    w, b = rng.normal(size=(5, 1, 3, 3)), rng.normal(size=5)
+    for dtype in (np.float64, np.float32):
+        xs, ws, bs = (a.astype(dtype) for a in (x, w, b))
+        two_steps = reference.depthwise_conv2d_forward(reference.relu6(xs), ws, bs, stride,
+                                                       padding)
+        for ops in (reference, fast):
+            fused = ops.depthwise_conv2d_forward(xs, ws, bs, stride, padding, relu6_input=True)
+            assert fused.dtype == dtype
+            np.testing.assert_array_equal(fused, two_steps)
+    assert np.isnan(two_steps).any() and not np.isnan(two_steps).all()   # the NaN went through
+
+
 @pytest.mark.parametrize("batch", [1, 3])
 @pytest.mark.parametrize("seed", range(3))
 def test_pointwise_convolutions_equal_the_reference(thread_path, batch, seed):
