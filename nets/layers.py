@@ -462,8 +462,9 @@ class InvertedResidual(Layer):
         for step in reversed(self.steps):
             ref = None if ref_cache is None else ref_cache[step.name]
             ds = step.backward(ds, cache[step.name], rule, ref)
-        # the skip connection carries dy back unchanged; the two signals add at x
-        return ds + dy if self.residual else ds
+        if self.residual:   # the skip connection carries dy back unchanged; the two add at x
+            ds += dy        # in place: ds is this call's own array
+        return ds
 
     def parameters(self):
         params = {}
