@@ -143,6 +143,51 @@ def test_convolution_operations_are_equal(seed, winograd):
         assert_equal_backends(ours, theirs)
 
 
+@pytest.mark.parametrize("k, stride, padding", [(7, 2, 0), (5, 1, 2), (3, 2, 1), (7, 3, 3),
+                                               (3, 1, 0)])
+def test_wide_convolutions_by_bands_equal_the_reference(monkeypatch, k, stride, padding):
+    """Large output planes go by bands of output rows (kernels._conv_bands and its backward,
+    even then odd bands): thresholds lowered so that small planes take that road with many
+    bands, a last band cut short, and bands thinner than the (k - s) / s rows the backward
+    pass's parity split needs. Float64 to EQUAL, float32 within the rounding bound of any
+    order of summation."""
+    monkeypatch.setattr(kernels, "WIDE_PLANE", 16)
+    monkeypatch.setattr(kernels, "BAND_BYTES", 1)           # one output row per band, forward
+    calls = []
+    for name in ("_conv_bands", "_conv_bands_backward"):
+        kernel = getattr(kernels, name)
+        monkeypatch.setattr(kernels, name, lambda *a, _k=kernel, _n=name: (calls.append(_n),
+                                                                          _k(*a))[1])
+    rng = np.random.default_rng(600 + 10 * k + stride)
+    x = rng.normal(size=(3, 2, 23, 19))
+    w, b = rng.normal(size=(5, 2, k, k)), rng.normal(size=5)
+    y = reference.conv2d_forward(x, w, b, stride, padding)
+    assert y.shape[2] * y.shape[3] >= 16 and y.shape[2] > 3
+    assert_equal_backends(fast.conv2d_forward(x, w, b, stride, padding), y)
+    dy = rng.normal(size=y.shape)
+    dx = reference.conv2d_backward_input(dy, w, x.shape, stride, padding)
+    assert_equal_backends(fast.conv2d_backward_input(dy, w, x.shape, stride, padding), dx)
+    assert calls == ["_conv_bands"] + 2 * ["_conv_bands_backward"]   # (not Winograd's road)
+
+    f32 = np.float32
+    bound = (2 * k * k * 5 + 1) * np.finfo(f32).eps
+    x32, w32, b32, dy32 = (a.astype(f32) for a in (x, w, b, dy))
+    y = reference.conv2d_forward(*(a.astype(np.float64) for a in (x32, w32, b32)), stride,
+                                 padding)
+    terms = reference.conv2d_forward(np.abs(x32).astype(np.float64),
+                                     np.abs(w32).astype(np.float64),
+                                     np.abs(b32).astype(np.float64), stride, padding)
+    y32 = fast.conv2d_forward(x32, w32, b32, stride, padding)
+    assert y32.dtype == f32 and np.all(np.abs(y32 - y) <= bound * terms)
+    dx = reference.conv2d_backward_input(dy32.astype(np.float64), w32.astype(np.float64),
+                                         x.shape, stride, padding)
+    terms = reference.conv2d_backward_input(np.abs(dy32).astype(np.float64),
+                                            np.abs(w32).astype(np.float64), x.shape, stride,
+                                            padding)
+    dx32 = fast.conv2d_backward_input(dy32, w32, x.shape, stride, padding)
+    assert dx32.dtype == f32 and np.all(np.abs(dx32 - dx) <= bound * terms)
+
+
 @pytest.mark.parametrize("seed", range(10))
 def test_max_pool_operations_are_equal(seed):
     rng = np.random.default_rng(100 + seed)
