@@ -342,7 +342,8 @@ def test_winograd_chunks_of_images_equal_reference(monkeypatch, rng):
 @pytest.mark.parametrize("c, o, forward, backward", [
     (3, 64, False, False),     # VGG's RGB input
     (16, 64, False, False),    # SqueezeNet's expand3x3 after a 16-channel squeeze
-    (32, 128, True, False),    # ... after 32 channels: forward only (the signal reads 128)
+    (32, 128, False, False),   # ... after 32 channels (im2col by bands of rows is faster)
+    (48, 192, True, False),    # ... after 48 channels: forward only (the signal reads 192)
     (64, 128, True, True),     # VGG's doubling layers
     (512, 512, True, True),
 ])

@@ -72,8 +72,10 @@ from sensloc.nets.reference import conv_output_size, pool_output_size  # noqa: F
 COLUMN_BUDGET = 1 << 23
 #: Output planes at least this large are convolved by bands of output rows, image by image
 #: (:func:`_conv_bands`): a band's product is wide enough alone and is written straight into
-#: the output, with no copy from the (O, B*OH*OW) layout.
-WIDE_PLANE = 4096
+#: the output, with no copy from the (O, B*OH*OW) layout. SqueezeNet's 27 x 27 expand3x3 at
+#: batch 8 (2 threads): forward 1.9-5.8 -> 1.3-4.5 ms, input signal 1.7-5.4 -> 1.2-4.5; at
+#: 13 x 13 bands lost at batch 1 (0.29 -> 0.37 ms).
+WIDE_PLANE = 512
 
 
 # ---------------------------------------------------------------------------------------------
@@ -679,12 +681,15 @@ def uses_winograd(kernel_size, stride, padding, in_channels, out_channels, trans
     """Whether a convolution's forward pass (or, ``transposed``, its input signal) uses Winograd.
 
     Possible for 3x3 kernels at stride 1 with padding <= 2 (so that the transpose has padding
-    >= 0); chosen where it beat im2col + GEMM (both on :mod:`nets._numba.gemm`, 2 threads). The
+    >= 0); chosen where it beat im2col + GEMM (BLAS GEMMs both, 2 threads, OpenBLAS unpinned). The
     transforms cost in proportion to the channels they read and write, the GEMM saving in
     proportion to their product, so thin layers stay with im2col:
 
-    - forward: at least 32 input and 8 output channels (SqueezeNet's expand3x3 after a
-      16-channel squeeze at batch 8: im2col 2.6-2.8 ms, Winograd 3.0-3.1 ms; VGG's RGB input);
+    - forward: at least 48 input and 8 output channels (SqueezeNet's expand3x3 after a
+      32-channel squeeze at batch 8: Winograd 6.2 / 1.8 ms at 55 x 55 / 27 x 27, im2col by
+      bands of rows 5.3 / 1.3 ms; after 48 channels, 2.8 against 2.7 ms at batch 8 and 0.36
+      against 0.56 at batch 1; VGG16's layers, 64 channels and more, 1.5-3x faster with
+      Winograd);
     - input signal: at least 8 channels on both sides and at most twice as many output as
       input channels, because its input transform reads the output's channels (SqueezeNet's
       4x expanding expand3x3 at batch 8: im2col 1.4-8.8 ms, Winograd 2.2-11.5 ms; VGG's
@@ -694,7 +699,7 @@ def uses_winograd(kernel_size, stride, padding, in_channels, out_channels, trans
         return False
     if transposed:
         return min(in_channels, out_channels) >= 8 and out_channels <= 2 * in_channels
-    return in_channels >= 32 and out_channels >= 8
+    return in_channels >= 48 and out_channels >= 8
 
 
 # The 1-D transforms; the 2-D ones apply them to the columns, then to the rows of a tile.
