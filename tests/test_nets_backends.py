@@ -305,6 +305,31 @@ def test_depthwise_kernels_equal_the_reference_on_random_shapes(thread_path, str
     assert np.all(np.abs(dx32 - dx) <= bound * terms)
 
 
+@pytest.mark.parametrize("stack", [1, 2, 5])
+@pytest.mark.parametrize("stride, padding", [(1, 1), (1, 0), (2, ((0, 1), (0, 1))), (3, 2)])
+def test_depthwise_planes_stacked_by_channel_equal_the_reference(thread_path, monkeypatch, stack,
+                                                                stride, padding):
+    """A channel's planes in several images go through the taps stacked (depthwise.STACK_BYTES):
+    one image at a time, two (the last group of five a single image) or all five, forward, of
+    a ReLU6 and backward, against the reference's taps."""
+    rng = np.random.default_rng(700 + 10 * stack + stride)
+    x = 4 * rng.normal(size=(5, 3, 9, 7))
+    w, b = rng.normal(size=(3, 1, 3, 3)), rng.normal(size=3)
+    pads = fast.depthwise._pads(padding)
+    area = -(-(pads[0] + 9 + pads[1]) // stride) * -(-(pads[2] + 7 + pads[3]) // stride)
+    monkeypatch.setattr(fast.depthwise, "STACK_BYTES", stack * area * x.itemsize)
+    for relu6_input in (False, True):
+        assert_equal_backends(
+            fast.depthwise_conv2d_forward(x, w, b, stride, padding, relu6_input=relu6_input),
+            reference.depthwise_conv2d_forward(x, w, b, stride, padding,
+                                               relu6_input=relu6_input))
+    y = reference.depthwise_conv2d_forward(x, w, b, stride, padding)
+    dy = rng.normal(size=y.shape)
+    assert_equal_backends(fast.depthwise_conv2d_backward_input(dy, w, x.shape, stride, padding),
+                          reference.depthwise_conv2d_backward_input(dy, w, x.shape, stride,
+                                                                    padding))
+
+
 @pytest.mark.parametrize("stride, padding", [(1, 1), (1, 0), (2, ((0, 1), (0, 1))), (3, 2)])
 def test_depthwise_convolution_of_a_relu6_equals_the_two_steps(thread_path, stride, padding):
     """``relu6_input=True`` (the ReLU6 applied as the input is read, MobileNetV2's expansions)

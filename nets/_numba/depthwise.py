@@ -12,8 +12,10 @@ below :data:`nets._numba.kernels.PARALLEL_DEPTHWISE_MACS` (MobileNetV2's 28 x 28
 blocks at batch 1) run serially instead: waking the threads would cost more than they save.
 
 Within a plane, the work is arranged so that the innermost loop is one long contiguous run,
-which the compiler turns into vector instructions even for MobileNetV2's 7 x 7 planes (a loop
-along one 7-pixel row stays scalar). With the padded input cut into its ``s x s`` phases
+which the compiler turns into vector instructions (a loop along one 7-pixel row stays scalar);
+the planes of one channel in several images share its kernel and are stacked one after the
+other into one longer run (:data:`STACK_BYTES`), which MobileNetV2's 14 x 14 and 7 x 7 planes
+need at batch 8. With the padded input cut into its ``s x s`` phases
 ``P[a, b][m, l] = x_pad[s*m + a, s*l + b]`` (one phase, the padded plane, at stride 1), each
 of width ``PW = ceil((left + W + right) / s)``, tap ``(i, j)`` reads phase ``(i % s, j % s)`` shifted by
 ``(i // s, j // s)``, so over a "wide" output ``z`` of width ``PW``::
@@ -21,7 +23,8 @@ of width ``PW = ceil((left + W + right) / s)``, tap ``(i, j)`` reads phase ``(i 
     forward    z[t]                += w[i, j] * P[i % s, j % s][t + shift]    for all t
     backward   P'[i % s, j % s][t + shift] += w[i, j] * z'[t]                 for all t
 
-with ``t = r * PW + q`` flat and ``shift = (i // s) * PW + j // s``. The padding is applied
+with ``t = r * PW + q`` flat (plus ``image * PH * PW`` where planes are stacked: every output's
+window lies inside its own plane's phases) and ``shift = (i // s) * PW + j // s``. The padding is applied
 here, plane by plane into a thread's scratch, not by a padded copy of the whole batch (the
 layers pass MobileNetV2's ``SAME`` padding down): at stride 1 with no padding the plane is its
 own phase and is read, or added into, in place. The columns ``q >= OW``
@@ -51,36 +54,35 @@ __all__ = ["depthwise_conv2d_forward", "depthwise_conv2d_backward_input",
 
 
 @njit(inline="always")
-def _phases(plane, stride, top, left, height, width, clip, out):
-    # out[a, b, m * width + l] = x_pad[s*m + a, s*l + b]: the zero-padded plane cut into its
-    # s x s phases (one at stride 1), each flattened with `width` = ceil(padded W / s) columns;
-    # of relu6(x) if `clip`. Flat views and unsigned indices: no negative-index checks, so a
-    # stride-1 row is copied by vector instructions.
+def _phases(plane, stride, top, left, height, width, clip, out, base):
+    # out[a, b, base + m * width + l] = x_pad[s*m + a, s*l + b]: the zero-padded plane cut
+    # into its s x s phases (one at stride 1), each flattened with `width` = ceil(padded W / s)
+    # columns, from `base` on; of relu6(x) if `clip`. Flat views and unsigned indices: no
+    # negative-index checks, so a stride-1 row is copied by vector instructions.
     h, w = plane.shape
-    flat = plane.reshape(h * w)
-    out[:] = 0
+    flat, area = plane.reshape(h * w), height * width
     for a in range(stride):
         for b in range(stride):
             l0, l1 = columns_inside(b, stride, left, w, width)
             phase = out[a, b]
+            phase[base:base + area] = 0
             for m in range(height):
                 row = stride * m + a - top
                 if 0 <= row < h:
-                    start = row * w + b - left
+                    start, at = row * w + b - left, base + m * width
                     for l in range(l0, l1):
-                        phase[uint64(m * width + l)] = flat[uint64(start + stride * l)]
-    if clip:
-        # afterwards, in one contiguous run over the (cached) scratch, which the compiler
-        # vectorizes; clipping in the strided copy above left a branch per value, and was 10x
-        # slower at stride 2. The padding's zeros stay zero.
-        values = out.reshape(out.size)
-        for t in range(values.size):
-            v = values[uint64(t)]   # NaN fails both comparisons and stays NaN, as in relu6
-            values[uint64(t)] = 0.0 if v < 0 else (6.0 if v > 6 else v)
+                        phase[uint64(at + l)] = flat[uint64(start + stride * l)]
+            if clip:
+                # afterwards, in one contiguous run over the (cached) phase, which the
+                # compiler vectorizes; clipping in the strided copy above left a branch per
+                # value, and was 10x slower at stride 2. The padding's zeros stay zero.
+                for t in range(base, base + area):
+                    v = phase[uint64(t)]   # NaN fails both comparisons and stays NaN, as in relu6
+                    phase[uint64(t)] = 0.0 if v < 0 else (6.0 if v > 6 else v)
 
 
 @njit(inline="always")
-def _unphase(phases, stride, top, left, height, width, plane):
+def _unphase(phases, stride, top, left, height, width, base, plane):
     # The inverse of _phases, dropping the padding: plane[r, c] = x_pad[r + top, c + left].
     h, w = plane.shape
     flat = plane.reshape(h * w)
@@ -91,110 +93,147 @@ def _unphase(phases, stride, top, left, height, width, plane):
             for m in range(height):
                 row = stride * m + a - top
                 if 0 <= row < h:
-                    start = row * w + b - left
+                    start, at = row * w + b - left, base + m * width
                     for l in range(l0, l1):
-                        flat[uint64(start + stride * l)] = phase[uint64(m * width + l)]
+                        flat[uint64(start + stride * l)] = phase[uint64(at + l)]
 
 
 @njit(inline="always")
-def _layout(like, height, width, out_height, out_width, k, stride, pads, in_place):
-    """The stride-phase layout of one plane, shared by the forward and backward kernels.
+def _layout(like, images, height, width, out_height, out_width, k, stride, pads, in_place):
+    """The stride-phase layout of one channel's planes, stacked image after image, shared by
+    the forward and backward kernels.
 
-    Returns ``run``, the wide output's elements that are used, ``(OH - 1) * PW + OW``;
-    ``direct``, True where the plane is its own phase (stride 1, no padding) and ``in_place``
-    allows it to be read or added into in place; ``taps``, (K*K, 3) int: for tap ``(i, j)`` at row ``i * K + j``, its phase
-    ``(i % s, j % s)`` and the flat shift ``(i // s) * PW + j // s`` (tap ``(i, j)`` reads
-    ``x_pad[s*r + i, s*q + j]`` = its phase at ``[r + i // s, q + j // s]``, i.e. flat index
-    ``t + shift`` for wide index ``t = r * PW + q``); and a thread's zeroed scratch in
-    ``like``'s dtype: ``phases`` (s, s, PH * PW), empty when ``direct``, and ``wide`` (OH * PW,).
+    Returns ``area``, the elements of one plane's phase, ``PH * PW``; ``run``, the wide
+    output's elements that are used, ``(images - 1) * area + (OH - 1) * PW + OW``;
+    ``direct``, True where a plane is its own phase (stride 1, no padding, one image) and
+    ``in_place`` allows it to be read or added into in place; ``taps``, (K*K, 3) int: for tap
+    ``(i, j)`` at row ``i * K + j``, its phase ``(i % s, j % s)`` and the flat shift
+    ``(i // s) * PW + j // s`` (tap ``(i, j)`` reads ``x_pad[s*r + i, s*q + j]`` = its phase at
+    ``[r + i // s, q + j // s]``, i.e. flat index ``t + shift`` for wide index
+    ``t = image * area + r * PW + q``); and a thread's zeroed scratch in ``like``'s dtype:
+    ``phases`` (s, s, images * area), empty when ``direct``, and ``wide`` (images * area,).
     """
     top, bottom, left, right = pads
     ph, pw = -(-(top + height + bottom) // stride), -(-(left + width + right) // stride)
-    run = (out_height - 1) * pw + out_width
-    direct = in_place and stride == 1 and top == 0 and bottom == 0 and left == 0 and right == 0
+    area = ph * pw
+    run = (images - 1) * area + (out_height - 1) * pw + out_width
+    direct = (in_place and images == 1 and stride == 1 and top == 0 and bottom == 0
+              and left == 0 and right == 0)
     taps = np.empty((k * k, 3), np.int64)
     for i in range(k):
         for j in range(k):
             taps[i * k + j, 0], taps[i * k + j, 1] = i % stride, j % stride
             taps[i * k + j, 2] = (i // stride) * pw + j // stride
-    phases = np.zeros((stride, stride, 0 if direct else ph * pw), like.dtype)
-    wide = np.zeros(out_height * pw, like.dtype)
-    return ph, pw, run, direct, taps, phases, wide
+    phases = np.zeros((stride, stride, 0 if direct else images * area), like.dtype)
+    wide = np.zeros(images * area, like.dtype)
+    return ph, pw, area, run, direct, taps, phases, wide
 
 
 @serial_twin
 @njit(parallel=True, cache=True)
-def _forward(x, w, b, stride, pads, clip, blocks, y):
+def _forward(x, w, b, stride, pads, clip, stack, blocks, y):
     # y (N, C, OH, OW) = per-plane correlation of x (N, C, H, W) (of relu6(x) if `clip`, which
     # the copy into the phases applies) with w (C, 1, K, K), plus b. A thread takes runs of
-    # planes (`blocks` runs in all), with scratch of its own.
+    # channels (`blocks` runs in all), with scratch of its own; the planes of one channel share
+    # its kernel, and `stack` of them at a time are stacked, so that every tap is one vector
+    # loop over all of them.
     n, c, h, width = x.shape
     out_height, out_width = y.shape[2], y.shape[3]
-    k, planes = w.shape[2], n * c
+    k = w.shape[2]
     for block in prange(blocks):
-        ph, pw, run, direct, taps, phases, wide = _layout(x, h, width, out_height, out_width, k,
-                                                          stride, pads, not clip)
-        for plane in range(block * planes // blocks, (block + 1) * planes // blocks):
-            image, channel = plane // c, plane % c
+        ph, pw, area, run, direct, taps, phases, wide = _layout(
+            x, stack, h, width, out_height, out_width, k, stride, pads, not clip)
+        for task in range(block * c * -(-n // stack) // blocks,
+                          (block + 1) * c * -(-n // stack) // blocks):
+            channel, first = task % c, (task // c) * stack
+            images = min(stack, n - first)
+            run = (images - 1) * area + (out_height - 1) * pw + out_width
             if not direct:
-                _phases(x[image, channel], stride, pads[0], pads[2], ph, pw, clip, phases)
+                for image in range(images):
+                    _phases(x[first + image, channel], stride, pads[0], pads[2], ph, pw, clip,
+                            phases, image * area)
             for tap in range(k * k):
-                src = (x[image, channel].reshape(h * width) if direct
+                src = (x[first, channel].reshape(h * width) if direct
                        else phases[taps[tap, 0], taps[tap, 1]])
                 shift, weight = taps[tap, 2], w[channel, 0, tap // k, tap % k]
-                # unsigned indices: no negative-index check, so the loops are vectorized
+                # unsigned indices: no negative-index check, so the loops are vectorized.
+                # Between planes, t + shift stays inside t's own plane wherever t is an output
+                # (the phases hold the window); elsewhere `wide` holds values that are dropped.
                 if tap == 0:                     # the first tap starts the sums (0 + a = a)
                     for t in range(run):
                         wide[uint64(t)] = weight * src[uint64(t + shift)]
                 else:
                     for t in range(run):
                         wide[uint64(t)] += weight * src[uint64(t + shift)]
-            bias, out = b[channel], y[image, channel].reshape(out_height * out_width)
-            for r in range(out_height):
-                for q in range(out_width):   # the bias last, as the reference adds it
-                    out[uint64(r * out_width + q)] = wide[uint64(r * pw + q)] + bias
+            bias = b[channel]
+            for image in range(images):
+                out = y[first + image, channel].reshape(out_height * out_width)
+                for r in range(out_height):
+                    at = image * area + r * pw
+                    for q in range(out_width):   # the bias last, as the reference adds it
+                        out[uint64(r * out_width + q)] = wide[uint64(at + q)] + bias
 
 
 @serial_twin
 @njit(parallel=True, cache=True)
-def _backward_input(dy, w, stride, pads, blocks, dx):
+def _backward_input(dy, w, stride, pads, stack, blocks, dx):
     # dx (N, C, H, W) = per-plane transposed correlation of dy (N, C, OH, OW) with w: the
-    # forward's loops with source and destination swapped, adding into the padded plane's
-    # phases, which are then read back into dx (the padding's share is dropped there).
+    # forward's loops with source and destination swapped, adding into the padded planes'
+    # phases (a channel's N planes stacked), which are then read back into dx (the padding's
+    # share is dropped there).
     n, c, h, width = dx.shape
     out_height, out_width = dy.shape[2], dy.shape[3]
-    k, planes = w.shape[2], n * c
+    k = w.shape[2]
     for block in prange(blocks):
-        # `wide`'s columns q >= OW stay zero: they add nothing
-        ph, pw, run, direct, taps, phases, wide = _layout(dx, h, width, out_height, out_width,
-                                                          k, stride, pads, True)
-        for plane in range(block * planes // blocks, (block + 1) * planes // blocks):
-            image, channel = plane // c, plane % c
-            signal = dy[image, channel].reshape(out_height * out_width)
-            for r in range(out_height):
-                for q in range(out_width):
-                    wide[uint64(r * pw + q)] = signal[uint64(r * out_width + q)]
+        # `wide` is zero outside the outputs (columns q >= OW, rows between planes), so those
+        # add nothing; an output's taps land inside its own plane's phases
+        ph, pw, area, run, direct, taps, phases, wide = _layout(
+            dx, stack, h, width, out_height, out_width, k, stride, pads, True)
+        for task in range(block * c * -(-n // stack) // blocks,
+                          (block + 1) * c * -(-n // stack) // blocks):
+            channel, first = task % c, (task // c) * stack
+            images = min(stack, n - first)
+            run = (images - 1) * area + (out_height - 1) * pw + out_width
+            for image in range(images):
+                signal = dy[first + image, channel].reshape(out_height * out_width)
+                for r in range(out_height):
+                    at = image * area + r * pw
+                    for q in range(out_width):
+                        wide[uint64(at + q)] = signal[uint64(r * out_width + q)]
             if direct:
-                dx[image, channel] = 0
+                dx[first, channel] = 0
             else:
                 phases[:] = 0
             for tap in range(k * k):
-                dst = (dx[image, channel].reshape(h * width) if direct
+                dst = (dx[first, channel].reshape(h * width) if direct
                        else phases[taps[tap, 0], taps[tap, 1]])
                 shift, weight = taps[tap, 2], w[channel, 0, tap // k, tap % k]
                 for t in range(run):
                     dst[uint64(t + shift)] += weight * wide[uint64(t)]
             if not direct:
-                _unphase(phases, stride, pads[0], pads[2], ph, pw, dx[image, channel])
+                for image in range(images):
+                    _unphase(phases, stride, pads[0], pads[2], ph, pw, image * area,
+                             dx[first + image, channel])
 
 
-def _launch(kernel, planes, macs):
-    """The kernel to run and the number of runs of planes to deal out: with Numba's threads, a
-    few runs per thread, for balance; below :data:`nets._numba.kernels.PARALLEL_DEPTHWISE_MACS`
-    multiply-adds (:func:`nets._numba.kernels.threads_for`), the serial twin with one run."""
+#: Bytes of a thread's stacked wide output (``PH * PW`` values per image): a channel's planes
+#: are stacked while it fits the L1 cache, which each of the K*K taps passes over. MobileNetV2
+#: at batch 8, whose 14 x 14 and 7 x 7 planes made vector loops of 61-225 values: forward 43.9
+#: -> 41.0 ms, gradient 88.0 -> 82.9 (8-32 KB alike; 56 x 56 planes stacked by 8 were slower).
+STACK_BYTES = 16 << 10
+
+
+def _launch(kernel, images, channels, plane, itemsize, macs):
+    """The kernel to run, the images stacked per task and the number of runs of tasks to deal
+    out: with Numba's threads, a few runs per thread, for balance; below
+    :data:`nets._numba.kernels.PARALLEL_DEPTHWISE_MACS` multiply-adds
+    (:func:`nets._numba.kernels.threads_for`), the serial twin with one run."""
+    stack = max(1, min(images, STACK_BYTES // (plane * itemsize)))
+    tasks = channels * -(-images // stack)
     if threads_for(kernel, macs, PARALLEL_DEPTHWISE_MACS) is kernel.serial:
-        return kernel.serial, 1
-    return kernel, max(1, min(planes, 8 * numba.get_num_threads()))
+        return kernel.serial, stack, 1
+    return kernel, stack, max(1, min(tasks, 8 * numba.get_num_threads()))
+
 
 @njit(parallel=True, cache=True)
 def _backward_weight(dy, xp, stride, dw, db):
@@ -230,9 +269,10 @@ def depthwise_conv2d_forward(x, w, b, stride, padding, relu6_input=False):
     oh = conv_output_size(pads[0] + h + pads[1], k, stride, 0)
     ow = conv_output_size(pads[2] + wd + pads[3], k, stride, 0)
     y = np.empty((n, c, oh, ow), x.dtype)
-    kernel, blocks = _launch(_forward, n * c, y.size * k * k)
+    plane = -(-(pads[0] + h + pads[1]) // stride) * -(-(pads[2] + wd + pads[3]) // stride)
+    kernel, stack, blocks = _launch(_forward, n, c, plane, x.itemsize, y.size * k * k)
     kernel(np.ascontiguousarray(x), np.ascontiguousarray(w, x.dtype),
-           np.ascontiguousarray(b, x.dtype), stride, pads, bool(relu6_input), blocks, y)
+           np.ascontiguousarray(b, x.dtype), stride, pads, bool(relu6_input), stack, blocks, y)
     return y
 
 
@@ -240,8 +280,12 @@ def depthwise_conv2d_backward_input(dy, w, input_shape, stride, padding):
     """(N, C, OH, OW) -> (N, C, H, W): each plane's transposed convolution,
     ``dx_pad[n, c, s*oh + i, s*ow + j] += w[c, 0, i, j] * dy[n, c, oh, ow]``, padding dropped."""
     dx = np.empty(tuple(input_shape), dy.dtype)
-    kernel, blocks = _launch(_backward_input, dx.shape[0] * dx.shape[1], dy.size * w[0].size)
-    kernel(np.ascontiguousarray(dy), np.ascontiguousarray(w, dy.dtype), stride, _pads(padding),
+    n, c, h, wd = dx.shape
+    pads = _pads(padding)
+    plane = -(-(pads[0] + h + pads[1]) // stride) * -(-(pads[2] + wd + pads[3]) // stride)
+    kernel, stack, blocks = _launch(_backward_input, n, c, plane, dy.itemsize,
+                                    dy.size * w[0].size)
+    kernel(np.ascontiguousarray(dy), np.ascontiguousarray(w, dy.dtype), stride, pads, stack,
            blocks, dx)
     return dx
 
