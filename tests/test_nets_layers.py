@@ -305,9 +305,9 @@ def test_conv_winograd_memo_follows_in_place_weight_changes(rng, backend):
     # The fast backend keeps the transformed kernels between passes; changing the weights in
     # place (as optimizers and the randomization sanity check do) or replacing them must show.
     from sensloc.nets._numba import kernels
-    conv = Conv2d("c", 32, 9, 3, padding=1)  # Winograd both ways (kernels.uses_winograd)
-    assert kernels.uses_winograd(3, 1, 1, 32, 9) and kernels.uses_winograd(3, 1, 1, 32, 9, True)
-    x = rng.normal(size=(2, 32, 6, 5)).astype(np.float32)
+    conv = Conv2d("c", 48, 9, 3, padding=1)  # Winograd both ways (kernels.uses_winograd)
+    assert kernels.uses_winograd(3, 1, 1, 48, 9) and kernels.uses_winograd(3, 1, 1, 48, 9, True)
+    x = rng.normal(size=(2, 48, 6, 5)).astype(np.float32)
     conv.weight[...] = rng.normal(size=conv.weight.shape)
     for change in (None, "in place", "replaced", "float64"):
         if change == "in place":
@@ -316,10 +316,12 @@ def test_conv_winograd_memo_follows_in_place_weight_changes(rng, backend):
             conv.weight = rng.normal(size=conv.weight.shape).astype(np.float32)
         elif change == "float64":
             conv.weight, conv.bias, x = (a.astype(np.float64) for a in (conv.weight, conv.bias, x))
+        # float32 rounding of 432-term sums, against the size of the outputs; a stale memo
+        # is off by the outputs' own size
         y, cache = conv.forward(x)
         expected = reference.conv2d_forward(x, conv.weight, conv.bias, 1, 1)
-        np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())
         dy = rng.normal(size=y.shape).astype(y.dtype)
-        np.testing.assert_allclose(conv.backward(dy, cache),
-                                   reference.conv2d_backward_input(dy, conv.weight, x.shape, 1, 1),
-                                   rtol=1e-5, atol=1e-5)
+        expected = reference.conv2d_backward_input(dy, conv.weight, x.shape, 1, 1)
+        np.testing.assert_allclose(conv.backward(dy, cache), expected, rtol=1e-5,
+                                   atol=1e-5 * np.abs(expected).max())
