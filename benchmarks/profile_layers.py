@@ -6,8 +6,10 @@
 
 Instrumentation happens in this process only, by wrapping (never editing) library callables:
 every top-level layer's ``forward`` / ``backward`` (instance attributes), the Numba kernels
-``nets._numba.kernels._im2col`` / ``_col2im`` / ``_winograd_input_transform`` /
-``_winograd_output_transform`` / ``_max_pool_forward`` / ``_max_pool_route``, and the GEMMs
+``nets._numba.kernels._im2col`` / ``_col2im`` / ``_conv_bands`` / ``_conv_bands_backward``
+(convolutions by bands of rows: their unrolling and GEMMs together) /
+``_winograd_input_transform`` / ``_winograd_output_transform`` and
+``nets._numba.pooling._max_pool_forward`` / ``_max_pool_route``, and the GEMMs
 (``nets._numba.kernels.gemm`` and ``winograd_products``; the fully connected layers' forward GEMMs
 count there too). Every figure is the median over ``repeats`` passes after one warm-up pass.
 Blocks made of steps (MobileNetV2's inverted residuals) have each step wrapped as well, and a
@@ -32,8 +34,9 @@ from benchmarks._setup import (INPUT_SIDE, TARGET, add_paths, apply_thread_sette
                                choose_backend, configure_threads, import_twins,
                                reference_available)
 
-KERNELS = ("_im2col", "_col2im", "_winograd_input_transform", "_winograd_output_transform",
-           "_max_pool_forward", "_max_pool_route")
+KERNELS = ("_im2col", "_col2im", "_conv_bands", "_conv_bands_backward",
+           "_winograd_input_transform", "_winograd_output_transform")
+POOL_KERNELS = ("_max_pool_forward", "_max_pool_route")
 GEMMS = ("gemm", "winograd_products")
 
 
@@ -54,9 +57,10 @@ class _Clock:
 
 
 def instrument(net, clock):
-    from sensloc.nets._numba import kernels
-    for name in KERNELS:
-        setattr(kernels, name, clock.wrap(name, getattr(kernels, name)))
+    from sensloc.nets._numba import kernels, pooling
+    for module, names in ((kernels, KERNELS), (pooling, POOL_KERNELS)):
+        for name in names:
+            setattr(module, name, clock.wrap(name, getattr(module, name)))
     for name in GEMMS:
         setattr(kernels, name, clock.wrap("GEMM", getattr(kernels, name)))
     for layer in net.layers:
@@ -230,11 +234,14 @@ def main():
                    for step in getattr(layer, "steps", ()) if kind(step) == "Conv2d"]
     for name in passes:
         runs = results[name]
-        kern = {k: med(runs, k) for k in KERNELS + ("GEMM",)}
+        kern = {k: med(runs, k) for k in KERNELS + POOL_KERNELS + ("GEMM",)}
         conv_total = statistics.median(sum(r.get(c, 0.0) for c in conv_names) for r in runs)
         transforms = kern["_winograd_input_transform"] + kern["_winograd_output_transform"]
-        rest = conv_total - kern["_im2col"] - kern["_col2im"] - kern["GEMM"] - transforms
+        bands = kern["_conv_bands"] + kern["_conv_bands_backward"]
+        rest = (conv_total - kern["_im2col"] - kern["_col2im"] - kern["GEMM"] - transforms
+                - bands)
         parts = [f"im2col {1e3 * kern['_im2col']:.0f}", f"GEMM {1e3 * kern['GEMM']:.0f}",
+                 f"by bands (unroll + GEMM) {1e3 * bands:.0f}",
                  f"Winograd transforms {1e3 * transforms:.0f}",
                  f"col2im {1e3 * kern['_col2im']:.0f}", f"conv rest {1e3 * rest:.0f}",
                  f"maxpool fwd kernel {1e3 * kern['_max_pool_forward']:.0f}",

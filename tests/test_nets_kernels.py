@@ -9,7 +9,7 @@ import pytest
 
 from sensloc import nets
 from sensloc.nets import reference
-from sensloc.nets._numba import kernels
+from sensloc.nets._numba import kernels, pooling
 
 
 def random_conv_case(rng):
@@ -111,18 +111,18 @@ def test_max_pool_matches_reference(seed):
     p = int(rng.integers(0, k // 2 + 1))
     ceil = bool(rng.integers(0, 2))
     x = rng.normal(size=(2, 3, int(rng.integers(k, 14)), int(rng.integers(k, 14)))).astype(np.float32)
-    y, arg = kernels.max_pool_forward(x, k, s, p, ceil)
+    y, arg = pooling.max_pool_forward(x, k, s, p, ceil)
     y_ref, arg_ref = reference.max_pool_forward(x, k, s, p, ceil)
     np.testing.assert_array_equal(y, y_ref)
     np.testing.assert_array_equal(arg, arg_ref)
     dy = rng.normal(size=y.shape).astype(np.float32)
     # Overlapping windows add up to k*k float32 signals at a pixel: the kernel adds in float32,
     # the reference in float64 rounded once, so they differ by the rounding of that sum.
-    np.testing.assert_allclose(kernels.max_pool_route(dy, arg, x.shape),
+    np.testing.assert_allclose(pooling.max_pool_route(dy, arg, x.shape),
                                reference.max_pool_route(dy, arg_ref, x.shape), rtol=1e-6,
                                atol=k * k * np.finfo(np.float32).eps * np.abs(dy).max())
     # In float64 the two add the same numbers in the same order: equal.
-    np.testing.assert_array_equal(kernels.max_pool_route(dy.astype(float), arg, x.shape),
+    np.testing.assert_array_equal(pooling.max_pool_route(dy.astype(float), arg, x.shape),
                                   reference.max_pool_route(dy.astype(float), arg_ref, x.shape))
 
 
@@ -133,13 +133,13 @@ def test_max_pool_written_out_windows_match_reference_with_ties(k, s, p, ceil):
     # drawn from {0, 1, 2, 3} tie in almost every window, so each tap's order is checked.
     rng = np.random.default_rng(k * 100 + s * 10 + p)
     x = rng.integers(0, 4, size=(2, 3, 13, 17)).astype(np.float32)
-    y, arg = kernels.max_pool_forward(x, k, s, p, ceil)
+    y, arg = pooling.max_pool_forward(x, k, s, p, ceil)
     y_ref, arg_ref = reference.max_pool_forward(x, k, s, p, ceil)
     np.testing.assert_array_equal(y, y_ref)
     np.testing.assert_array_equal(arg, arg_ref)
 
 
-@pytest.mark.parametrize("ops", [reference, kernels], ids=["numpy", "numba"])
+@pytest.mark.parametrize("ops", [reference, pooling], ids=["numpy", "numba"])
 def test_max_pool_ties_pick_first_and_overlaps_add(ops):
     # A constant plane: every window ties, the first (top-left) element wins. With 3x3 stride 2
     # the windows overlap, so pixel (2, 2) wins for several windows and its signals must ADD.

@@ -8,8 +8,8 @@ Operations that have no faster form here are the reference's own.
 from sensloc.nets.reference import conv_output_size, linear_backward_weight, pool_output_size
 from sensloc.nets._numba.kernels import (conv2d_backward_input, conv2d_backward_weight,
                                          conv2d_forward, linear_backward_input, linear_forward,
-                                         max_pool_forward, max_pool_route, relu, relu_backward,
-                                         relu_rule)
+                                         relu, relu_backward, relu_rule)
+from sensloc.nets._numba.pooling import max_pool_forward, max_pool_route
 from sensloc.nets._numba.depthwise import (depthwise_conv2d_backward_input,
                                            depthwise_conv2d_backward_weight,
                                            depthwise_conv2d_forward, relu6, relu6_backward,

@@ -1,4 +1,4 @@
-"""The fast backend's kernels: convolution, max pooling, ReLU steps and GEMMs in Numba.
+"""The fast backend's kernels: convolution, ReLU steps and GEMMs in Numba.
 
 Why this file is long (~1,100 lines): it is the second implementation of :mod:`nets.reference`,
 the speed of the library, and its parts share private helpers (scratch buffers, the BLAS guard,
@@ -59,7 +59,7 @@ import threadpoolctl
 
 from sensloc.nets._numba import gemm as gemm_kernel
 from sensloc.nets._numba.gemm import matmul_into
-from sensloc.nets.reference import conv_output_size, pool_output_size  # noqa: F401 (re-exported)
+from sensloc.nets.reference import conv_output_size
 
 
 # ---------------------------------------------------------------------------------------------
@@ -950,108 +950,6 @@ def conv2d_backward_weight(dy, x, kernel_size, stride, padding):
         cols = _unroll(x[start:stop], kernel_size, stride, padding, oh, ow)
         dw += _channels_first(dy[start:stop]) @ cols.T
     return dw.reshape(o, c, kernel_size, kernel_size), dy.sum(axis=(0, 2, 3))
-
-
-# ---------------------------------------------------------------------------------------------
-# Max pooling
-# ---------------------------------------------------------------------------------------------
-
-@njit(inline="always")
-def _keep_larger(v, at, best, best_at):
-    # strictly larger: of tied values the first in row-major order stays the switch
-    if v > best:
-        return v, at
-    return best, best_at
-
-
-@njit(inline="always")
-def _window_max(xp, first, w, kernel, best, best_at):
-    # The max of a k x k window lying inside the plane xp (flat, rows of w), from its top-left
-    # flat index `first`. SqueezeNet's 3x3 and VGG's 2x2 windows are written out tap by tap:
-    # unrolled, the 3x3 pools take half the time of the loop over taps.
-    a = first
-    if kernel == 3:
-        for _ in range(3):
-            best, best_at = _keep_larger(xp[a], a, best, best_at)
-            best, best_at = _keep_larger(xp[a + 1], a + 1, best, best_at)
-            best, best_at = _keep_larger(xp[a + 2], a + 2, best, best_at)
-            a += w
-    elif kernel == 2:
-        for _ in range(2):
-            best, best_at = _keep_larger(xp[a], a, best, best_at)
-            best, best_at = _keep_larger(xp[a + 1], a + 1, best, best_at)
-            a += w
-    else:
-        for i in range(kernel):
-            for j in range(kernel):
-                best, best_at = _keep_larger(xp[a + i * w + j], a + i * w + j, best, best_at)
-    return best, best_at
-
-
-@njit(parallel=True, cache=True)
-def _max_pool_forward(x, kernel, stride, padding, y, argmax):
-    n, c, h, w = x.shape
-    oh, ow = y.shape[2], y.shape[3]
-    # Windows of output rows [r0, r1) and columns [q0, q1) lie wholly inside the plane; the
-    # others are clipped by the padding or by ceil mode's last window.
-    r0, r1 = -(-padding // stride), (h - kernel + padding) // stride + 1
-    q0, q1 = -(-padding // stride), (w - kernel + padding) // stride + 1
-    planes = x.reshape(n * c, h * w)
-    maxima, switches = y.reshape(n * c, oh * ow), argmax.reshape(n * c, oh * ow)
-    for plane in prange(n * c):
-        xp = planes[plane]
-        for r in range(oh):
-            h0 = max(r * stride - padding, 0)
-            h1 = min(r * stride - padding + kernel, h)
-            for q in range(ow):
-                w0 = max(q * stride - padding, 0)
-                w1 = min(q * stride - padding + kernel, w)
-                best, best_at = xp[h0 * w + w0], h0 * w + w0
-                if r0 <= r < r1 and q0 <= q < q1:
-                    best, best_at = _window_max(xp, h0 * w + w0, w, kernel, best, best_at)
-                else:
-                    for hi in range(h0, h1):
-                        for wj in range(w0, w1):
-                            best, best_at = _keep_larger(xp[hi * w + wj], hi * w + wj,
-                                                         best, best_at)
-                maxima[plane, r * ow + q] = best
-                switches[plane, r * ow + q] = best_at
-
-
-@njit(parallel=True, cache=True)
-def _max_pool_route(dy, argmax, dx):
-    # Overlapping windows (3x3 stride 2) may pick the same pixel twice: the signals ADD.
-    # A thread owns a whole (n, c) plane, so the additions never race; it zeroes the plane
-    # first (in parallel, and while the plane is in its cache).
-    n, c, oh, ow = dy.shape
-    h, w = dx.shape[2], dx.shape[3]
-    for plane in prange(n * c):
-        b, ch = plane // c, plane % c
-        for i in range(h):
-            for j in range(w):
-                dx[b, ch, i, j] = 0
-        for r in range(oh):
-            for q in range(ow):
-                k = argmax[b, ch, r, q]
-                dx[b, ch, k // w, k % w] += dy[b, ch, r, q]
-
-
-def max_pool_forward(x, kernel, stride, padding, ceil_mode):
-    """Fast max pooling; same contract as :func:`nets.reference.max_pool_forward`."""
-    n, c, h, w = x.shape
-    oh = pool_output_size(h, kernel, stride, padding, ceil_mode)
-    ow = pool_output_size(w, kernel, stride, padding, ceil_mode)
-    y = np.empty((n, c, oh, ow), dtype=x.dtype)
-    argmax = np.empty((n, c, oh, ow), dtype=np.int64)
-    _max_pool_forward(np.ascontiguousarray(x), kernel, stride, padding, y, argmax)
-    return y, argmax
-
-
-def max_pool_route(dy, argmax, input_shape):
-    """Fast switch routing; same contract as :func:`nets.reference.max_pool_route`."""
-    dx = np.empty(input_shape, dtype=dy.dtype)
-    _max_pool_route(np.ascontiguousarray(dy), argmax, dx)
-    return dx
 
 
 # ---------------------------------------------------------------------------------------------
