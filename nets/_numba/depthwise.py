@@ -103,10 +103,9 @@ def _layout(like, images, height, width, out_height, out_width, k, stride, pads,
     """The stride-phase layout of one channel's planes, stacked image after image, shared by
     the forward and backward kernels.
 
-    Returns ``area``, the elements of one plane's phase, ``PH * PW``; ``run``, the wide
-    output's elements that are used, ``(images - 1) * area + (OH - 1) * PW + OW``;
-    ``direct``, True where a plane is its own phase (stride 1, no padding, one image) and
-    ``in_place`` allows it to be read or added into in place; ``taps``, (K*K, 3) int: for tap
+    Returns ``area``, the elements of one plane's phase, ``PH * PW``; ``direct``, True where a
+    plane is its own phase (stride 1, no padding, one image) and ``in_place`` allows it to be
+    read or added into in place; ``taps``, (K*K, 3) int: for tap
     ``(i, j)`` at row ``i * K + j``, its phase ``(i % s, j % s)`` and the flat shift
     ``(i // s) * PW + j // s`` (tap ``(i, j)`` reads ``x_pad[s*r + i, s*q + j]`` = its phase at
     ``[r + i // s, q + j // s]``, i.e. flat index ``t + shift`` for wide index
@@ -116,7 +115,6 @@ def _layout(like, images, height, width, out_height, out_width, k, stride, pads,
     top, bottom, left, right = pads
     ph, pw = -(-(top + height + bottom) // stride), -(-(left + width + right) // stride)
     area = ph * pw
-    run = (images - 1) * area + (out_height - 1) * pw + out_width
     direct = (in_place and images == 1 and stride == 1 and top == 0 and bottom == 0
               and left == 0 and right == 0)
     taps = np.empty((k * k, 3), np.int64)
@@ -126,7 +124,7 @@ def _layout(like, images, height, width, out_height, out_width, k, stride, pads,
             taps[i * k + j, 2] = (i // stride) * pw + j // stride
     phases = np.zeros((stride, stride, 0 if direct else images * area), like.dtype)
     wide = np.zeros(images * area, like.dtype)
-    return ph, pw, area, run, direct, taps, phases, wide
+    return ph, pw, area, direct, taps, phases, wide
 
 
 @serial_twin
@@ -141,12 +139,13 @@ def _forward(x, w, b, stride, pads, clip, stack, blocks, y):
     out_height, out_width = y.shape[2], y.shape[3]
     k = w.shape[2]
     for block in prange(blocks):
-        ph, pw, area, run, direct, taps, phases, wide = _layout(
+        ph, pw, area, direct, taps, phases, wide = _layout(
             x, stack, h, width, out_height, out_width, k, stride, pads, not clip)
         for task in range(block * c * -(-n // stack) // blocks,
                           (block + 1) * c * -(-n // stack) // blocks):
             channel, first = task % c, (task // c) * stack
             images = min(stack, n - first)
+            # the wide output's elements used, per task: a channel's last stack may be shorter
             run = (images - 1) * area + (out_height - 1) * pw + out_width
             if not direct:
                 for image in range(images):
@@ -187,12 +186,13 @@ def _backward_input(dy, w, stride, pads, stack, blocks, dx):
     for block in prange(blocks):
         # `wide` is zero outside the outputs (columns q >= OW, rows between planes), so those
         # add nothing; an output's taps land inside its own plane's phases
-        ph, pw, area, run, direct, taps, phases, wide = _layout(
+        ph, pw, area, direct, taps, phases, wide = _layout(
             dx, stack, h, width, out_height, out_width, k, stride, pads, True)
         for task in range(block * c * -(-n // stack) // blocks,
                           (block + 1) * c * -(-n // stack) // blocks):
             channel, first = task % c, (task // c) * stack
             images = min(stack, n - first)
+            # the wide output's elements used, per task: a channel's last stack may be shorter
             run = (images - 1) * area + (out_height - 1) * pw + out_width
             for image in range(images):
                 signal = dy[first + image, channel].reshape(out_height * out_width)
