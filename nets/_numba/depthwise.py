@@ -99,7 +99,7 @@ def _unphase(phases, stride, top, left, height, width, base, plane):
 
 
 @njit(inline="always")
-def _layout(like, images, height, width, out_height, out_width, k, stride, pads, in_place):
+def _layout(like, images, height, width, k, stride, pads, in_place):
     """The stride-phase layout of one channel's planes, stacked image after image, shared by
     the forward and backward kernels.
 
@@ -140,7 +140,7 @@ def _forward(x, w, b, stride, pads, clip, stack, blocks, y):
     k = w.shape[2]
     for block in prange(blocks):
         ph, pw, area, direct, taps, phases, wide = _layout(
-            x, stack, h, width, out_height, out_width, k, stride, pads, not clip)
+            x, stack, h, width, k, stride, pads, not clip)
         for task in range(block * c * -(-n // stack) // blocks,
                           (block + 1) * c * -(-n // stack) // blocks):
             channel, first = task % c, (task // c) * stack
@@ -187,7 +187,7 @@ def _backward_input(dy, w, stride, pads, stack, blocks, dx):
         # `wide` is zero outside the outputs (columns q >= OW, rows between planes), so those
         # add nothing; an output's taps land inside its own plane's phases
         ph, pw, area, direct, taps, phases, wide = _layout(
-            dx, stack, h, width, out_height, out_width, k, stride, pads, True)
+            dx, stack, h, width, k, stride, pads, True)
         for task in range(block * c * -(-n // stack) // blocks,
                           (block + 1) * c * -(-n // stack) // blocks):
             channel, first = task % c, (task // c) * stack
