@@ -151,7 +151,8 @@ def box_from_mask(mask, mode="largest", heatmap=None):
         if heatmap is not None and len(candidates) > 1:
             heat = ndimage.sum_labels(heatmap, labels, candidates)
             candidates = candidates[[np.argmax(heat)]]
-        mask = labels == candidates[0]
+        rows, cols = ndimage.find_objects(labels, candidates[0])[-1]  # its bounding slices
+        return np.array([cols.start, rows.start, cols.stop, rows.stop], dtype=np.float64)
     rows = np.flatnonzero(mask.any(axis=1))
     cols = np.flatnonzero(mask.any(axis=0))
     return np.array([cols[0], rows[0], cols[-1] + 1, rows[-1] + 1], dtype=np.float64)
@@ -403,4 +404,31 @@ def union_boxes(heatmaps, fractions):
                         h - r[:, ::-1].argmax(1)], axis=1).astype(np.float64)
         box[peak <= 0] = whole_image((w, h))
         out[:, j] = box
+    return out
+
+
+def largest_component_boxes(heatmaps, fractions):
+    """Boxes of the largest 8-connected component of ``m >= f * max m`` for many fractions,
+    ``(N, F, 4)``: :func:`boxes_from_heatmap` with ``mode="largest"`` for every map and
+    fraction (the same boxes, ties between equally large components broken by their heat).
+
+    One object among several, or the object without a stray hot blob: where the hot pixels
+    fall apart, the union box spans the gap and this box does not.
+
+    Parameters
+    ----------
+    heatmaps : (N, H, W) float array
+    fractions : sequence of F floats in (0, 1]
+
+    Returns
+    -------
+    (N, F, 4) float64 array
+    """
+    heat = np.asarray(heatmaps)
+    out = np.empty((len(heat), len(fractions), 4))
+    for n, m in enumerate(heat):
+        peak = m.max()
+        for j, f in enumerate(fractions):
+            out[n, j] = (whole_image(m.shape[::-1]) if peak <= 0 else
+                         box_from_mask(m >= f * peak, "largest", heatmap=m))
     return out

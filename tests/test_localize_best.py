@@ -61,7 +61,7 @@ def test_scores_are_the_training_corloc_of_every_candidate(rng):
     table = protocol.scores(maps, boxes)
     heat = best.mixed_heat([maps[A], maps[B]], 2.0, 0.1, 0.5)
     expected = [corloc(boxes_from_heatmap(heat, f, "union"), boxes) for f in pr.FRACTIONS]
-    np.testing.assert_array_equal(table[(2.0, 0.1, 1.0)], expected)
+    np.testing.assert_array_equal(table[(2.0, 0.1, 1.0, "union")], expected)
 
 
 def test_mixed_heat_is_the_geometric_mean_of_khan_maps_with_the_border_mask(rng):
@@ -108,8 +108,9 @@ def test_fit_chooses_the_scale_its_training_labels_ask_for():
     # The scores the choice was made from are the training CorLoc of every grid point.
     protocol = best.MixBoxes((A, B), **grid)
     table = protocol.scores(maps, scaled_truth(boxes, 1.1))
-    assert set(table) == {(0.0, w, s) for w in best.BORDER_WIDTHS for s in best.SCALES}
-    assert table[(0.0, 0.1, 1.1)].max() == 1.0 and table[(0.0, 0.1, 1.0)].max() == 0.0
+    assert set(table) == {(0.0, w, s, "union") for w in best.BORDER_WIDTHS for s in best.SCALES}
+    assert table[(0.0, 0.1, 1.1, "union")].max() == 1.0
+    assert table[(0.0, 0.1, 1.0, "union")].max() == 0.0
 
 
 def test_cross_validation_fits_on_the_training_folds_only():

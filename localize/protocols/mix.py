@@ -10,9 +10,10 @@ the side)::
     M = b * (m_1 m_2 ... m_K)^(1/K)
 
 The union of the pixels ``M >= fraction * max M`` is boxed (Simonyan et al.'s union box,
-:func:`sensloc.localize.boxes.union_boxes`), and that box is finally scaled about its centre by
-``scale``. :class:`BoxSearch` chooses ``(sigma, border_width, fraction, scale)`` jointly by
-CorLoc on the training images it is given, so in
+:func:`sensloc.localize.boxes.union_boxes`; or, where the search is given that ``mode`` too,
+the box of their largest 8-connected component), and that box is finally scaled about its
+centre by ``scale``. :class:`BoxSearch` chooses ``(sigma, border_width, fraction, scale)``
+(and the mode, if offered several) jointly by CorLoc on the training images it is given, so in
 :func:`sensloc.localize.protocols.base.cross_validated_boxes` the search is nested inside each
 training fold and never sees the test fold. :class:`MixBoxes` is that search on a set of
 saliency maps; :class:`sensloc.localize.protocols.objectness.ObjectnessBoxes` runs the same
@@ -26,7 +27,7 @@ import numpy as np
 from sensloc.saliency import postprocess
 from sensloc.saliency.maps import MapSpec
 
-from sensloc.localize.boxes import pixel_boxes, union_boxes
+from sensloc.localize.boxes import largest_component_boxes, pixel_boxes, union_boxes
 from sensloc.localize.metrics import corloc
 from sensloc.localize.protocols.base import Protocol
 from sensloc.localize.protocols.threshold import FRACTIONS, khan_heat
@@ -37,6 +38,9 @@ SIGMAS = (2.0, 4.0, 6.0)
 BORDER_WIDTHS = (0.1, 0.2)
 #: Box scale factors (about the box centre) tried by :meth:`BoxSearch.fit`.
 SCALES = (0.9, 0.95, 1.0, 1.05, 1.1)
+#: How a box is cut from the hot pixels, by mode name: all of them, or their largest
+#: 8-connected component (:func:`sensloc.localize.boxes.box_from_mask`).
+BOX_CUTS = {"union": union_boxes, "largest": largest_component_boxes}
 #: Images processed at a time (bounds the memory of the smoothed float maps).
 CHUNK = 64
 
@@ -116,7 +120,7 @@ def scale_about_centre(boxes, scale, size_wh):
 
 
 class BoxSearch:
-    """The mix's box stage on given factor maps, its four parameters chosen by CorLoc.
+    """The mix's box stage on given factor maps, its parameters chosen by CorLoc.
 
     Parameters
     ----------
@@ -125,126 +129,149 @@ class BoxSearch:
     border_weight : float
         The border mask's weight at the edge (Khan et al.'s 0.5, fixed).
     sigma, border_width, fraction, scale : float, optional
-        The chosen values; all four given means fitted (``fit`` chooses them again).
+        The chosen values; all given (and ``mode``) means fitted (``fit`` chooses again).
     threshold : float
         IoU needed for a hit when scoring the grid (0.5, CorLoc's).
     train_corloc : float, optional
         The training CorLoc of the chosen values (set by :meth:`fit`).
+    modes : sequence of str
+        How the box is cut from the hot pixels (:data:`BOX_CUTS`): ``"union"``, all of them;
+        ``"largest"``, their largest 8-connected component. Several: chosen with the rest,
+        the first preferred among equal scores.
+    mode : str, optional
+        The chosen mode; implied when ``modes`` has one.
 
     Notes
     -----
-    ``fit`` scores every ``(sigma, border_width, fraction, scale)`` by CorLoc on the images it
-    is given and keeps the best; among equal scores it prefers the scale nearest 1, then the
-    sigma nearest 4, the narrower border and the smallest fraction (the order of
-    :meth:`grid`), so that ties never depend on anything but the training data.
+    ``fit`` scores every ``(sigma, border_width, fraction, scale, mode)`` by CorLoc on the
+    images it is given and keeps the best; among equal scores it prefers the first mode, the
+    scale nearest 1, then the sigma nearest 4, the narrower border and the smallest fraction
+    (the order of :meth:`grid`), so that ties never depend on anything but the training data.
     """
 
     def __init__(self, sigmas=SIGMAS, border_widths=BORDER_WIDTHS, fractions=FRACTIONS,
                  scales=SCALES, border_weight=0.5, sigma=None, border_width=None, fraction=None,
-                 scale=None, threshold=0.5, train_corloc=None):
+                 scale=None, threshold=0.5, train_corloc=None, modes=("union",), mode=None):
         self.sigmas = tuple(float(s) for s in sigmas)
         self.border_widths = tuple(float(b) for b in border_widths)
         self.fractions = tuple(float(f) for f in fractions)
         self.scales = tuple(float(s) for s in scales)
-        if not (self.sigmas and self.border_widths and self.fractions and self.scales):
+        self.modes = tuple(modes)
+        if not (self.sigmas and self.border_widths and self.fractions and self.scales
+                and self.modes):
             raise ValueError("every grid of the box search needs at least one value")
+        if not set(self.modes) <= set(BOX_CUTS) or len(set(self.modes)) < len(self.modes):
+            raise ValueError(f"modes must be distinct names among {sorted(BOX_CUTS)}; got "
+                             f"{self.modes}")
         self.border_weight, self.threshold = float(border_weight), float(threshold)
         self.sigma, self.border_width = sigma, border_width
         self.fraction, self.scale = fraction, scale
         self.train_corloc = train_corloc
+        self.mode = self.modes[0] if mode is None and len(self.modes) == 1 else mode
 
     @property
     def fitted(self):
-        return None not in (self.sigma, self.border_width, self.fraction, self.scale)
+        return None not in (self.sigma, self.border_width, self.fraction, self.scale, self.mode)
 
     def grid(self):
-        """The (sigma, border_width, scale) settings in preference order (ties go first)."""
+        """The (sigma, border_width, scale, mode) settings in preference order (ties go first)."""
         sigmas = sorted(self.sigmas, key=lambda s: (abs(s - 4.0), s))
         scales = sorted(self.scales, key=lambda s: (abs(s - 1.0), s))
-        return [(s, b, c) for c in scales for s in sigmas for b in sorted(self.border_widths)]
+        return [(s, b, c, m) for m in self.modes for c in scales for s in sigmas
+                for b in sorted(self.border_widths)]
 
     def _axes(self):
-        """The (sigmas, border widths, fractions) a reduction boxes at: the grid, or the fit."""
+        """The (sigmas, border widths, fractions, modes) a reduction boxes at: the grid, or
+        the fit."""
         if self.fitted:
-            return (self.sigma,), (self.border_width,), (self.fraction,)
-        return self.sigmas, self.border_widths, self.fractions
+            return (self.sigma,), (self.border_width,), (self.fraction,), (self.mode,)
+        return self.sigmas, self.border_widths, self.fractions, self.modes
 
     def reduce(self, raw):
-        """What the search needs of each image's factor maps ``raw`` (K arrays (N, H, W)):
-        ``union`` (N, S, B, F, 4), the union box at every sigma, border width and fraction
-        of :meth:`_axes` (before scaling; whole pixels, int16:
+        """What the search needs of each image's factor maps ``raw`` (K arrays (N, H, W)): for
+        each mode of :meth:`_axes`, ``{mode}`` (N, S, B, F, 4), its box at every sigma, border
+        width and fraction (before scaling; whole pixels, int16:
         :func:`~sensloc.localize.boxes.pixel_boxes`), and ``size_wh`` (N, 2), the maps' size."""
-        sigmas, widths, fractions = self._axes()
+        sigmas, widths, fractions, modes = self._axes()
         n, h, w = np.shape(raw[0])
-        union = np.empty((n, len(sigmas), len(widths), len(fractions), 4))
+        boxes = {m: np.empty((n, len(sigmas), len(widths), len(fractions), 4)) for m in modes}
         for i, sigma in enumerate(sigmas):
             mix = mixed_heat(raw, sigma)  # the border mask multiplies the mix: apply it after
             for j, width in enumerate(widths):
                 heat = postprocess.apply_border_mask(mix, width, self.border_weight)
-                union[:, i, j] = union_boxes(heat, fractions)
-        return {"union": pixel_boxes(union),
+                for m in modes:
+                    boxes[m][:, i, j] = BOX_CUTS[m](heat, fractions)
+        return {**{m: pixel_boxes(b) for m, b in boxes.items()},
                 "size_wh": np.tile(np.array([w, h], np.float64), (n, 1))}
 
     def scores(self, raw, gt_boxes):
-        """Training CorLoc of every grid point: {(sigma, border_width, scale): (F,) array},
-        for the factor maps ``raw``, a list of K arrays (N, H, W)."""
+        """Training CorLoc of every grid point: {(sigma, border_width, scale, mode): (F,)
+        array}, for the factor maps ``raw``, a list of K arrays (N, H, W)."""
         return self.scores_reduced(self.reduce(raw), gt_boxes)
 
     def scores_reduced(self, reduced, gt_boxes):
         """:meth:`scores` from the reduction of an unfitted search (:meth:`reduce`)."""
-        union, size = reduced["union"], reduced["size_wh"]
-        if len(gt_boxes) != len(union):
-            raise ValueError(f"{len(union)} images' maps but ground truth for {len(gt_boxes)}")
-        if union.shape[1:4] != (len(self.sigmas), len(self.border_widths), len(self.fractions)):
+        size = reduced["size_wh"]
+        if len(gt_boxes) != len(size):
+            raise ValueError(f"{len(size)} images' maps but ground truth for {len(gt_boxes)}")
+        grid = (len(self.sigmas), len(self.border_widths), len(self.fractions))
+        if any(m not in reduced or reduced[m].shape[1:4] != grid for m in self.modes):
             raise ValueError("these boxes were not reduced over this search's grid")
         table = {}
-        for i, sigma in enumerate(self.sigmas):
-            for j, width in enumerate(self.border_widths):
-                for scale in self.scales:
-                    table[(sigma, width, scale)] = corloc(
-                        scale_about_centre(union[:, i, j], scale, size[:, None]), gt_boxes,
-                        self.threshold)
+        for mode in self.modes:
+            for i, sigma in enumerate(self.sigmas):
+                for j, width in enumerate(self.border_widths):
+                    for scale in self.scales:
+                        table[(sigma, width, scale, mode)] = corloc(
+                            scale_about_centre(reduced[mode][:, i, j], scale, size[:, None]),
+                            gt_boxes, self.threshold)
         return table
 
+    def unfit(self):
+        """Forget the chosen values, so that :meth:`reduce` spans the whole grid again."""
+        self.sigma = self.border_width = self.fraction = self.scale = None
+        if len(self.modes) > 1:
+            self.mode = None
+        return self
+
     def fit(self, raw, gt_boxes):
-        """Choose the four parameters on the factor maps ``raw`` (K arrays (N, H, W))."""
-        self.sigma = self.border_width = self.fraction = self.scale = None  # search the grid
-        return self.fit_reduced(self.reduce(raw), gt_boxes)
+        """Choose the parameters on the factor maps ``raw`` (K arrays (N, H, W))."""
+        return self.fit_reduced(self.unfit().reduce(raw), gt_boxes)
 
     def fit_reduced(self, reduced, gt_boxes):
         """:meth:`fit` from the reduction of an unfitted search (:meth:`reduce`)."""
         table = self.scores_reduced(reduced, gt_boxes)
         best, choice = -1.0, None
-        for sigma, width, scale in self.grid():
-            found = table[(sigma, width, scale)]
+        for sigma, width, scale, mode in self.grid():
+            found = table[(sigma, width, scale, mode)]
             j = int(np.argmax(found))  # the smallest fraction among ties
             if found[j] > best:
-                best, choice = float(found[j]), (sigma, width, self.fractions[j], scale)
-        self.sigma, self.border_width, self.fraction, self.scale = choice
+                best, choice = float(found[j]), (sigma, width, self.fractions[j], scale, mode)
+        self.sigma, self.border_width, self.fraction, self.scale, self.mode = choice
         self.train_corloc = best
         return self
 
     def heat(self, raw):
         """The fitted mix ``M`` of the factor maps, (N, H, W)."""
         if not self.fitted:
-            raise ValueError("the box search is not fitted: call fit or give all four parameters")
+            raise ValueError("the box search is not fitted: call fit or give all its parameters")
         return mixed_heat(raw, self.sigma, self.border_width, self.border_weight)
 
     def predict(self, raw):
         """Boxes (N, 4) in input pixels for the factor maps ``raw``."""
         if not self.fitted:
-            raise ValueError("the box search is not fitted: call fit or give all four parameters")
+            raise ValueError("the box search is not fitted: call fit or give all its parameters")
         return self.predict_reduced(self.reduce(raw))
 
     def predict_reduced(self, reduced):
         """:meth:`predict` from a reduction by this search, fitted or not (:meth:`reduce`)."""
         if not self.fitted:
-            raise ValueError("the box search is not fitted: call fit or give all four parameters")
-        union = reduced["union"]
-        index = [0 if union.shape[1 + a] == 1 else grid.index(value) for a, (grid, value) in
+            raise ValueError("the box search is not fitted: call fit or give all its parameters")
+        boxes = reduced[self.mode]
+        index = [0 if boxes.shape[1 + a] == 1 else grid.index(value) for a, (grid, value) in
                  enumerate(((self.sigmas, self.sigma), (self.border_widths, self.border_width),
                             (self.fractions, self.fraction)))]
-        return scale_about_centre(union[:, index[0], index[1], index[2]], self.scale,
+        return scale_about_centre(boxes[:, index[0], index[1], index[2]], self.scale,
                                   reduced["size_wh"])
 
     def params(self):
@@ -253,13 +280,14 @@ class BoxSearch:
                 "border_weight": self.border_weight, "threshold": self.threshold,
                 "sigma": self.sigma, "border_width": self.border_width,
                 "fraction": self.fraction, "scale": self.scale,
-                "train_corloc": self.train_corloc}
+                "train_corloc": self.train_corloc, "modes": list(self.modes), "mode": self.mode}
 
     @classmethod
     def from_params(cls, p):
         return cls(p["sigmas"], p["border_widths"], p["fractions"], p["scales"],
                    p["border_weight"], p["sigma"], p["border_width"], p["fraction"], p["scale"],
-                   p["threshold"], p.get("train_corloc"))
+                   p["threshold"], p.get("train_corloc"), p.get("modes", ("union",)),
+                   p.get("mode"))  # box models written before modes existed: the union box
 
 
 class MixBoxes(Protocol):
@@ -271,7 +299,7 @@ class MixBoxes(Protocol):
         The factors of the geometric mean (the ``mix`` preset's four maps:
         :func:`sensloc.localize.presets.mix_specs`); a tuple is one factor, the
         :func:`view_average` of its maps (views of one method: mirrored, zoomed).
-    sigmas, border_widths, ..., train_corloc
+    sigmas, border_widths, ..., train_corloc, modes
         The :class:`BoxSearch` (``self.search``).
     """
 
@@ -279,7 +307,7 @@ class MixBoxes(Protocol):
 
     def __init__(self, specs, sigmas=SIGMAS, border_widths=BORDER_WIDTHS, fractions=FRACTIONS,
                  scales=SCALES, border_weight=0.5, sigma=None, border_width=None, fraction=None,
-                 scale=None, threshold=0.5, train_corloc=None):
+                 scale=None, threshold=0.5, train_corloc=None, modes=("union",)):
         self.factors = tuple((f,) if isinstance(f, MapSpec) else tuple(f) for f in specs)
         if not self.factors or not all(self.factors):
             raise ValueError("MixBoxes needs at least one map kind, and every factor one map")
@@ -287,7 +315,7 @@ class MixBoxes(Protocol):
             raise ValueError("the factors of MixBoxes must be MapSpecs or tuples of MapSpecs")
         self.map_specs = tuple(dict.fromkeys(s for f in self.factors for s in f))
         self.search = BoxSearch(sigmas, border_widths, fractions, scales, border_weight, sigma,
-                                border_width, fraction, scale, threshold, train_corloc)
+                                border_width, fraction, scale, threshold, train_corloc, modes)
 
     @property
     def fitted(self):

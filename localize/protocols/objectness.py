@@ -191,9 +191,10 @@ class ObjectnessBoxes(Protocol):
         Ridge parameters for the inner cross-validation.
     inner_folds : int
         Folds of the inner cross-validation (``lam`` and the training images' maps).
-    sigmas, border_widths, fractions, scales, border_weight, threshold
+    sigmas, border_widths, fractions, scales, border_weight, threshold, modes
         The box stage's grid (:class:`~sensloc.localize.protocols.mix.BoxSearch`,
-        ``self.search``).
+        ``self.search``); ``modes=("union", "largest")`` lets it box the largest connected
+        region of the hot cells where that scores better on the training images.
     lam, mean, sd, weights, ... : optional
         Fitted values (from :meth:`params`).
     networks : dict, optional
@@ -208,7 +209,7 @@ class ObjectnessBoxes(Protocol):
                  sigmas=SIGMAS, border_widths=BORDER_WIDTHS, fractions=FRACTIONS, scales=SCALES,
                  border_weight=0.5, threshold=0.5, lam=None, mean=None, sd=None, weights=None,
                  sigma=None, border_width=None, fraction=None, scale=None, train_corloc=None,
-                 networks=None):
+                 networks=None, modes=("union",)):
         self.layers, self.evidence = tuple(layers), tuple(evidence)
         if not self.layers or not all(isinstance(s, MapSpec) and s.method == "activations"
                                       for s in self.layers):
@@ -222,7 +223,7 @@ class ObjectnessBoxes(Protocol):
         if not self.lambdas or min(self.lambdas) <= 0 or self.inner_folds < 2:
             raise ValueError("ObjectnessBoxes needs lambdas > 0 and at least two inner folds")
         self.search = BoxSearch(sigmas, border_widths, fractions, scales, border_weight, sigma,
-                                border_width, fraction, scale, threshold, train_corloc)
+                                border_width, fraction, scale, threshold, train_corloc, modes)
         self.lam = lam
         self.mean = None if mean is None else np.asarray(mean, np.float64)
         self.sd = None if sd is None else np.asarray(sd, np.float64)
@@ -353,8 +354,7 @@ class ObjectnessBoxes(Protocol):
         # The box search on the training images' held-out maps of that lambda: predicted again
         # in the same blocks with the same weights (so the same floats as above), each block
         # boxed at once; only the boxes stay.
-        self.search.sigma = self.search.border_width = None
-        self.search.fraction = self.search.scale = None
+        self.search.unfit()
         boxes = {}
         for m, w in zip(members, weights):
             for block, cells in self._cell_blocks(features, m, w):
