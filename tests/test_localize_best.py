@@ -113,6 +113,51 @@ def test_fit_chooses_the_scale_its_training_labels_ask_for():
     assert table[(0.0, 0.1, 1.0, "union")].max() == 0.0
 
 
+def two_blob_maps(n=30, seed=6):
+    """One map per image: the object, a rectangle, and a smaller, fainter distractor square in
+    the opposite corner region; the union box spans both, the largest component is the object."""
+    rng = np.random.default_rng(seed)
+    heat, boxes = np.zeros((n, SIZE, SIZE)), []
+    for i in range(n):
+        w, h = rng.integers(10, 15, size=2)
+        x0, y0 = rng.integers(0, 6, size=2)
+        heat[i, y0:y0 + h, x0:x0 + w] = 1.0
+        d = rng.integers(3, 6)
+        heat[i, SIZE - 4 - d:SIZE - 4, SIZE - 4 - d:SIZE - 4] = 0.9
+        boxes.append(np.array([[x0, y0, x0 + w, y0 + h]], float))
+    return {A: heat}, boxes
+
+
+def test_the_search_chooses_the_largest_component_where_a_distractor_spoils_the_union():
+    maps, boxes = two_blob_maps()
+    grid = dict(sigmas=(0.0,), border_widths=(0.1,), scales=(1.0,), threshold=0.5)
+    union = best.MixBoxes((A,), **grid).fit(maps, boxes)
+    assert union.search.mode == "union" and union.search.train_corloc < 0.2
+    both = best.MixBoxes((A,), modes=("union", "largest"), **grid).fit(maps, boxes)
+    assert both.search.mode == "largest" and both.search.train_corloc == 1.0
+    assert corloc(both.predict(maps), boxes) == 1.0
+    # The scores say so: each mode's training CorLoc at every fraction, from its own boxes.
+    table = best.MixBoxes((A,), modes=("union", "largest"), **grid).scores(maps, boxes)
+    heat = best.mixed_heat([maps[A]], 0.0, 0.1, 0.5)
+    for mode in ("union", "largest"):
+        expected = [corloc(boxes_from_heatmap(heat, f, mode), boxes) for f in pr.FRACTIONS]
+        np.testing.assert_array_equal(table[(0.0, 0.1, 1.0, mode)], expected)
+    # Where both modes box the same (one blob per image), the tie goes to the union.
+    single, truth = blob_maps(n=12, seed=7)
+    assert best.MixBoxes((A, B), modes=("union", "largest"), **grid).fit(single, truth).search.mode == "union"
+    # The choice survives JSON, and a box model written before modes existed cuts the union.
+    params = json.loads(json.dumps(both.params()))
+    again = best.MixBoxes.from_params(params)
+    assert again.search.modes == ("union", "largest") and again.search.mode == "largest"
+    np.testing.assert_array_equal(again.predict(maps), both.predict(maps))
+    old = {k: v for k, v in union.params().items() if k not in ("modes", "mode")}
+    assert best.MixBoxes.from_params(old).search.mode == "union"
+    with pytest.raises(ValueError, match="modes must be distinct names"):
+        best.BoxSearch(modes=("union", "hull"))
+    with pytest.raises(ValueError, match="modes must be distinct names"):
+        best.BoxSearch(modes=("union", "union"))
+
+
 def test_cross_validation_fits_on_the_training_folds_only():
     # Images of fold 0 say "boxes 10% larger than the blob", those of fold 1 "10% smaller":
     # each fold's protocol must learn the *other* fold's scale and so miss every test image.

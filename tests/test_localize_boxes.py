@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from sensloc.localize.boxes import (as_boxes, best_iou, best_ious, box_area, box_from_mask,
-                                    boxes_from_heatmap, clip_boxes, iou, scale_boxes, single_box)
+                                    boxes_from_heatmap, clip_boxes, iou,
+                                    largest_component_boxes, scale_boxes, single_box)
 
 
 def pixel_mask(box, shape=(12, 12)):
@@ -135,6 +136,28 @@ def test_boxes_from_heatmap_hand_computed_and_batched():
         boxes_from_heatmap(heat, 0.0)
     with pytest.raises(ValueError, match="NaN"):
         boxes_from_heatmap(np.full((3, 3), np.nan), 0.5)
+
+
+def test_largest_component_boxes_of_many_fractions_are_the_flood_fill_boxes(rng):
+    # Smooth random maps fall apart into several blobs at the higher fractions.
+    noise = rng.random((5, 19, 23)) ** 3
+    heat = (noise + np.roll(noise, 1, 1) + np.roll(noise, 1, 2) + np.roll(noise, (1, 1), (1, 2)))
+    heat[3] = 0.0   # no positive value: the whole image
+    heat[4, 2:4, 2:4] = heat[4, 12:14, 15:17] = heat[4].max() * 2  # two equal blobs: the hotter
+    heat[4, 13, 16] *= 1.5
+    fractions = (0.1, 0.35, 0.6, 0.85, 1.0)
+    boxes = largest_component_boxes(heat, fractions)
+    assert boxes.shape == (5, 5, 4)
+    several = 0
+    for n in range(4):
+        for j, f in enumerate(fractions):
+            mask = heat[n] >= f * heat[n].max() if heat[n].max() > 0 else np.zeros_like(heat[n], bool)
+            expected = largest_component_box_by_flood_fill(mask) if mask.any() else [0, 0, 23, 19]
+            np.testing.assert_array_equal(boxes[n, j], expected)
+            np.testing.assert_array_equal(boxes_from_heatmap(heat[n], f, "largest"), expected)
+            several += mask.any() and not np.array_equal(expected, boxes_from_heatmap(heat[n], f, "union"))
+    assert several >= 3  # the maps do fall apart, so the two modes are told apart
+    np.testing.assert_array_equal(boxes[4, 2], [15, 12, 17, 14])  # the tie: the hotter blob
 
 
 def test_scale_boxes_hand_computed_and_consistent_with_upsampled_masks():

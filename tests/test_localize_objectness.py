@@ -122,11 +122,14 @@ def test_objectness_boxes_find_the_rectangle_and_ignore_the_stray_blob():
 
 def test_params_round_trip_and_errors():
     maps, boxes = synthetic(n=25)
-    protocol = ob.ObjectnessBoxes((L1,), (E,), lambdas=(1.0, 10.0), sigmas=(2.0,)).fit(maps, boxes)
+    protocol = ob.ObjectnessBoxes((L1,), (E,), lambdas=(1.0, 10.0), sigmas=(2.0,),
+                                  modes=("union", "largest")).fit(maps, boxes)
+    assert protocol.search.mode in ("union", "largest")
     params = json.loads(json.dumps(protocol.params()))
     again = presets.protocol_from_params("objectness", params)
     np.testing.assert_array_equal(again.predict(maps), protocol.predict(maps))
     assert again.map_specs == (L1, E) and again.fitted
+    assert (again.search.modes, again.search.mode) == (("union", "largest"), protocol.search.mode)
     with pytest.raises(ValueError, match="not fitted"):
         ob.ObjectnessBoxes((L1,), (E,)).predict(maps)
     with pytest.raises(KeyError, match="needs the maps"):
