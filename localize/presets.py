@@ -33,9 +33,14 @@ PRESETS = {
     "best_two_nets": "best with a second network's cell features: SqueezeNet's pool8 and fire9 "
                      "and MobileNetV2's block14 and head_relu6 (7x7, resampled bilinearly onto "
                      "the 13x13 grid), plus the mix's four maps; lambda in 10^0..10^7 by inner "
-                     "CV (needs both networks installed)",
+                     "CV; the box is the union of the hot pixels or their largest connected "
+                     "region, chosen on the training images (needs both networks installed)",
 }
 
+#: ``best_two_nets`` boxes the union of the hot pixels or their largest connected region,
+#: whichever scores better on the training images (it helps ``best_two_nets`` on every fold
+#: seed, not ``best``: docs/experiments/objectness.md).
+TWO_NETS_BOX_MODES = ("union", "largest")
 #: The second network of ``best_two_nets``, by the evaluation's network (default: MobileNetV2).
 SECOND_NET = {"mobilenet_v2": "squeezenet1_0"}
 
@@ -108,5 +113,6 @@ def preset(name, architecture):
     if name == "best_two_nets":
         second = SECOND_NET.get(architecture, "mobilenet_v2")
         return ObjectnessBoxes(objectness_layers(architecture) + objectness_layers(second, second),
-                               mix_specs(architecture), lambdas=LAMBDAS_WIDE)
+                               mix_specs(architecture), lambdas=LAMBDAS_WIDE,
+                               modes=TWO_NETS_BOX_MODES)
     raise ValueError(f"unknown preset {name!r}; known: {sorted(PRESETS)}")

@@ -148,6 +148,9 @@ def test_the_best_preset_is_the_objectness_protocol():
     vgg = presets.preset("best", "vgg16")
     assert [dict(s.options)["layer"] for s in vgg.layers] == ["pool4", "relu5_3"]
     assert presets.preset("mix", "squeezenet1_0").kind == "mix"
+    # best boxes the union of the hot pixels; best_two_nets may box their largest region too
+    assert squeeze.search.modes == ("union",)
+    assert presets.preset("best_two_nets", "squeezenet1_0").search.modes == ("union", "largest")
 
 
 def test_activation_maps_are_the_layer_outputs():
