@@ -146,13 +146,14 @@ def box_from_mask(mask, mode="largest", heatmap=None):
     if mode == "largest":
         from scipy import ndimage  # here: a fresh process pays ~0.5 s to import it
         labels, n_components = ndimage.label(mask, structure=EIGHT_CONNECTED)
-        sizes = np.bincount(labels.ravel())[1:]  # label 0 is the background
-        candidates = np.flatnonzero(sizes == sizes.max()) + 1
-        if heatmap is not None and len(candidates) > 1:
-            heat = ndimage.sum_labels(heatmap, labels, candidates)
-            candidates = candidates[[np.argmax(heat)]]
-        rows, cols = ndimage.find_objects(labels, candidates[0])[-1]  # its bounding slices
-        return np.array([cols.start, rows.start, cols.stop, rows.stop], dtype=np.float64)
+        if n_components > 1:  # (one component is the whole mask, boxed below)
+            sizes = np.bincount(labels.ravel())[1:]  # label 0 is the background
+            candidates = np.flatnonzero(sizes == sizes.max()) + 1
+            if heatmap is not None and len(candidates) > 1:
+                heat = ndimage.sum_labels(heatmap, labels, candidates)
+                candidates = candidates[[np.argmax(heat)]]
+            rows, cols = ndimage.find_objects(labels, candidates[0])[-1]  # its bounding slices
+            return np.array([cols.start, rows.start, cols.stop, rows.stop], dtype=np.float64)
     rows = np.flatnonzero(mask.any(axis=1))
     cols = np.flatnonzero(mask.any(axis=0))
     return np.array([cols[0], rows[0], cols[-1] + 1, rows[-1] + 1], dtype=np.float64)
@@ -425,10 +426,13 @@ def largest_component_boxes(heatmaps, fractions):
     (N, F, 4) float64 array
     """
     heat = np.asarray(heatmaps)
-    out = np.empty((len(heat), len(fractions), 4))
+    out = union_boxes(heat, fractions)  # every hot pixel lies in it: label only that window
     for n, m in enumerate(heat):
         peak = m.max()
         for j, f in enumerate(fractions):
-            out[n, j] = (whole_image(m.shape[::-1]) if peak <= 0 else
-                         box_from_mask(m >= f * peak, "largest", heatmap=m))
+            if peak > 0:
+                x0, y0, x1, y1 = out[n, j].astype(int)
+                window = m[y0:y1, x0:x1]
+                out[n, j] = box_from_mask(window >= f * peak, "largest", heatmap=window)
+                out[n, j] += (x0, y0, x0, y0)
     return out
