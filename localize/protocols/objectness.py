@@ -26,8 +26,9 @@ by k-fold cross-validation inside the training images (squared error of the cell
 
 The map ``o`` (clipped at 0, upsampled bilinearly to the input) is then boxed by the ``mix``
 protocol's :class:`~sensloc.localize.protocols.mix.BoxSearch` with this one map as its only
-factor: Khan's recipe, border mask, the union of the pixels above ``fraction`` of the maximum,
-scaled about its centre, the four parameters chosen by CorLoc on the training images. Those
+factor: Khan's recipe, border mask, the union of the pixels above ``fraction`` of the maximum
+(or, offered ``modes=("union", "largest")``, their largest connected region where that scores
+better), scaled about its centre, the parameters chosen by CorLoc on the training images. Those
 training images' maps come from the same inner cross-validation (each predicted by weights
 fitted without it), so the box search sees maps as good as a new image's, not the
 regression's fit to its own targets.
