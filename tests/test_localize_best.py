@@ -156,6 +156,8 @@ def test_the_search_chooses_the_largest_component_where_a_distractor_spoils_the_
         best.BoxSearch(modes=("union", "hull"))
     with pytest.raises(ValueError, match="modes must be distinct names"):
         best.BoxSearch(modes=("union", "union"))
+    with pytest.raises(ValueError, match="not among the modes"):
+        best.BoxSearch(mode="largest")
 
 
 def test_cross_validation_fits_on_the_training_folds_only():

@@ -168,6 +168,8 @@ class BoxSearch:
         self.fraction, self.scale = fraction, scale
         self.train_corloc = train_corloc
         self.mode = self.modes[0] if mode is None and len(self.modes) == 1 else mode
+        if self.mode is not None and self.mode not in self.modes:
+            raise ValueError(f"mode {self.mode!r} is not among the modes {self.modes}")
 
     @property
     def fitted(self):
