@@ -176,15 +176,7 @@ def boxes_from_heatmap(heatmap, fraction, mode="largest"):
     -------
     (4,) float64 array for one map, (N, 4) for a batch
     """
-    maps = np.asarray(heatmap)
-    if maps.dtype.kind not in "biuf":
-        raise TypeError(f"heatmap must be a real numeric array; got dtype {maps.dtype}")
-    if maps.ndim not in (2, 3) or maps.size == 0:
-        raise ValueError(f"heatmap must be a non-empty (H, W) or (N, H, W) array; got shape {maps.shape}")
-    if not np.all(np.isfinite(maps)):
-        raise ValueError("heatmap contains NaN or infinite values")
-    if not 0 < fraction <= 1:
-        raise ValueError(f"fraction must lie in (0, 1]; got {fraction}")
+    maps = _checked_heatmaps(heatmap, [fraction], (2, 3))
     if mode == "union":
         return union_boxes(maps.reshape((-1,) + maps.shape[-2:]), [fraction])[:, 0].reshape(
             maps.shape[:-2] + (4,))
@@ -196,6 +188,43 @@ def boxes_from_heatmap(heatmap, fraction, mode="largest"):
     else:
         mask = maps >= fraction * peak
     return box_from_mask(mask, mode, heatmap=maps)
+
+
+def boxes_at_fractions(heatmaps, fractions, mode):
+    """:func:`boxes_from_heatmap` of every map at every fraction, ``(N, F, 4)``, computed at
+    once: :func:`union_boxes` or :func:`largest_component_boxes` by ``mode``.
+
+    Parameters
+    ----------
+    heatmaps : (N, H, W) float array
+    fractions : sequence of F floats in (0, 1]
+    mode : {"largest", "union"}
+
+    Returns
+    -------
+    (N, F, 4) float64 array
+    """
+    maps = _checked_heatmaps(heatmaps, fractions, (3,))
+    if mode not in BOX_MODES:
+        raise ValueError(f"mode must be one of {BOX_MODES}; got {mode!r}")
+    return (union_boxes if mode == "union" else largest_component_boxes)(maps, fractions)
+
+
+def _checked_heatmaps(heatmap, fractions, ndims):
+    """``heatmap`` as an array, refused in one line unless real, finite, non-empty and of one
+    of the ``ndims``, with every fraction in (0, 1]."""
+    maps = np.asarray(heatmap)
+    if maps.dtype.kind not in "biuf":
+        raise TypeError(f"heatmap must be a real numeric array; got dtype {maps.dtype}")
+    if maps.ndim not in ndims or maps.size == 0:
+        shapes = " or ".join({2: "(H, W)", 3: "(N, H, W)"}[d] for d in ndims)
+        raise ValueError(f"heatmap must be a non-empty {shapes} array; got shape {maps.shape}")
+    if not np.all(np.isfinite(maps)):
+        raise ValueError("heatmap contains NaN or infinite values")
+    for fraction in fractions:
+        if not 0 < fraction <= 1:
+            raise ValueError(f"fraction must lie in (0, 1]; got {fraction}")
+    return maps
 
 
 def pixel_boxes(boxes):
@@ -429,10 +458,11 @@ def largest_component_boxes(heatmaps, fractions):
     out = union_boxes(heat, fractions)  # every hot pixel lies in it: label only that window
     for n, m in enumerate(heat):
         peak = m.max()
+        if peak <= 0:  # no hot pixel: the union box is already the whole image
+            continue
         for j, f in enumerate(fractions):
-            if peak > 0:
-                x0, y0, x1, y1 = out[n, j].astype(int)
-                window = m[y0:y1, x0:x1]
-                out[n, j] = box_from_mask(window >= f * peak, "largest", heatmap=window)
-                out[n, j] += (x0, y0, x0, y0)
+            x0, y0, x1, y1 = out[n, j].astype(int)
+            window = m[y0:y1, x0:x1]
+            out[n, j] = box_from_mask(window >= f * peak, "largest", heatmap=window)
+            out[n, j] += (x0, y0, x0, y0)
     return out

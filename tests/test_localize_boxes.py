@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from sensloc.localize.boxes import (as_boxes, best_iou, best_ious, box_area, box_from_mask,
-                                    boxes_from_heatmap, clip_boxes, iou,
+                                    boxes_at_fractions, boxes_from_heatmap, clip_boxes, iou,
                                     largest_component_boxes, scale_boxes, single_box)
 
 
@@ -158,6 +158,16 @@ def test_largest_component_boxes_of_many_fractions_are_the_flood_fill_boxes(rng)
             several += mask.any() and not np.array_equal(expected, boxes_from_heatmap(heat[n], f, "union"))
     assert several >= 3  # the maps do fall apart, so the two modes are told apart
     np.testing.assert_array_equal(boxes[4, 2], [15, 12, 17, 14])  # the tie: the hotter blob
+    # boxes_at_fractions: either mode for every fraction at once, checked like boxes_from_heatmap
+    np.testing.assert_array_equal(boxes_at_fractions(heat, fractions, "largest"), boxes)
+    np.testing.assert_array_equal(boxes_at_fractions(heat, fractions, "union"),
+                                  np.stack([boxes_from_heatmap(heat, f, "union") for f in fractions], 1))
+    with pytest.raises(ValueError, match="NaN"):
+        boxes_at_fractions(np.full((1, 3, 3), np.nan), fractions, "union")
+    with pytest.raises(ValueError, match="fraction"):
+        boxes_at_fractions(heat, (0.5, 0.0), "largest")
+    with pytest.raises(ValueError, match="mode"):
+        boxes_at_fractions(heat, fractions, "hull")
 
 
 def test_scale_boxes_hand_computed_and_consistent_with_upsampled_masks():

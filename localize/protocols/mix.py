@@ -27,7 +27,7 @@ import numpy as np
 from sensloc.saliency import postprocess
 from sensloc.saliency.maps import MapSpec
 
-from sensloc.localize.boxes import largest_component_boxes, pixel_boxes, union_boxes
+from sensloc.localize.boxes import BOX_MODES, boxes_at_fractions, pixel_boxes
 from sensloc.localize.metrics import corloc
 from sensloc.localize.protocols.base import Protocol
 from sensloc.localize.protocols.threshold import FRACTIONS, khan_heat
@@ -38,9 +38,6 @@ SIGMAS = (2.0, 4.0, 6.0)
 BORDER_WIDTHS = (0.1, 0.2)
 #: Box scale factors (about the box centre) tried by :meth:`BoxSearch.fit`.
 SCALES = (0.9, 0.95, 1.0, 1.05, 1.1)
-#: How a box is cut from the hot pixels, by mode name: all of them, or their largest
-#: 8-connected component (:func:`sensloc.localize.boxes.box_from_mask`).
-BOX_CUTS = {"union": union_boxes, "largest": largest_component_boxes}
 #: Images processed at a time (bounds the memory of the smoothed float maps).
 CHUNK = 64
 
@@ -135,9 +132,9 @@ class BoxSearch:
     train_corloc : float, optional
         The training CorLoc of the chosen values (set by :meth:`fit`).
     modes : sequence of str
-        How the box is cut from the hot pixels (:data:`BOX_CUTS`): ``"union"``, all of them;
-        ``"largest"``, their largest 8-connected component. Several: chosen with the rest,
-        the first preferred among equal scores.
+        How the box is cut from the hot pixels (:func:`~sensloc.localize.boxes.box_from_mask`):
+        ``"union"``, all of them; ``"largest"``, their largest 8-connected component. Several:
+        chosen with the rest, the first preferred among equal scores.
     mode : str, optional
         The chosen mode; implied when ``modes`` has one.
 
@@ -160,8 +157,8 @@ class BoxSearch:
         if not (self.sigmas and self.border_widths and self.fractions and self.scales
                 and self.modes):
             raise ValueError("every grid of the box search needs at least one value")
-        if not set(self.modes) <= set(BOX_CUTS) or len(set(self.modes)) < len(self.modes):
-            raise ValueError(f"modes must be distinct names among {sorted(BOX_CUTS)}; got "
+        if not set(self.modes) <= set(BOX_MODES) or len(set(self.modes)) < len(self.modes):
+            raise ValueError(f"modes must be distinct names among {sorted(BOX_MODES)}; got "
                              f"{self.modes}")
         self.border_weight, self.threshold = float(border_weight), float(threshold)
         self.sigma, self.border_width = sigma, border_width
@@ -202,7 +199,7 @@ class BoxSearch:
             for j, width in enumerate(widths):
                 heat = postprocess.apply_border_mask(mix, width, self.border_weight)
                 for m in modes:
-                    boxes[m][:, i, j] = BOX_CUTS[m](heat, fractions)
+                    boxes[m][:, i, j] = boxes_at_fractions(heat, fractions, m)
         return {**{m: pixel_boxes(b) for m, b in boxes.items()},
                 "size_wh": np.tile(np.array([w, h], np.float64), (n, 1))}
 

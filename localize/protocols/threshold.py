@@ -10,7 +10,7 @@ import numpy as np
 from sensloc.saliency import postprocess
 from sensloc.saliency.maps import MapSpec
 
-from sensloc.localize.boxes import boxes_from_heatmap, pixel_boxes
+from sensloc.localize.boxes import boxes_at_fractions, pixel_boxes
 from sensloc.localize.metrics import corloc
 from sensloc.localize.protocols.base import Protocol
 
@@ -64,8 +64,7 @@ class ThresholdBoxes(Protocol):
         """``candidates`` (N, F, 4): each image's box at every fraction of :meth:`fractions`
         (whole pixels, int16: :func:`~sensloc.localize.boxes.pixel_boxes`)."""
         heat = self.heat(maps)
-        return {"candidates": pixel_boxes(np.stack([boxes_from_heatmap(heat, t, self.mode)
-                                                    for t in self.fractions()], 1))}
+        return {"candidates": pixel_boxes(boxes_at_fractions(heat, self.fractions(), self.mode))}
 
     def fit_reduced(self, reduced, gt_boxes):
         if self.fraction is None:
