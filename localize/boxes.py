@@ -177,17 +177,8 @@ def boxes_from_heatmap(heatmap, fraction, mode="largest"):
     (4,) float64 array for one map, (N, 4) for a batch
     """
     maps = _checked_heatmaps(heatmap, [fraction], (2, 3))
-    if mode == "union":
-        return union_boxes(maps.reshape((-1,) + maps.shape[-2:]), [fraction])[:, 0].reshape(
-            maps.shape[:-2] + (4,))
-    if maps.ndim == 3:
-        return np.stack([boxes_from_heatmap(one_map, fraction, mode) for one_map in maps])
-    peak = maps.max()
-    if peak <= 0:
-        mask = np.zeros(maps.shape, dtype=bool)
-    else:
-        mask = maps >= fraction * peak
-    return box_from_mask(mask, mode, heatmap=maps)
+    boxes = _boxes_at_fractions(maps.reshape((-1,) + maps.shape[-2:]), [fraction], mode)
+    return boxes[:, 0].reshape(maps.shape[:-2] + (4,))
 
 
 def boxes_at_fractions(heatmaps, fractions, mode):
@@ -204,7 +195,11 @@ def boxes_at_fractions(heatmaps, fractions, mode):
     -------
     (N, F, 4) float64 array
     """
-    maps = _checked_heatmaps(heatmaps, fractions, (3,))
+    return _boxes_at_fractions(_checked_heatmaps(heatmaps, fractions, (3,)), fractions, mode)
+
+
+def _boxes_at_fractions(maps, fractions, mode):
+    """:func:`boxes_at_fractions` of checked maps (N, H, W)."""
     if mode not in BOX_MODES:
         raise ValueError(f"mode must be one of {BOX_MODES}; got {mode!r}")
     return (union_boxes if mode == "union" else largest_component_boxes)(maps, fractions)
@@ -439,8 +434,8 @@ def union_boxes(heatmaps, fractions):
 
 def largest_component_boxes(heatmaps, fractions):
     """Boxes of the largest 8-connected component of ``m >= f * max m`` for many fractions,
-    ``(N, F, 4)``: :func:`boxes_from_heatmap` with ``mode="largest"`` for every map and
-    fraction (the same boxes, ties between equally large components broken by their heat).
+    ``(N, F, 4)`` (:func:`boxes_from_heatmap` with ``mode="largest"`` is this function for one
+    fraction; ties between equally large components are broken by their heat).
 
     One object among several, or the object without a stray hot blob: where the hot pixels
     fall apart, the union box spans the gap and this box does not.
