@@ -113,10 +113,10 @@ def _fold_maps(config, fitted, maps, k):
 
 def map_rows(configs, fitted, specs, k):
     """(row name, function of a batch's maps {spec: (B, H, W)} giving its k fold maps or None):
-    the configurations, then the map kinds except activations."""
+    the configurations, then the map kinds except features (activations)."""
     rows = [(c.name, lambda maps, c=c: _fold_maps(c, fitted, maps, k)) for c in configs]
     return rows + [(f"method: {s.name}", lambda maps, s=s: [maps[s]] * k)
-                   for s in specs if s.method != "activations"]
+                   for s in specs if not s.is_features]
 
 
 #: MaxBoxAcc's IoU levels: V1 (0.5) and V2 (0.3, 0.5, 0.7).
@@ -304,7 +304,7 @@ def standard_metrics(net, dataset, cache_root, configs, fitted, predicted, gt_in
         result.curves[name] = curves
     if "sanity" in wanted:
         for spec in specs:
-            if spec.method == "activations" or not cache.owns(spec):
+            if spec.is_features or not cache.owns(spec):
                 continue  # features, or another network's map (the cascade randomizes net)
             original = cache.load_maps([spec], [digests[i] for i in chosen], targets[chosen])
             blocks, rho = faithfulness.cascading_randomization(

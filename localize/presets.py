@@ -32,9 +32,12 @@ PRESETS = {
             "(localize/protocols/objectness.py)",
     "best_two_nets": "best with a second network's cell features: SqueezeNet's pool8 and fire9 "
                      "and MobileNetV2's block14 and head_relu6 (7x7, resampled bilinearly onto "
-                     "the 13x13 grid), plus the mix's four maps; lambda in 10^0..10^7 by inner "
-                     "CV; the box is the union of the hot pixels or their largest connected "
-                     "region, chosen on the training images (needs both networks installed)",
+                     "the 13x13 grid), both networks' class contributions (the explained "
+                     "class's classifier weight times each channel at each cell), plus the "
+                     "mix's four maps; lambda in 10^0..10^7 by inner CV; the objectness is the "
+                     "mean of the photo's and its mirror's; the box is the union of the hot "
+                     "pixels or their largest connected region, chosen on the training images "
+                     "(needs both networks installed)",
 }
 
 #: ``best_two_nets`` boxes the union of the hot pixels or their largest connected region,
@@ -114,5 +117,7 @@ def preset(name, architecture):
         second = SECOND_NET.get(architecture, "mobilenet_v2")
         return ObjectnessBoxes(objectness_layers(architecture) + objectness_layers(second, second),
                                mix_specs(architecture), lambdas=LAMBDAS_WIDE,
-                               modes=TWO_NETS_BOX_MODES)
+                               modes=TWO_NETS_BOX_MODES, mirror=True,
+                               contributions=(MapSpec.make("class_contributions"),
+                                              MapSpec.make("class_contributions", net=second)))
     raise ValueError(f"unknown preset {name!r}; known: {sorted(PRESETS)}")

@@ -22,7 +22,11 @@ METHOD_OPTIONS = {
     "neuron_selection": ("layer", "k"),
     "occlusion": ("window", "stride", "baseline"),
     "activations": ("layer",),
+    "class_contributions": (),
 }
+#: Map kinds that are per-cell features (N, C, h, w) at a layer's resolution, not heat maps
+#: (N, H, W): read by :mod:`sensloc.localize.protocols.objectness`, never boxed or scored.
+FEATURE_METHODS = frozenset({"activations", "class_contributions"})
 
 
 @dataclass(frozen=True)
@@ -32,8 +36,11 @@ class MapSpec:
     Parameters
     ----------
     method : str
-        A key of :data:`METHOD_OPTIONS` (the :data:`saliency.METHODS` names plus ``grad_cam``
-        and ``activations``, a layer's output kept as features for :mod:`sensloc.localize.protocols.objectness`).
+        A key of :data:`METHOD_OPTIONS`: the :data:`saliency.METHODS` names, ``grad_cam``, and
+        the :data:`FEATURE_METHODS` kept as cell features for
+        :mod:`sensloc.localize.protocols.objectness`: ``activations``, a layer's output, and
+        ``class_contributions``, the class score's terms by channel and cell
+        (:func:`sensloc.saliency.class_contributions`).
     reduce : str
         Channel reduction (:func:`saliency.postprocess.reduce_channels`); ignored by
         ``grad_cam``, whose map is upsampled to the input size instead.
@@ -44,7 +51,8 @@ class MapSpec:
         Explain the horizontally mirrored image and mirror the map back,
         ``m(x)[:, j] = M(x[:, ::-1])[:, W - 1 - j]``: the same photo seen through the other
         half of every asymmetric filter, so averaging the two views cancels part of the maps'
-        noise (:func:`sensloc.localize.protocols.mix.view_average`).
+        noise (:func:`sensloc.localize.protocols.mix.view_average`). Features are mirrored
+        back along their cells' columns.
     zoom : float
         Explain the preprocessed image resized bilinearly by ``zoom`` (``round(zoom H) x
         round(zoom W)``; only for fully convolutional networks, ``net.input_size is None``)
@@ -77,9 +85,10 @@ class MapSpec:
             raise ValueError(f"mirror must be True or False, got {self.mirror!r}")
         if not (isinstance(self.zoom, (int, float)) and 0.25 <= self.zoom <= 4):
             raise ValueError(f"zoom must be a number in [0.25, 4], got {self.zoom!r}")
-        if self.method == "activations" and (self.mirror or self.zoom != 1.0 or not self.options):
-            raise ValueError("activations take a layer and no view: MapSpec.make('activations', "
-                             "layer=NAME)")
+        if self.method == "activations" and not self.options:
+            raise ValueError("activations take a layer: MapSpec.make('activations', layer=NAME)")
+        if self.is_features and self.zoom != 1.0:
+            raise ValueError(f"{self.method} are features on the network's cells: no zoom")
         if self.net is not None and not (isinstance(self.net, str) and self.net
                                          and self.net.replace("_", "").isalnum()):
             raise ValueError(f"net must be None or an architecture name such as 'mobilenet_v2', "
@@ -90,13 +99,18 @@ class MapSpec:
         return cls(method, reduce, tuple(sorted(options.items())), bool(mirror), float(zoom), net)
 
     @property
+    def is_features(self):
+        """Whether :meth:`compute` gives cell features (N, C, h, w) rather than heat maps."""
+        return self.method in FEATURE_METHODS
+
+    @property
     def name(self):
         """A readable, unique, file-system-safe name, e.g. ``deeplift-reference=zero-sum`` or
         ``gradient-max_abs-mirror-zoom=1.5`` or ``activations-layer=block14-net=mobilenet_v2``
         (the view and the network are named only when they are not the image itself and the
         evaluation's network, so older caches keep their names)."""
         parts = [self.method] + [f"{k}={v}" for k, v in self.options]
-        if self.method not in ("grad_cam", "activations"):
+        if self.method != "grad_cam" and not self.is_features:
             parts.append(self.reduce)
         if self.mirror:
             parts.append("mirror")
@@ -121,7 +135,8 @@ class MapSpec:
 
     def compute(self, net, x, targets, trace=None):
         """Heat maps (N, H, W) at the input resolution for a preprocessed batch (N, C, H, W);
-        for ``activations``, the layer's output (N, C, h, w), the same for every target.
+        for ``activations``, the layer's output (N, C, h, w), the same for every target, and
+        for ``class_contributions`` the target's (N, C, h, w).
 
         ``trace``, the forward pass of ``x`` run already, is used by the methods that start
         from it (:data:`~sensloc.saliency.registry.SHARES_FORWARD`) when the map reads ``x``
@@ -139,10 +154,15 @@ class MapSpec:
         if self.mirror:
             x = np.ascontiguousarray(x[..., ::-1])
         options = dict(self.options)
-        if self.method == "activations":  # features, not a heat map: (N, C, h, w) as they are
-            net.layer(options["layer"])  # a clear error for an unknown layer name
-            outputs = methods.forward_of(net, x, trace).outputs
-            return np.ascontiguousarray(outputs[options["layer"]], np.float32)
+        if self.is_features:  # not a heat map: (N, C, h, w) at the layer's cells
+            if self.method == "activations":
+                net.layer(options["layer"])  # a clear error for an unknown layer name
+                features = methods.forward_of(net, x, trace).outputs[options["layer"]]
+            else:
+                features = methods.class_contributions(net, x, targets, trace)
+            if self.mirror:
+                features = features[..., ::-1]
+            return np.ascontiguousarray(features, np.float32)
         if trace is not None:
             options["trace"] = trace
         if self.method == "grad_cam":

@@ -14,7 +14,7 @@ The explained score ``f_t`` is the pre-softmax logit of class ``t`` by default;
 import numpy as np
 
 from sensloc.nets import softmax
-from sensloc.saliency.layers import feature_layer
+from sensloc.saliency.layers import feature_layer, linear_head
 from sensloc.saliency.postprocess import reduce_channels
 from sensloc.saliency.rules import Deconvnet, Gradient, Guided, Rescale
 
@@ -262,6 +262,32 @@ def grad_cam(net, x, target=None, layer=None, relu=True, output="logit", trace=N
     alphas = grads.mean(axis=(2, 3), keepdims=True)
     cam = (alphas * activations).sum(axis=1)
     return np.maximum(cam, 0) if relu else cam
+
+
+def class_contributions(net, x, target=None, trace=None):
+    """Each channel's contribution to the class score at each cell: a class activation map
+    (Zhou et al., 2016) before its sum over channels.
+
+    ``c[n, j, h, w] = W[t_n, j] a[n, j, h, w]``, with ``a`` the output of the layer that the
+    network's linear classifier reads and ``W`` that classifier's weights
+    (:func:`sensloc.saliency.layers.linear_head`). Summed over channels, plus the bias, it is
+    the class map: MobileNetV2's logit is its mean over the cells, SqueezeNet's the mean of its
+    ReLU (``conv_final`` before the ReLU, at the cells that see ``fire9``).
+
+    Parameters
+    ----------
+    trace : nets.Trace, optional
+        The forward pass of ``x``, if it was run already (:func:`forward_of`).
+
+    Returns
+    -------
+    (N, C, h, w) array at that layer's resolution, the network's dtype
+    """
+    layer, weight = linear_head(net)
+    trace = forward_of(net, x, trace)
+    targets = targets_for(trace.output, target)
+    activations = trace.outputs[layer]
+    return activations * weight[targets][:, :, None, None].astype(activations.dtype)
 
 
 def neuron_selection(net, x, target=None, layer=None, k=5, rule=None, trace=None):

@@ -6,7 +6,8 @@ from sensloc.saliency.occlusion import occlusion
 
 #: The methods that can start from a forward pass run already (their ``trace=`` argument).
 SHARES_FORWARD = frozenset({"gradient", "gradient_x_input", "guided", "deconvnet", "deeplift",
-                            "neuron_selection", "grad_cam", "activations"})
+                            "neuron_selection", "grad_cam", "activations",
+                            "class_contributions"})
 
 #: Methods returning (N, C, H, W) attributions, by the names the command line uses.
 METHODS = {

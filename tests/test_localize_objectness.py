@@ -1,6 +1,7 @@
 """The objectness protocol (``best`` preset): cell means, coverage, the ridge fit against an
 independent least-squares solve, and boxes on synthetic images whose answer is known."""
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -164,8 +165,13 @@ def test_activation_maps_are_the_layer_outputs():
     assert spec.name == f"activations-layer={layer}"
     with pytest.raises(KeyError, match="no layer"):
         MapSpec.make("activations", layer="nowhere").compute(net, x, np.array([0, 1]))
-    with pytest.raises(ValueError, match="no view"):
-        MapSpec.make("activations", layer=layer, mirror=True)
+    # the mirrored view: the mirrored image's layer output, mirrored back along its columns
+    mirrored = MapSpec.make("activations", layer=layer, mirror=True)
+    np.testing.assert_array_equal(mirrored.compute(net, x, np.array([0, 1])),
+                                  net.forward(x[..., ::-1].copy()).outputs[layer][..., ::-1])
+    assert mirrored.name == f"activations-layer={layer}-mirror"
+    with pytest.raises(ValueError, match="no zoom"):
+        MapSpec.make("activations", layer=layer, zoom=2.0)
 
 
 def test_fit_boxes_and_localize_with_the_best_preset(tmp_path, capsys):
@@ -205,3 +211,67 @@ def test_fit_boxes_and_localize_with_the_best_preset(tmp_path, capsys):
                  str(model), "--out-dir", str(tmp_path / "figs")]) == 0
     answer = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert 0 <= answer["box"][0] < answer["box"][2] <= 32
+
+
+C = MapSpec.make("class_contributions")
+
+
+def with_views(maps, seed=0):
+    """The synthetic maps plus class contributions (either sign) and every kind's mirrored
+    view: the photo's maps flipped plus noise, so the two views differ."""
+    rng = np.random.default_rng(seed)
+    maps = dict(maps)
+    maps[C] = maps[L1][:, :3] * rng.normal(size=(1, 3, 1, 1))
+    for spec in list(maps):
+        flipped = maps[spec][..., ::-1]
+        maps[replace(spec, mirror=True)] = flipped + 0.1 * rng.random(flipped.shape)
+    return maps
+
+
+def test_cell_features_put_class_contributions_through_a_signed_square_root(rng):
+    acts, heat = rng.random((2, 3, 4, 4)), rng.normal(size=(2, 20, 20))
+    contributions = rng.normal(size=(2, 2, 4, 4))
+    phi = ob.cell_features([acts], [heat], 2.0, [contributions])
+    assert phi.shape == (2, 16, 6)
+    expected = np.sign(contributions[1, :, 1, 2]) * np.sqrt(np.abs(contributions[1, :, 1, 2]))
+    np.testing.assert_allclose(phi[1, 6, 3:5], expected, rtol=1e-6)
+    assert (phi[..., 3:5] < 0).any()  # the sign is kept
+    np.testing.assert_array_equal(phi[..., [0, 1, 2, 5]], ob.cell_features([acts], [heat], 2.0))
+
+
+def test_mirror_averages_the_two_views_objectness():
+    """mirror=True: the ridge is fitted on the photos as they are (the same weights as without
+    views), and the map is the mean of both views' cell predictions, boxed by the search."""
+    base, boxes = synthetic(n=30)
+    maps = with_views(base)
+    kw = dict(lambdas=(1.0, 100.0), sigmas=(2.0,), contributions=(C,))
+    viewed = ob.ObjectnessBoxes((L1, L2), (E,), mirror=True, **kw)
+    assert set(viewed.map_specs) == {L1, L2, C, E} | {replace(s, mirror=True)
+                                                       for s in (L1, L2, C, E)}
+    viewed.fit(maps, boxes)
+    single = ob.ObjectnessBoxes((L1, L2), (E,), **kw).fit(maps, boxes)
+    np.testing.assert_array_equal(viewed.weights, single.weights)
+    assert viewed.lam == single.lam
+    cells = []
+    for mirrored in (False, True):
+        specs = [replace(s, mirror=mirrored) for s in (L1, L2, C, E)]
+        phi = ob.cell_features([maps[specs[0]], maps[specs[1]]], [maps[specs[3]]], 4.0,
+                               [maps[specs[2]]]).astype(np.float64)
+        cells.append(((phi - viewed.mean) / viewed.sd) @ viewed.weights[:-1] + viewed.weights[-1])
+    expected = np.maximum((cells[0] + cells[1]) / 2, 0).reshape(-1, GRID, GRID)
+    from sensloc.saliency.postprocess import upsample
+    objectness = viewed.objectness(maps)
+    np.testing.assert_allclose(objectness, upsample(expected.astype(np.float32), (SIZE, SIZE)),
+                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(viewed.predict(maps), viewed.search.predict([objectness]))
+    # the file keeps both, and a file written before them reads as neither
+    again = presets.protocol_from_params("objectness", json.loads(json.dumps(viewed.params())))
+    assert again.mirror and again.contributions == (C,)
+    np.testing.assert_array_equal(again.predict(maps), viewed.predict(maps))
+    assert "mirror" not in ob.ObjectnessBoxes((L1,), (E,)).params()
+    with pytest.raises(ValueError, match="mirror=True adds"):
+        ob.ObjectnessBoxes((replace(L1, mirror=True),), (E,))
+    with pytest.raises(ValueError, match="class_contributions"):
+        ob.ObjectnessBoxes((L1,), (E,), contributions=(L2,))
+    with pytest.raises(KeyError, match="-mirror"):
+        ob.ObjectnessBoxes((L1,), (E,), mirror=True).fit(base, boxes)

@@ -5,17 +5,20 @@ regression moves down to the cells of the network's last feature grid (13 x 13 f
 SqueezeNet 1.0, 14 x 14 for VGG16) and predicts, for each cell, how much of it lies inside
 the object. For cell ``c`` of image ``n``::
 
-    phi_nc = [sqrt(A^1_nc), ..., sqrt(A^L_nc), s^1_nc, ..., s^K_nc]          (D features)
-    o_nc   = [(phi_nc - mu) / sd, 1] w
+    phi_nc = [sqrt(A^1_nc), ..., sqrt(A^L_nc), ssqrt(C^1_nc), ..., s^1_nc, ..., s^K_nc]
+    o_nc   = [(phi_nc - mu) / sd, 1] w                                          (D features)
 
 with ``A^l_nc`` the activations (all channels) of layer ``l`` at that cell (a layer on another
 grid, e.g. MobileNetV2's 7 x 7 beside SqueezeNet's 13 x 13, is first resampled bilinearly onto
-the first layer's grid, :func:`resample_cells`), and ``s^k_nc`` the
-mean over the cell of saliency map ``k`` after Khan's recipe
+the first layer's grid, :func:`resample_cells`), ``C^m_nc`` optional class contributions
+``W[t, j] a_j`` of the explained class t by channel j
+(:func:`sensloc.saliency.class_contributions`; ``ssqrt(v) = sign(v) sqrt|v|``), and ``s^k_nc``
+the mean over the cell of saliency map ``k`` after Khan's recipe
 (:func:`sensloc.localize.protocols.threshold.khan_heat` without the border mask: positive part,
 normalized, smoothed, normalized, cut below its mean). The activations say *what* is at the
 cell (an object part or background texture, whatever the class), the saliency maps *whether
-the explained class* uses it. ``mu`` and ``sd`` standardize each feature over the training
+the explained class* uses it, and the contributions how much each channel there adds to its
+score. ``mu`` and ``sd`` standardize each feature over the training
 cells, and ``w`` minimizes the ridge objective
 
     sum_nc (o_nc - t_nc)^2 + lam ||w_without_bias||^2,
@@ -33,9 +36,16 @@ training images' maps come from the same inner cross-validation (each predicted 
 fitted without it), so the box search sees maps as good as a new image's, not the
 regression's fit to its own targets.
 
+With ``mirror=True`` every map is also computed on the mirrored photo (and mirrored back,
+``MapSpec.mirror``), and the cells' objectness is the mean of the two views' predictions
+(test-time flipping), ``o_nc = [((phi_nc + phi'_nc) / 2 - mu) / sd, 1] w`` since the map is
+linear in the features; ``w`` is fitted on the photo as it is, the box search on the mean.
+
 The measurements behind it (72.1% CV CorLoc on the 692 development photos against ``mix``'s
 70.4%) and the variants dropped: docs/experiments/objectness.md.
 """
+from dataclasses import replace
+
 import numpy as np
 
 from sensloc.saliency import postprocess
@@ -92,7 +102,12 @@ def resample_cells(activations, grid_hw):
     return out.reshape(n, channels, *grid_hw)
 
 
-def cell_features(activations, evidence, sigma):
+def signed_sqrt(values):
+    """``sign(v) sqrt(|v|)``: tempers the tails of features of either sign."""
+    return np.sign(values) * np.sqrt(np.abs(values))
+
+
+def cell_features(activations, evidence, sigma, contributions=()):
     """The features ``phi`` of every cell, (N, h w, D) float32 (rows in row-major cell order).
 
     Parameters
@@ -106,12 +121,17 @@ def cell_features(activations, evidence, sigma):
         mask (:func:`sensloc.localize.protocols.threshold.khan_heat`, ``border_width=0``).
     sigma : float
         The recipe's smoothing, in input pixels.
+    contributions : sequence of M arrays (N, C_m, h_m, w_m)
+        Class contributions of either sign, resampled onto the grid, then put through
+        :func:`signed_sqrt`.
     """
-    if any(np.ndim(a) != 4 for a in activations) or len({len(a) for a in activations}) != 1:
-        raise ValueError("activations must be (N, C, h, w) arrays of the same N images; got "
-                         f"shapes {[np.shape(a) for a in activations]}")
+    cells = list(activations) + list(contributions)
+    if any(np.ndim(a) != 4 for a in cells) or len({len(a) for a in cells}) != 1:
+        raise ValueError("activations and contributions must be (N, C, h, w) arrays of the same "
+                         f"N images; got shapes {[np.shape(a) for a in cells]}")
     grid = tuple(activations[0].shape[2:])
     blocks = [np.sqrt(np.maximum(resample_cells(a, grid), 0)) for a in activations]
+    blocks += [signed_sqrt(resample_cells(c, grid)) for c in contributions]
     blocks += [cell_means(khan_heat(m, True, sigma, border_width=0.0), grid)[:, None]
                .astype(np.float32) for m in evidence]
     features = np.concatenate(blocks, axis=1)
@@ -170,6 +190,20 @@ def _gram(features, indices, targets, mean, sd):
     return gram, moment
 
 
+class _ViewMean:
+    """Rows read as the mean of two views' features, ``(a[rows] + b[rows]) / 2``: the photo's
+    and its mirror's (``ObjectnessBoxes(mirror=True)``), arrays or rows kept on disk."""
+
+    def __init__(self, photo, mirrored):
+        self.photo, self.mirrored, self.shape = photo, mirrored, photo.shape
+
+    def __len__(self):
+        return len(self.photo)
+
+    def __getitem__(self, rows):
+        return (self.photo[rows] + self.mirrored[rows]) / np.float32(2)
+
+
 def _ridge(gram, moment, lam):
     w = solve_ridge(gram, moment, lam)
     if w is None:  # lam > 0 makes the system positive definite; rounding can still break it
@@ -186,6 +220,12 @@ class ObjectnessBoxes(Protocol):
         ``MapSpec.make("activations", layer=...)`` of layers on one grid of cells.
     evidence : sequence of MapSpec
         Saliency maps whose recipe cell means join the features.
+    contributions : sequence of MapSpec
+        ``MapSpec.make("class_contributions", net=...)``: the explained class's terms by
+        channel, as more cell features (signed square root).
+    mirror : bool
+        Predict each photo's objectness as the mean of its and its mirror's (every map kind
+        is read in both views).
     evidence_sigma : float
         Smoothing of the evidence maps (Khan's 4 px).
     lambdas : sequence of float > 0
@@ -210,14 +250,23 @@ class ObjectnessBoxes(Protocol):
                  sigmas=SIGMAS, border_widths=BORDER_WIDTHS, fractions=FRACTIONS, scales=SCALES,
                  border_weight=0.5, threshold=0.5, lam=None, mean=None, sd=None, weights=None,
                  sigma=None, border_width=None, fraction=None, scale=None, train_corloc=None,
-                 networks=None, modes=("union",)):
+                 networks=None, modes=("union",), contributions=(), mirror=False):
         self.layers, self.evidence = tuple(layers), tuple(evidence)
+        self.contributions, self.mirror = tuple(contributions), bool(mirror)
         if not self.layers or not all(isinstance(s, MapSpec) and s.method == "activations"
                                       for s in self.layers):
             raise ValueError("ObjectnessBoxes needs at least one MapSpec of activations")
-        if not self.evidence or not all(isinstance(s, MapSpec) for s in self.evidence):
-            raise ValueError("ObjectnessBoxes needs at least one MapSpec of evidence")
-        self.map_specs = self.layers + self.evidence
+        if not all(isinstance(s, MapSpec) and s.method == "class_contributions"
+                   for s in self.contributions):
+            raise ValueError("ObjectnessBoxes' contributions must be MapSpecs of "
+                             "class_contributions")
+        if not self.evidence or not all(isinstance(s, MapSpec) and not s.is_features
+                                        for s in self.evidence):
+            raise ValueError("ObjectnessBoxes needs at least one MapSpec of evidence (heat maps)")
+        if any(s.mirror for s in self.layers + self.contributions + self.evidence):
+            raise ValueError("ObjectnessBoxes takes the photo's map kinds; mirror=True adds "
+                             "their mirrored views")
+        self.map_specs = self._specs(False) + (self._specs(True) if self.mirror else ())
         self.evidence_sigma = float(evidence_sigma)
         self.lambdas = tuple(float(v) for v in lambdas)
         self.inner_folds = int(inner_folds)
@@ -260,12 +309,27 @@ class ObjectnessBoxes(Protocol):
     def fitted(self):
         return self.search.fitted and self.weights is not None
 
-    def features(self, maps):
-        missing = [s.name for s in self.map_specs if s not in maps]
+    def _specs(self, mirrored):
+        """The map kinds of one view, in feature order: layers, contributions, evidence."""
+        specs = self.layers + self.contributions + self.evidence
+        return tuple(replace(s, mirror=True) for s in specs) if mirrored else specs
+
+    def features(self, maps, mirrored=False):
+        """:func:`cell_features` of the photos' maps, or of their mirrors' (``mirrored``)."""
+        specs = self._specs(mirrored)
+        missing = [s.name for s in specs if s not in maps]
         if missing:
             raise KeyError(f"{self.kind} needs the maps {missing}")
-        return cell_features([maps[s] for s in self.layers], [maps[s] for s in self.evidence],
-                             self.evidence_sigma)
+        layers, contributions = len(self.layers), len(self.layers) + len(self.contributions)
+        return cell_features([maps[s] for s in specs[:layers]],
+                             [maps[s] for s in specs[contributions:]], self.evidence_sigma,
+                             [maps[s] for s in specs[layers:contributions]])
+
+    def _viewed(self, reduced):
+        """The features the fitted map reads: the photos', or the mean of both views'."""
+        if self.mirror:
+            return _ViewMean(reduced["features"], reduced["mirrored_features"])
+        return reduced["features"]
 
     def _grid_and_input(self, maps):
         return maps[self.layers[0]].shape[2:], maps[self.evidence[0]].shape[1:]
@@ -299,17 +363,21 @@ class ObjectnessBoxes(Protocol):
         reduced = self.reduce(maps)
         grid, size = self._shapes(reduced)
         every = np.arange(len(reduced["features"]))
-        return self._as_map(self._predict_cells(reduced["features"], every, self.weights),
+        return self._as_map(self._predict_cells(self._viewed(reduced), every, self.weights),
                             grid, size)
 
     def reduce(self, maps):
-        """``features`` (N, P, D) of the grid's P cells (:func:`cell_features`), and
+        """``features`` (N, P, D) of the grid's P cells (:func:`cell_features`), with
+        ``mirror`` also ``mirrored_features``, the mirrored photos' (mirrored back), and
         ``grid_hw`` and ``input_hw`` (N, 2): the cells' grid and the maps' size."""
         features = self.features(maps)
         grid, size = self._grid_and_input(maps)
         n = len(features)
-        return {"features": features, "grid_hw": np.tile(np.array(grid), (n, 1)),
-                "input_hw": np.tile(np.array(size), (n, 1))}
+        reduced = {"features": features, "grid_hw": np.tile(np.array(grid), (n, 1)),
+                   "input_hw": np.tile(np.array(size), (n, 1))}
+        if self.mirror:
+            reduced["mirrored_features"] = self.features(maps, mirrored=True)
+        return reduced
 
     @staticmethod
     def _shapes(reduced):
@@ -353,12 +421,12 @@ class ObjectnessBoxes(Protocol):
         self.lam, self.cell_mse = self.lambdas[best], float(errors[best])
         self.weights = _ridge(gram, moment, self.lam)
         # The box search on the training images' held-out maps of that lambda: predicted again
-        # in the same blocks with the same weights (so the same floats as above), each block
-        # boxed at once; only the boxes stay.
+        # in the same blocks with the same weights (so the same floats as above, or the mean of
+        # both views'), each block boxed at once; only the boxes stay.
         self.search.unfit()
-        boxes = {}
+        boxes, viewed = {}, self._viewed(reduced)
         for m, w in zip(members, weights):
-            for block, cells in self._cell_blocks(features, m, w):
+            for block, cells in self._cell_blocks(viewed, m, w):
                 put_rows(boxes, self.search.reduce([self._as_map(cells[..., best], grid, size)]),
                          block, n)
         self.search.fit_reduced(boxes, gt_boxes)
@@ -367,7 +435,7 @@ class ObjectnessBoxes(Protocol):
     def predict_reduced(self, reduced):
         if not self.fitted:
             raise ValueError(f"{self.kind} is not fitted: call fit")
-        features = reduced["features"]
+        features = self._viewed(reduced)
         grid, size = self._shapes(reduced)
         boxes = np.empty((len(features), 4))
         for block in _blocks(np.arange(len(features))):
@@ -384,6 +452,9 @@ class ObjectnessBoxes(Protocol):
                   "mean": None if self.mean is None else self.mean.tolist(),
                   "sd": None if self.sd is None else self.sd.tolist(),
                   "weights": None if self.weights is None else self.weights.tolist()})
+        if self.contributions or self.mirror:  # absent when unused, as before they existed
+            p.update({"contributions": [s.to_json() for s in self.contributions],
+                      "mirror": self.mirror})
         if self.networks is not None:  # absent when never told, as before it existed
             p["networks"] = dict(sorted(self.networks.items()))
         return p
@@ -393,6 +464,8 @@ class ObjectnessBoxes(Protocol):
         protocol = cls([MapSpec.from_json(s) for s in p["layers"]],
                        [MapSpec.from_json(s) for s in p["evidence"]], p["evidence_sigma"],
                        p["lambdas"], p["inner_folds"], lam=p["lam"], mean=p["mean"], sd=p["sd"],
-                       weights=p["weights"], networks=p.get("networks"))
+                       weights=p["weights"], networks=p.get("networks"),
+                       contributions=[MapSpec.from_json(s) for s in p.get("contributions", [])],
+                       mirror=p.get("mirror", False))
         protocol.search = BoxSearch.from_params(p)
         return protocol
