@@ -45,8 +45,10 @@ REDUCTION_FORMAT = 2
 
 def reduction_key(protocol):
     """16 hex digits naming what a protocol's reduction of an image depends on: its kind and
-    parameters (an unfitted protocol reduces for its whole search, a fitted one for its fit)."""
-    identity = {"kind": protocol.kind, "params": protocol.params(), "format": REDUCTION_FORMAT}
+    :meth:`~sensloc.localize.protocols.base.Protocol.reduction_params` (an unfitted protocol
+    reduces for its whole search, a fitted one for its fit)."""
+    identity = {"kind": protocol.kind, "params": protocol.reduction_params(),
+                "format": REDUCTION_FORMAT}
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -275,3 +275,19 @@ def test_mirror_averages_the_two_views_objectness():
         ob.ObjectnessBoxes((L1,), (E,), contributions=(L2,))
     with pytest.raises(KeyError, match="-mirror"):
         ob.ObjectnessBoxes((L1,), (E,), mirror=True).fit(base, boxes)
+
+
+def test_cached_reductions_are_keyed_by_what_the_features_depend_on():
+    """Another lambda grid or box search reuses the cached cell features; other map kinds,
+    views or networks do not (MixBoxes' reduction is its search's boxes: its grid counts)."""
+    from sensloc.evaluation.map_cache import reduction_key
+    from sensloc.localize.protocols.mix import MixBoxes
+    key = reduction_key(ob.ObjectnessBoxes((L1,), (E,)))
+    assert reduction_key(ob.ObjectnessBoxes((L1,), (E,), lambdas=(3.0,), fractions=(0.5,),
+                                            modes=("union", "largest"))) == key
+    for other in (ob.ObjectnessBoxes((L1, L2), (E,)), ob.ObjectnessBoxes((L1,), (E,), mirror=True),
+                  ob.ObjectnessBoxes((L1,), (E,), contributions=(C,)),
+                  ob.ObjectnessBoxes((L1,), (E,), evidence_sigma=2.0),
+                  ob.ObjectnessBoxes((L1,), (E,)).use_networks({"squeezenet1_0": "a" * 64})):
+        assert reduction_key(other) != key
+    assert reduction_key(MixBoxes((E,), fractions=(0.5,))) != reduction_key(MixBoxes((E,)))

@@ -65,6 +65,12 @@ class Protocol:
     def params(self):
         raise NotImplementedError
 
+    def reduction_params(self):
+        """The part of :meth:`params` that its reduction depends on (the key of cached
+        reductions, :func:`sensloc.evaluation.map_cache.reduction_key`): all of them, unless a
+        protocol knows better."""
+        return self.params()
+
     def describe(self):
         return f"{self.kind}({json.dumps(self.params(), sort_keys=True)})"
 

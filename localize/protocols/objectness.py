@@ -459,6 +459,17 @@ class ObjectnessBoxes(Protocol):
             p["networks"] = dict(sorted(self.networks.items()))
         return p
 
+    def reduction_params(self):
+        """What the cell features depend on: the map kinds, the evidence's smoothing, the
+        views and the networks (not lambda, the box search or the fit)."""
+        p = {"layers": [s.to_json() for s in self.layers],
+             "contributions": [s.to_json() for s in self.contributions],
+             "evidence": [s.to_json() for s in self.evidence],
+             "evidence_sigma": self.evidence_sigma, "mirror": self.mirror}
+        if self.networks is not None:
+            p["networks"] = dict(sorted(self.networks.items()))
+        return p
+
     @classmethod
     def from_params(cls, p):
         protocol = cls([MapSpec.from_json(s) for s in p["layers"]],
