@@ -3,7 +3,7 @@ datasets, and their CorLoc (the datasets' arguments, checked before any map is c
 from pathlib import Path
 
 from sensloc.data import images
-from sensloc.saliency.maps import METHOD_OPTIONS as MAP_METHODS
+from sensloc.saliency.maps import FEATURE_METHODS, METHOD_OPTIONS
 from sensloc.localize.presets import PRESETS
 from sensloc.localize.presets import PRESET_FRACTIONS
 
@@ -272,7 +272,8 @@ def add_parsers(commands):
         if name == "fit-boxes":
             p.add_argument("--preset", choices=sorted(PRESETS), metavar="NAME",
                            help="a preset to fit: " + ", ".join(sorted(PRESETS)))
-            p.add_argument("--method", choices=sorted(MAP_METHODS),
+            # heat maps only: features (activations, class contributions) are not boxed
+            p.add_argument("--method", choices=sorted(set(METHOD_OPTIONS) - FEATURE_METHODS),
                            help="or: the saliency method of the maps to box")
             p.add_argument("--reduce", default="max_abs",
                            help="how --method's channels become one map (default max_abs)")

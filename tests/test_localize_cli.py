@@ -96,3 +96,14 @@ def test_occlusion_shows_its_forward_passes_and_computes_the_same_map(capsys):
     shown = attribution_for(net, x, "occlusion", 2, progress=True)
     assert "10/10" in capsys.readouterr().err.replace("\r", "\n").splitlines()[-1]
     np.testing.assert_array_equal(shown, saliency.occlusion(net, x, 2))
+
+
+def test_fit_boxes_offers_heat_maps_not_cell_features(capsys):
+    """Features (activations, class contributions) are read by the objectness protocol, never
+    boxed on their own: ``fit-boxes --method`` offers the heat-map methods only."""
+    for method in ("activations", "class_contributions"):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["fit-boxes", "data", "--method", method, "--out", "m.h5"])
+        assert "invalid choice" in capsys.readouterr().err
+    args = build_parser().parse_args(["fit-boxes", "data", "--method", "grad_cam", "--out", "m.h5"])
+    assert args.method == "grad_cam"
