@@ -317,7 +317,7 @@ def test_notebook_runs_in_fast_mode(name, tutorial_env):
         # One figure per method and the overview; every check printed its relative error.
         assert figures(nb) >= 6
         errors = re.findall(r"relative error[^0-9]*?(\d\.\de[-+]\d\d)", text)
-        assert len(errors) == 4, errors
+        assert len(errors) == 5, errors
         assert all(float(e) <= 1e-4 for e in errors), errors
     if name == "08_fooling_images_and_class_visualization":
         assert "rounded to 8-bit pixels: top-1 tarantula" in text

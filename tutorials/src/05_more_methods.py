@@ -274,6 +274,19 @@ assert cam_by_hand.max() > 0, "the CAM is zero: nothing is checked"
 assert relative_error(cam, cam_by_hand) <= 1e-5     # float32 against float64
 
 # %% [markdown]
+# The terms of $z_t$ before the sum over $k$, $W_{tk} A_k[h, w]$, say how much each of the 512
+# channels adds to the class score at each cell: `saliency.class_contributions` returns them,
+# (N, 512, 13, 13), for any network whose classifier is such a linear map of one layer's cells.
+# The `best_two_nets` localization preset reads them as cell features beside the activations
+# (`localize/protocols/objectness.py`). Summed over the channels, plus $b_t$, they give $z_t$ back:
+
+# %%
+contributions = saliency.class_contributions(net, x, target=t, trace=trace)[0]  # (512, 13, 13)
+print(f"class contributions {contributions.shape}; relative error of their sum plus b_t against "
+      f"z_t {relative_error(contributions.sum(axis=0) + b_final[t], z_t):.1e}")
+assert relative_error(contributions.sum(axis=0) + b_final[t], z_t) <= 1e-5
+
+# %% [markdown]
 # The CAM lives on the 13 x 13 grid; `postprocess.upsample` resizes it bilinearly to the input for
 # boxes (this is what the `grad_cam` map kind of notebook 6 does). Left: the cells as they are;
 # right: upsampled over the photo.
