@@ -5,7 +5,7 @@ and maps the ``kind`` saved in a box-model file back to its class. Nothing in ``
 imports it. The tuned numbers behind the presets are in docs/experiments/ (``mix.md``,
 ``objectness.md``) and the README's "Measured".
 """
-from sensloc.saliency.layers import feature_layer
+from sensloc.saliency.layers import feature_layer, has_linear_head
 from sensloc.saliency.maps import MapSpec
 
 from sensloc.localize.protocols import (CenterBox, KhanBoxes, MixBoxes, ObjectnessBoxes,
@@ -33,7 +33,8 @@ PRESETS = {
     "best_two_nets": "best with a second network's cell features: SqueezeNet's pool8 and fire9 "
                      "and MobileNetV2's block14 and head_relu6 (7x7, resampled bilinearly onto "
                      "the 13x13 grid), both networks' class contributions (the explained "
-                     "class's classifier weight times each channel at each cell), plus the "
+                     "class's classifier weight times each channel at each cell; for networks "
+                     "with such a linear classifier, not VGG's), plus the "
                      "mix's four maps; lambda in 10^0..10^7 by inner CV; the objectness is the "
                      "mean of the photo's and its mirror's; the box is the union of the hot "
                      "pixels or their largest connected region, chosen on the training images "
@@ -90,6 +91,16 @@ def objectness_layers(architecture, net=None):
     return tuple(MapSpec.make("activations", layer=name, net=net) for name in (before, last))
 
 
+def contribution_specs(architecture, net=None):
+    """The class contributions of ``best_two_nets`` (:func:`sensloc.saliency.class_contributions`):
+    one map kind for a network whose classifier is linear over one layer's cells (SqueezeNet,
+    MobileNetV2), none for a fully connected head (VGG). ``net`` as in
+    :func:`objectness_layers`."""
+    if not has_linear_head(architecture):
+        return ()
+    return (MapSpec.make("class_contributions", net=net),)
+
+
 def preset(name, architecture):
     """A fresh, unfitted protocol by preset name (see :data:`PRESETS`) for an architecture
     name such as ``"vgg16"``."""
@@ -118,6 +129,6 @@ def preset(name, architecture):
         return ObjectnessBoxes(objectness_layers(architecture) + objectness_layers(second, second),
                                mix_specs(architecture), lambdas=LAMBDAS_WIDE,
                                modes=TWO_NETS_BOX_MODES, mirror=True,
-                               contributions=(MapSpec.make("class_contributions"),
-                                              MapSpec.make("class_contributions", net=second)))
+                               contributions=contribution_specs(architecture)
+                               + contribution_specs(second, second))
     raise ValueError(f"unknown preset {name!r}; known: {sorted(PRESETS)}")

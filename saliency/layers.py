@@ -12,10 +12,14 @@ from functools import lru_cache
 from sensloc import nets
 
 
+def _built(architecture):
+    # Parameters of a freshly built network are np.zeros, never written: no memory is touched.
+    return nets.build(architecture)
+
+
 @lru_cache(maxsize=None)
 def _declared(architecture):
-    # Parameters of a freshly built network are np.zeros, never written: no memory is touched.
-    return nets.build(architecture).feature_layer
+    return _built(architecture).feature_layer
 
 
 def feature_layer(net_or_name, trace=None):
@@ -85,3 +89,14 @@ def linear_head(net):
     raise ValueError(f"{net.name}'s class scores are not a linear map of one layer's cells "
                      "(a 1x1 convolution, or global average pooling then a linear layer): "
                      "class contributions need such a head")
+
+
+@lru_cache(maxsize=None)
+def has_linear_head(architecture):
+    """Whether an architecture of :data:`sensloc.nets.ARCHITECTURES` has a :func:`linear_head`
+    (SqueezeNet 1.0 and MobileNetV2 do; the VGGs, with fully connected heads, do not)."""
+    try:
+        linear_head(_built(architecture))
+    except ValueError:
+        return False
+    return True

@@ -137,6 +137,14 @@ def test_best_two_nets_is_a_registered_preset():
     assert protocol.lambdas == LAMBDAS_WIDE and max(LAMBDAS_WIDE) == 1e7
     assert {s.net for s in presets.preset("best_two_nets", "mobilenet_v2").layers} \
         == {None, "squeezenet1_0"}
+    # Both networks' class contributions, and every map kind in both views; a network with a
+    # fully connected head (VGG16) has none, its second network still does.
+    assert [s.net for s in protocol.contributions] == [None, "mobilenet_v2"] and protocol.mirror
+    assert {s.mirror for s in protocol.map_specs} == {False, True}
+    assert len(protocol.map_specs) == 2 * (4 + 2 + 4)
+    vgg = presets.preset("best_two_nets", "vgg16")
+    assert [(s.method, s.net) for s in vgg.contributions] == [("class_contributions",
+                                                               "mobilenet_v2")]
     # ``best`` is unchanged: one network, lambdas 10^0..10^6.
     best = presets.preset("best", "squeezenet1_0")
     assert {s.net for s in best.map_specs} == {None} and max(best.lambdas) == 1e6

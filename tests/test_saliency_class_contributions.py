@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from sensloc import nets, saliency
-from sensloc.saliency.layers import linear_head
+from sensloc.saliency.layers import has_linear_head, linear_head
 from sensloc.saliency.maps import MapSpec
 
 
@@ -52,6 +52,8 @@ def test_linear_heads_are_found_and_fully_connected_heads_refused():
     for name in ("vgg16", "vgg_small"):
         with pytest.raises(ValueError, match="not a linear map of one layer's cells"):
             linear_head(nets.build(name))
+    assert [has_linear_head(a) for a in ("squeezenet1_0", "mobilenet_v2", "vgg11", "vgg16")] \
+        == [True, True, False, False]
 
 
 def test_the_map_kind_mirrors_the_photo_and_the_cells_back(rng):
