@@ -445,18 +445,11 @@ class ObjectnessBoxes(Protocol):
 
     def params(self):
         p = self.search.params()
-        p.update({"layers": [s.to_json() for s in self.layers],
-                  "evidence": [s.to_json() for s in self.evidence],
-                  "evidence_sigma": self.evidence_sigma, "lambdas": list(self.lambdas),
-                  "inner_folds": self.inner_folds, "lam": self.lam,
+        p.update(self.reduction_params())
+        p.update({"lambdas": list(self.lambdas), "inner_folds": self.inner_folds, "lam": self.lam,
                   "mean": None if self.mean is None else self.mean.tolist(),
                   "sd": None if self.sd is None else self.sd.tolist(),
                   "weights": None if self.weights is None else self.weights.tolist()})
-        if self.contributions or self.mirror:  # absent when unused, as before they existed
-            p.update({"contributions": [s.to_json() for s in self.contributions],
-                      "mirror": self.mirror})
-        if self.networks is not None:  # absent when never told, as before it existed
-            p["networks"] = dict(sorted(self.networks.items()))
         return p
 
     def reduction_params(self):
@@ -466,7 +459,7 @@ class ObjectnessBoxes(Protocol):
              "contributions": [s.to_json() for s in self.contributions],
              "evidence": [s.to_json() for s in self.evidence],
              "evidence_sigma": self.evidence_sigma, "mirror": self.mirror}
-        if self.networks is not None:
+        if self.networks is not None:  # absent when never told, as before it existed
             p["networks"] = dict(sorted(self.networks.items()))
         return p
 
@@ -476,6 +469,7 @@ class ObjectnessBoxes(Protocol):
                        [MapSpec.from_json(s) for s in p["evidence"]], p["evidence_sigma"],
                        p["lambdas"], p["inner_folds"], lam=p["lam"], mean=p["mean"], sd=p["sd"],
                        weights=p["weights"], networks=p.get("networks"),
+                       # absent from files written before they existed
                        contributions=[MapSpec.from_json(s) for s in p.get("contributions", [])],
                        mirror=p.get("mirror", False))
         protocol.search = BoxSearch.from_params(p)
