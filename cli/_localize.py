@@ -74,6 +74,15 @@ def check_classes(records, net):
                              f"classes (0-{classes - 1})")
 
 
+def open_extra_training(args, net):
+    """The records of ``--extra-training``, checked like the datasets' (an empty list without)."""
+    if not args.extra_training:
+        return []
+    records = open_datasets(args.extra_training)
+    check_classes(records, net)
+    return records
+
+
 def check_dask(args):
     """``--dask`` needs dask.distributed: say how to install it before any work."""
     if args.dask:
@@ -90,13 +99,19 @@ def cmd_fit_boxes(args):
     from sensloc.evaluation.maps import Dataset, ensure_maps
     from sensloc.evaluation.networks import network_identities
     from sensloc.evaluation.reductions import close_rows, reduce_dataset
-    from sensloc.evaluation.runner import photo_to_input
+    from sensloc.evaluation.runner import (extra_training_source, photo_to_input,
+                                           training_moments)
     from sensloc.nets.backends import return_freed_memory
-    out = output_path(args.out, "--out", [args.weights, *dataset_files(args.datasets)])
+    out = output_path(args.out, "--out", [args.weights, *dataset_files(args.datasets),
+                                          *dataset_files(args.extra_training or ())])
     net = load_network(args)
     records = open_datasets(args.datasets)
     check_classes(records, net)
+    extra = open_extra_training(args, net)
     protocol = protocol_from_args(args, net.name)
+    if extra and not protocol.takes_extra_training:
+        raise UsageError("--extra-training: only the objectness presets (best, best_two_nets) "
+                         "learn from extra training photos")
     try:
         protocol.use_networks(network_identities(net, protocol.map_specs))
     except ValueError as error:  # a map kind names a network that is not installed
@@ -105,7 +120,16 @@ def cmd_fit_boxes(args):
     dataset = Dataset(records)
     args.on_interrupt = lambda: (f"the finished maps are kept in {cache_root(args)}; run the "
                                  "same command again to go on from them")
-    ensure_maps(args.weights or weights_path(net_name(args)), net, dataset, protocol.map_specs,
+    source = args.weights or weights_path(net_name(args))
+    if extra:
+        extra_photos = Dataset(extra)
+        if set(extra_photos.digests) & set(dataset.digests):
+            raise UsageError("--extra-training: some of its photos are also among the fitted "
+                             "datasets' photos")
+        protocol.use_extra_training(training_moments(source, net, extra_photos, protocol,
+                                                     cache_root(args), args.jobs, dask=args.dask),
+                                    extra_training_source(extra_photos))
+    ensure_maps(source, net, dataset, protocol.map_specs,
                 cache_root(args), args.jobs, dask=args.dask, reducers=(protocol,))
     return_freed_memory()  # the fit's arrays are sized by the dataset
     gt = [photo_to_input(r.boxes, (r.width, r.height), net.preprocessing) for r in records]
@@ -123,7 +147,8 @@ def cmd_evaluate(args):
     from sensloc.evaluation.boxmodels import load_box_model
     from sensloc.evaluation.runner import Config, evaluate
     from sensloc.localize.presets import preset
-    inputs = [args.weights, *dataset_files(args.datasets), *(args.boxes or ())]
+    inputs = [args.weights, *dataset_files(args.datasets), *(args.boxes or ()),
+              *dataset_files(args.extra_training or ())]
     summary_json = output_path(args.summary_json, "--summary-json", inputs) \
         if args.summary_json else None
     plot = output_folder(args.plot, "--plot") if args.plot else None
@@ -149,6 +174,7 @@ def cmd_evaluate(args):
     check_dask(args)
     records = open_datasets(args.datasets)
     check_classes(records, net)
+    extra = open_extra_training(args, net)
     results = args.results or f"results-{net.name}.csv"
     if summary_json is not None and same_file(summary_json, results):
         raise UsageError(f"--summary-json and --results are the same file {summary_json}")
@@ -159,7 +185,7 @@ def cmd_evaluate(args):
     summary, photo_boxes = evaluate(source, records, configs, cache_root(args), results,
                                     k=args.cv, seed=args.seed, jobs=args.jobs, dask=args.dask,
                                     metrics=metrics, metric_images=args.metric_images,
-                                    owns_process=True)
+                                    owns_process=True, extra_records=extra)
     print(summary.markdown())
     if summary.metrics is not None:
         print("\n" + summary.metrics.markdown())
@@ -268,6 +294,10 @@ def add_parsers(commands):
                             "LocalCluster of --jobs workers; photos, weights and --cache "
                             "must be at the same paths on the workers (needs "
                             "pip install \"sensloc[dask]\")")
+        p.add_argument("--extra-training", nargs="+", metavar="DATASET",
+                       help="photos with boxes that only train the objectness presets (best, "
+                            "best_two_nets: more cells for their ridge, weighted by inner CV), "
+                            "never scored; e.g. tiny-imagenet-val")
         p.set_defaults(run=cmd_fit_boxes if name == "fit-boxes" else cmd_evaluate)
         if name == "fit-boxes":
             p.add_argument("--preset", choices=sorted(PRESETS), metavar="NAME",

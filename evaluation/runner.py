@@ -19,14 +19,16 @@ import numpy as np
 from sensloc import weights as weight_files
 
 from sensloc.evaluation.maps import Dataset, ensure_maps
-from sensloc.evaluation.networks import network_identities
+from sensloc.evaluation.networks import network_cache, network_identities
 from sensloc.nets.backends import return_freed_memory
 from sensloc.evaluation.reductions import close_rows, reduce_dataset
-from sensloc.evaluation.results import ResultsFile, digest, iter_results, results_identity
+from sensloc.evaluation.results import (ResultsFile, dataset_digest, digest, iter_results,
+                                        results_identity)
 from sensloc.localize.boxes import best_ious, clip_boxes
 from sensloc.localize.metrics import bootstrap_ci, hits, per_class_corloc
 from sensloc.localize.protocols import CenterBox, WholeImage
 from sensloc.localize.protocols.base import cross_validated_reduced
+from sensloc.localize.protocols.objectness import CellMoments
 
 
 # --------------------------------------------------------------------------- coordinates
@@ -37,6 +39,51 @@ def photo_to_input(boxes, photo_size_wh, preprocessing):
     h, w = preprocessing.input_size
     return clip_boxes(preprocessing.photo_to_input(boxes, photo_size_wh), (w, h))
 
+
+
+# --------------------------------------------------------------------------- extra training photos
+
+#: Photos whose moments are summed at a time (their maps are in memory meanwhile).
+MOMENTS_BATCH = 32
+
+
+def training_moments(weight_path, net, dataset, protocol, cache_root, jobs=1, batch_size=8,
+                     progress=True, dask=None):
+    """:class:`~sensloc.localize.protocols.objectness.CellMoments` of photos that only train
+    ``protocol`` (one that ``takes_extra_training``), summed over ``dataset``.
+
+    Their maps (``protocol.training_specs``) are computed and cached like any photo's
+    (:func:`ensure_maps`), read :data:`MOMENTS_BATCH` photos at a time, and reduced to the
+    sums, which are kept beside the maps under a key of the map kinds and the photos, classes
+    and boxes (``<network key>/moments/<key>.npz``): one pass per set of photos, whatever the
+    folds, seeds and parameters of the fit.
+    """
+    specs = protocol.training_specs
+    dataset = dataset.for_network(net)
+    cache = network_cache(cache_root, net, specs)
+    source = {k: v for k, v in protocol.reduction_params().items() if k != "mirror"}
+    key = digest([protocol.kind, source, dataset_digest(dataset), dataset.class_offset])[:16]
+    path = cache.folder / "moments" / f"{key}.npz"
+    if cache.has(path):
+        return CellMoments.from_arrays(cache.load_reduction(path))
+    ensure_maps(weight_path, net, dataset, specs, cache_root, jobs, batch_size, progress, dask)
+    prep, records = net.preprocessing, dataset.records
+    total = None
+    for start in range(0, len(records), MOMENTS_BATCH):
+        batch = range(start, min(start + MOMENTS_BATCH, len(records)))
+        maps = cache.load_maps(specs, [dataset.digests[i] for i in batch],
+                               [dataset.target(i) for i in batch])
+        gt = [photo_to_input(records[i].boxes, (records[i].width, records[i].height), prep)
+              for i in batch]
+        part = protocol.cell_moments(maps, gt)
+        total = part if total is None else total + part
+    cache.store_reduction(path, total.to_arrays())
+    return total
+
+
+def extra_training_source(dataset):
+    """The name extra training photos are recorded by: ``extra:<count>:<digest>``."""
+    return f"extra:{len(dataset.records)}:{dataset_digest(dataset)[:16]}"
 
 
 @dataclass
@@ -143,7 +190,7 @@ def summarize(rows, names, image_ids):
 
 def evaluate(weight_path, records, configs, cache_root, results_path, k=5, seed=0, jobs=1,
              batch_size=8, progress=True, dask=None, metrics=(), metric_images=32,
-             owns_process=False):
+             owns_process=False, extra_records=()):
     """Evaluate box configurations on a dataset.
 
     Parameters
@@ -169,6 +216,10 @@ def evaluate(weight_path, records, configs, cache_root, results_path, k=5, seed=
     metrics : tuple of str
         Standard metrics to add (:data:`sensloc.evaluation.standard_metrics.METRIC_NAMES`),
         in ``Summary.metrics``; ``metric_images`` photos for those that run the network.
+    extra_records : list of ImageRecord
+        Photos with boxes that only train: every cross-validated protocol that
+        ``takes_extra_training`` adds them to each fold's fit (:func:`training_moments`); they
+        are never scored, and may not be among ``records``.
     owns_process : bool
         The caller owns the process (the ``sensloc`` command): once the maps exist, glibc
         stops keeping freed memory (:func:`sensloc.nets.backends.return_freed_memory`), so
@@ -184,8 +235,27 @@ def evaluate(weight_path, records, configs, cache_root, results_path, k=5, seed=
     # Every protocol is told the networks it reads (their weights' SHA-256): a fitted one
     # refuses others before any work, a fresh one records them in its parameters.
     networks = network_identities(net, specs)
+    extra, moments = (Dataset(list(extra_records)) if extra_records else None), {}
+    learners = [c.name for c in configs
+                if c.factory is not None and c.factory().takes_extra_training] if extra else []
+    if extra is not None:
+        if not learners:
+            raise ValueError("none of the configurations learns from extra training photos "
+                             "(the cross-validated presets best and best_two_nets do)")
+        shared = sorted(set(extra.digests) & set(dataset.digests))
+        if shared:
+            raise ValueError(f"{len(shared)} of the extra training photos are among the photos "
+                             "evaluated (e.g. " + next(str(r.path) for r, d in zip(
+                                 extra.records, extra.digests) if d == shared[0]) + ")")
+
+    def told(name, factory):  # the protocol, told the networks and the extra photos
+        protocol = factory().use_networks(networks)
+        if name in learners:  # the moments exist from when the maps do (identity needs none)
+            protocol.use_extra_training(moments.get(name), extra_training_source(extra))
+        return protocol
+
     configs = [Config(c.name, c.protocol.use_networks(networks)) if c.protocol is not None
-               else Config(c.name, factory=lambda f=c.factory: f().use_networks(networks))
+               else Config(c.name, factory=lambda n=c.name, f=c.factory: told(n, f))
                for c in configs]
     # Checked before any map is computed; nothing is written until the first row.
     results = ResultsFile(results_path, results_identity(weight_path, net, dataset, configs, k,
@@ -195,6 +265,9 @@ def evaluate(weight_path, records, configs, cache_root, results_path, k=5, seed=
     reducers = {c.name: c.protocol if c.protocol is not None else c.factory() for c in configs}
     ensure_maps(weight_path, net, dataset, specs, cache_root, jobs, batch_size, progress, dask,
                 tuple(reducers.values()))
+    for name in learners:
+        moments[name] = training_moments(weight_path, net, extra, reducers[name], cache_root,
+                                         jobs, batch_size, progress, dask)
     if owns_process:
         return_freed_memory()
     prep = net.preprocessing

@@ -39,6 +39,9 @@ class Protocol:
 
     kind = "protocol"
     map_specs = ()
+    #: Whether it learns from photos that only train (``use_extra_training``, see
+    #: :class:`~sensloc.localize.protocols.objectness.ObjectnessBoxes`).
+    takes_extra_training = False
 
     def reduce(self, maps):
         """What fitting and prediction need of each image: ``{name: (N, ...) array}``."""

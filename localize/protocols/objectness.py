@@ -36,6 +36,13 @@ training images' maps come from the same inner cross-validation (each predicted 
 fitted without it), so the box search sees maps as good as a new image's, not the
 regression's fit to its own targets.
 
+Photos that only train (``use_extra_training``: more real boxes, such as tiny-imagenet's, never
+scored) join the ridge through their cells' sums alone (:class:`CellMoments`): with weight
+``v`` the objective gains ``v sum_{n'c} (o_{n'c} - t_{n'c})^2`` over their cells, standardized
+with the training images' ``mu`` and ``sd``, and ``(v, lam)`` are chosen together by the same
+inner cross-validation, which scores held-out training images only (``v = 0`` among them,
+so the extra photos are used only where they help the images the protocol is fitted on).
+
 With ``mirror=True`` every map is also computed on the mirrored photo (and mirrored back,
 ``MapSpec.mirror``), and the cells' objectness is the mean of the two views' predictions
 (test-time flipping), ``o_nc = [((phi_nc + phi'_nc) / 2 - mu) / sd, 1] w`` since the map is
@@ -44,7 +51,7 @@ linear in the features; ``w`` is fitted on the photo as it is, the box search on
 The measurements behind it (72.1% CV CorLoc on the 692 development photos against ``mix``'s
 70.4%) and the variants dropped: docs/experiments/objectness.md.
 """
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -61,6 +68,8 @@ from sensloc.localize.regression import area_average_matrix, cell_means, solve_r
 LAMBDAS = tuple(10.0 ** np.arange(0, 7))
 #: A wider range for many features (two networks' activations, ~2,000 per cell): 10^0..10^7.
 LAMBDAS_WIDE = tuple(10.0 ** np.arange(0, 8))
+#: Weights of the extra training photos' cells tried by the inner cross-validation (0: none).
+EXTRA_WEIGHTS = (0.0, 0.1, 0.3)
 #: Images per block when accumulating ``X^T X`` (bounds the memory of the float64 rows).
 BLOCK = 64
 
@@ -190,6 +199,59 @@ def _gram(features, indices, targets, mean, sd):
     return gram, moment
 
 
+@dataclass(frozen=True)
+class CellMoments:
+    """The sums over the cells of photos that only train, all that the ridge needs of them.
+
+    ``count`` cells with features ``phi`` (D,) and targets ``t``: ``features = sum phi`` (D,),
+    ``gram = sum phi phi^T`` (D, D), ``targets = sum t``, ``moment = sum phi t`` (D,), in
+    float64. They add over batches of photos, and standardizing the rows afterwards is algebra
+    on them (:meth:`standardized`), so one pass over the photos serves every fold.
+    """
+    count: int
+    features: np.ndarray
+    gram: np.ndarray
+    targets: float
+    moment: np.ndarray
+
+    @classmethod
+    def of(cls, features, targets):
+        """The sums of cells ``features`` (M, D) with ``targets`` (M,)."""
+        phi = np.asarray(features, np.float64)
+        t = np.asarray(targets, np.float64)
+        return cls(len(phi), phi.sum(axis=0), phi.T @ phi, float(t.sum()), phi.T @ t)
+
+    def __add__(self, other):
+        return CellMoments(self.count + other.count, self.features + other.features,
+                           self.gram + other.gram, self.targets + other.targets,
+                           self.moment + other.moment)
+
+    def standardized(self, mean, sd):
+        """``Z^T Z`` (D + 1, D + 1) and ``Z^T t`` (D + 1,) of the rows ``z = [(phi - mean) / sd, 1]``,
+        as :func:`_gram` gives them for rows at hand::
+
+            sum (phi - mu)(phi - mu)^T = G - mu s^T - s mu^T + n mu mu^T,   s = sum phi
+            sum (phi - mu) t           = m - mu sum t
+        """
+        n, s = float(self.count), self.features
+        centred = self.gram - np.outer(mean, s) - np.outer(s, mean) + n * np.outer(mean, mean)
+        gram = np.empty((len(s) + 1,) * 2)
+        gram[:-1, :-1] = centred / np.outer(sd, sd)
+        gram[:-1, -1] = gram[-1, :-1] = (s - n * mean) / sd
+        gram[-1, -1] = n
+        moment = np.append((self.moment - mean * self.targets) / sd, self.targets)
+        return gram, moment
+
+    def to_arrays(self):
+        return {"count": np.int64(self.count), "features": self.features, "gram": self.gram,
+                "targets": np.float64(self.targets), "moment": self.moment}
+
+    @classmethod
+    def from_arrays(cls, arrays):
+        return cls(int(arrays["count"]), arrays["features"], arrays["gram"],
+                   float(arrays["targets"]), arrays["moment"])
+
+
 class _ViewMean:
     """Rows read as the mean of two views' features, ``(a[rows] + b[rows]) / 2``: the photo's
     and its mirror's (``ObjectnessBoxes(mirror=True)``), arrays or rows kept on disk."""
@@ -226,6 +288,9 @@ class ObjectnessBoxes(Protocol):
     mirror : bool
         Predict each photo's objectness as the mean of its and its mirror's (every map kind
         is read in both views).
+    extra_weights : sequence of float >= 0
+        Weights of the extra training photos' cells (:meth:`use_extra_training`) tried by the
+        inner cross-validation, together with ``lambdas``.
     evidence_sigma : float
         Smoothing of the evidence maps (Khan's 4 px).
     lambdas : sequence of float > 0
@@ -236,8 +301,10 @@ class ObjectnessBoxes(Protocol):
         The box stage's grid (:class:`~sensloc.localize.protocols.mix.BoxSearch`,
         ``self.search``); ``modes=("union", "largest")`` lets it box the largest connected
         region of the hot cells where that scores better on the training images.
-    lam, mean, sd, weights, ... : optional
+    lam, mean, sd, weights, extra_weight, ... : optional
         Fitted values (from :meth:`params`).
+    extra_training : str, optional
+        What :meth:`use_extra_training` named the extra training photos by (a digest).
     networks : dict, optional
         ``{architecture: weights SHA-256 or None}`` of the networks whose maps it reads (the
         evaluation's own and every ``MapSpec.net``), recorded by :meth:`use_networks` before
@@ -245,12 +312,14 @@ class ObjectnessBoxes(Protocol):
     """
 
     kind = "objectness"
+    takes_extra_training = True
 
     def __init__(self, layers, evidence, evidence_sigma=4.0, lambdas=LAMBDAS, inner_folds=5,
                  sigmas=SIGMAS, border_widths=BORDER_WIDTHS, fractions=FRACTIONS, scales=SCALES,
                  border_weight=0.5, threshold=0.5, lam=None, mean=None, sd=None, weights=None,
                  sigma=None, border_width=None, fraction=None, scale=None, train_corloc=None,
-                 networks=None, modes=("union",), contributions=(), mirror=False):
+                 networks=None, modes=("union",), contributions=(), mirror=False,
+                 extra_weights=EXTRA_WEIGHTS, extra_weight=None, extra_training=None):
         self.layers, self.evidence = tuple(layers), tuple(evidence)
         self.contributions, self.mirror = tuple(contributions), bool(mirror)
         if not self.layers or not all(isinstance(s, MapSpec) and s.method == "activations"
@@ -280,6 +349,32 @@ class ObjectnessBoxes(Protocol):
         self.weights = None if weights is None else np.asarray(weights, np.float64)
         self.cell_mse = None  # the inner cross-validation's squared error, set by fit
         self.networks = None if networks is None else dict(networks)
+        self.extra_weights = tuple(float(v) for v in extra_weights)
+        if not self.extra_weights or min(self.extra_weights) < 0:
+            raise ValueError("ObjectnessBoxes' extra_weights must be >= 0")
+        self.extra_weight, self.extra_training = extra_weight, extra_training
+        self.extra = None  # CellMoments of the extra training photos, from use_extra_training
+
+    def use_extra_training(self, moments, source):
+        """Fit with photos that only train: ``moments`` (:class:`CellMoments`, from
+        :meth:`cell_moments` of their maps summed over them) and ``source``, a string naming
+        those photos (recorded in :meth:`params`). ``moments`` may come later, before the fit
+        (an evaluation names the photos before it computes their maps). Returns itself."""
+        self.extra, self.extra_training = moments, str(source)
+        return self
+
+    @property
+    def training_specs(self):
+        """The map kinds that extra training photos need: the photo's view of each kind."""
+        return self._specs(False)
+
+    def cell_moments(self, maps, gt_boxes):
+        """:class:`CellMoments` of these photos' cells (their maps, the photo's view, and their
+        ground-truth boxes in input pixels), to add up over the extra training photos."""
+        features = self.features(maps)
+        grid, size = self._grid_and_input(maps)
+        targets = box_coverage(gt_boxes, size, grid).reshape(-1)
+        return CellMoments.of(features.reshape(-1, features.shape[2]), targets)
 
     def use_networks(self, networks):
         """Say which networks' maps it will read, ``{architecture: weights SHA-256 or None}``
@@ -408,18 +503,30 @@ class ObjectnessBoxes(Protocol):
         members = [np.flatnonzero(fold == f) for f in range(self.inner_folds)]
         parts = [_gram(features, m, targets, self.mean, self.sd) for m in members]
         gram, moment = sum(p[0] for p in parts), sum(p[1] for p in parts)
-        # Every lambda's weights as one matrix (D + 1, L) per fold: each held-out block is
-        # standardized and predicted once for all of them, and only its squared errors kept.
-        weights = [np.stack([_ridge(gram - g, moment - mo, lam) for lam in self.lambdas], axis=1)
+        # The extra photos' cells, standardized like these, in every inner training set.
+        extra_gram, extra_moment, grid_v = 0.0, 0.0, (0.0,)
+        if self.extra_training is not None:
+            if self.extra is None:
+                raise ValueError(f"{self.kind} was told of extra training photos "
+                                 f"({self.extra_training}) but not given their moments")
+            extra_gram, extra_moment = self.extra.standardized(self.mean, self.sd)
+            grid_v = self.extra_weights
+        tried = [(v, lam) for v in grid_v for lam in self.lambdas]
+        # Every (v, lambda)'s weights as one matrix (D + 1, L) per fold: each held-out block
+        # is standardized and predicted once for all of them, and only its squared errors kept.
+        weights = [np.stack([_ridge(gram - g + v * extra_gram, moment - mo + v * extra_moment,
+                                    lam) for v, lam in tried], axis=1)
                    for g, mo in parts]
-        squared = np.zeros(len(self.lambdas))
+        squared = np.zeros(len(tried))
         for m, w in zip(members, weights):
             for block, cells in self._cell_blocks(features, m, w):
                 squared += ((cells - targets[block][..., None]) ** 2).sum(axis=(0, 1))
         errors = squared / targets.size
-        best = int(np.argmin(errors))  # the smallest lambda among ties
-        self.lam, self.cell_mse = self.lambdas[best], float(errors[best])
-        self.weights = _ridge(gram, moment, self.lam)
+        best = int(np.argmin(errors))  # the smallest weight, then lambda, among ties
+        v, self.lam = tried[best]
+        self.cell_mse = float(errors[best])
+        self.extra_weight = None if self.extra_training is None else v
+        self.weights = _ridge(gram + v * extra_gram, moment + v * extra_moment, self.lam)
         # The box search on the training images' held-out maps of that lambda: predicted again
         # in the same blocks with the same weights (so the same floats as above, or the mean of
         # both views'), each block boxed at once; only the boxes stay.
@@ -450,6 +557,9 @@ class ObjectnessBoxes(Protocol):
                   "mean": None if self.mean is None else self.mean.tolist(),
                   "sd": None if self.sd is None else self.sd.tolist(),
                   "weights": None if self.weights is None else self.weights.tolist()})
+        if self.extra_training is not None:  # absent without extra photos, as before them
+            p.update({"extra_training": self.extra_training,
+                      "extra_weights": list(self.extra_weights), "extra_weight": self.extra_weight})
         return p
 
     def reduction_params(self):
@@ -471,6 +581,8 @@ class ObjectnessBoxes(Protocol):
                        weights=p["weights"], networks=p.get("networks"),
                        # absent from files written before they existed
                        contributions=[MapSpec.from_json(s) for s in p.get("contributions", [])],
-                       mirror=p.get("mirror", False))
+                       mirror=p.get("mirror", False),
+                       extra_weights=p.get("extra_weights", EXTRA_WEIGHTS),
+                       extra_weight=p.get("extra_weight"), extra_training=p.get("extra_training"))
         protocol.search = BoxSearch.from_params(p)
         return protocol
