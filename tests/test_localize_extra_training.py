@@ -7,7 +7,7 @@ import pytest
 from sensloc.localize.folds import folds
 from sensloc.localize.protocols import objectness as ob
 
-from test_localize_objectness import E, GRID, L1, L2, SIZE, synthetic
+from test_localize_objectness import E, GRID, L1, L2, SIZE, bright_square_photos, synthetic
 
 
 def features_and_targets(maps, boxes):
@@ -120,26 +120,6 @@ def test_without_extra_photos_the_fit_is_what_it_was():
     np.testing.assert_array_equal(told.weights, plain.weights)   # v = 0: the same floats
     with pytest.raises(ValueError, match="not given their moments"):
         ob.ObjectnessBoxes((L1,), (E,)).use_extra_training(None, "extra").fit(maps, boxes)
-
-
-def bright_square_photos(folder, count, seed):
-    """``count`` 32 x 32 photos of a bright square on noise, with its box, in ``folder``."""
-    import csv
-    from PIL import Image
-    folder.mkdir()
-    rng = np.random.default_rng(seed)
-    with open(folder / "manifest.csv", "w", newline="") as stream:
-        writer = csv.writer(stream)
-        writer.writerow(["file", "width", "height", "wnid", "class_index", "class_name", "boxes",
-                         "image_id"])
-        for i in range(count):
-            photo = (rng.random((32, 32, 3)) * 80).astype(np.uint8)
-            x0, y0 = rng.integers(0, 16, size=2)
-            photo[y0:y0 + 14, x0:x0 + 14] = 200
-            Image.fromarray(photo).save(folder / f"p{i}.png")
-            writer.writerow([f"p{i}.png", 32, 32, "n0", i % 3, "thing",
-                             f"{x0},{y0},{x0 + 14},{y0 + 14}", f"{folder.name}{i}"])
-    return folder
 
 
 def test_evaluate_and_fit_boxes_train_on_extra_photos_and_never_score_them(tmp_path, capsys):

@@ -174,31 +174,39 @@ def test_activation_maps_are_the_layer_outputs():
         MapSpec.make("activations", layer=layer, zoom=2.0)
 
 
+def bright_square_photos(folder, count, seed):
+    """``count`` 32 x 32 photos of a bright 14 px square on noise, with its box, written to
+    ``folder`` with their manifest (image ids ``<folder name><i>``)."""
+    import csv
+    from PIL import Image
+    folder.mkdir(exist_ok=True)
+    rng = np.random.default_rng(seed)
+    with open(folder / "manifest.csv", "w", newline="") as stream:
+        writer = csv.writer(stream)
+        writer.writerow(["file", "width", "height", "wnid", "class_index", "class_name", "boxes",
+                         "image_id"])
+        for i in range(count):
+            photo = (rng.random((32, 32, 3)) * 80).astype(np.uint8)
+            x0, y0 = rng.integers(0, 16, size=2)
+            photo[y0:y0 + 14, x0:x0 + 14] = 200
+            Image.fromarray(photo).save(folder / f"p{i}.png")
+            writer.writerow([f"p{i}.png", 32, 32, "n0", i % 3, "thing",
+                             f"{x0},{y0},{x0 + 14},{y0 + 14}", f"{folder.name}{i}"])
+    return folder
+
+
 def test_fit_boxes_and_localize_with_the_best_preset(tmp_path, capsys):
     """The command line end to end: a VGG16 (random weights, 32 px input) fits ``best`` on
     photos of a bright rectangle, saves the model, and boxes a photo with it."""
-    import csv
     from sensloc import nets
     from sensloc import weights
     from sensloc.data import images
-    from PIL import Image
     from sensloc.cli.main import main
     prep = images.Preprocessing((32, 32), "RGB", 1 / 255, (0.5,) * 3, (0.25,) * 3, "squash")
     net = nets.random_parameters(nets.build("vgg16", num_classes=3, input_size=32, hidden=16), 3)
     net_file = weights.save(tmp_path / "vgg16.h5", net, prep, ["a", "b", "c"], "random-3", "3" * 64,
                             architecture_options={"num_classes": 3, "input_size": 32, "hidden": 16})
-    rng = np.random.default_rng(0)
-    with open(tmp_path / "manifest.csv", "w", newline="") as stream:
-        writer = csv.writer(stream)
-        writer.writerow(["file", "width", "height", "wnid", "class_index", "class_name", "boxes",
-                         "image_id"])
-        for i in range(10):
-            photo = (rng.random((32, 32, 3)) * 80).astype(np.uint8)
-            x0, y0 = rng.integers(0, 16, size=2)
-            photo[y0:y0 + 14, x0:x0 + 14] = 200
-            Image.fromarray(photo).save(tmp_path / f"p{i}.png")
-            writer.writerow([f"p{i}.png", 32, 32, "n0", i % 3, "thing",
-                             f"{x0},{y0},{x0 + 14},{y0 + 14}", f"p{i}"])
+    bright_square_photos(tmp_path, 10, seed=0)
     common = ["--weights", str(net_file), "--cache", str(tmp_path / "cache")]
     model = tmp_path / "best.h5"
     assert main(["fit-boxes", str(tmp_path), *common, "--preset", "best", "--out", str(model)]) == 0
